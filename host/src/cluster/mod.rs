@@ -1,0 +1,412 @@
+//! Cluster metadata of this node: the cluster id, topics (id, partition count, config overrides)
+//! and producer-id allocation, persisted in `metadata.json` in the data dir and replaced
+//! atomically on every change. The partitions themselves are opened here and handed out to the
+//! Kafka handlers. (When the Raft issue lands, these changes become entries of the metadata group.)
+
+pub mod topic_config;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::log::LogConfig;
+use crate::partition::{self, Partition, PartitionConfig};
+
+const METADATA_FILE: &str = "metadata.json";
+const METADATA_TMP_FILE: &str = "metadata.json.tmp";
+const PARTITIONS_DIR: &str = "partitions";
+/// Producer ids are handed out from blocks whose end is persisted first, so a restart never
+/// reuses an id without an fsync per InitProducerId.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Why a metadata operation failed; each maps to a Kafka error code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// TOPIC_ALREADY_EXISTS.
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    /// INVALID_TOPIC_EXCEPTION.
+    #[error("invalid topic name {0:?}: {1}")]
+    InvalidTopic(String, &'static str),
+    /// INVALID_PARTITIONS.
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// INVALID_REPLICATION_FACTOR.
+    #[error("replication factor {0} is not possible on a single node")]
+    InvalidReplicationFactor(i16),
+    /// INVALID_CONFIG.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// KAFKA_STORAGE_ERROR.
+    #[error("metadata storage failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A partition could not be opened.
+    #[error(transparent)]
+    Partition(#[from] partition::Error),
+    /// `metadata.json` did not parse.
+    #[error("corrupt {METADATA_FILE}: {0}")]
+    Corrupt(String),
+}
+
+/// A topic and its open partitions.
+pub struct Topic {
+    /// The topic's name.
+    pub name: String,
+    /// Its id (Metadata v10+, CreateTopics v7).
+    pub id: Uuid,
+    /// Config overrides, as set by CreateTopics / IncrementalAlterConfigs.
+    pub configs: BTreeMap<String, String>,
+    /// Partition `i` is `partitions[i]`.
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TopicRecord {
+    name: String,
+    id: Uuid,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MetadataFile {
+    cluster_id: String,
+    producer_id_block_end: i64,
+    topics: Vec<TopicRecord>,
+}
+
+struct ProducerIds {
+    next: i64,
+    /// Invariant: next <= block_end, and block_end is durable in metadata.json.
+    block_end: i64,
+}
+
+/// The node's metadata and its open partitions.
+pub struct Cluster {
+    config: Arc<Config>,
+    cluster_id: String,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Lock order: after `write_lock`.
+    producer_ids: Mutex<ProducerIds>,
+    /// Serialises writers of metadata.json; taken before `topics` and `producer_ids`.
+    write_lock: Mutex<()>,
+}
+
+impl Cluster {
+    /// Loads `metadata.json` (or starts a new cluster) and opens every partition.
+    pub fn open(config: Arc<Config>) -> Result<Cluster, Error> {
+        std::fs::create_dir_all(config.data_dir.join(PARTITIONS_DIR))?;
+        let path = config.data_dir.join(METADATA_FILE);
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<MetadataFile>(&bytes).map_err(|e| Error::Corrupt(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataFile {
+                cluster_id: Uuid::new_v4().simple().to_string(),
+                producer_id_block_end: 0,
+                topics: Vec::new(),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        let mut topics = BTreeMap::new();
+        for record in &file.topics {
+            let partitions = (0..record.partitions)
+                .map(|i| open_partition(&config, &record.name, i, &record.configs))
+                .collect::<Result<Vec<_>, _>>()?;
+            info!(topic = %record.name, partitions = partitions.len(), "opened topic");
+            topics.insert(
+                record.name.clone(),
+                Arc::new(Topic { name: record.name.clone(), id: record.id, configs: record.configs.clone(), partitions }),
+            );
+        }
+        let cluster = Cluster {
+            cluster_id: file.cluster_id.clone(),
+            producer_ids: Mutex::new(ProducerIds { next: file.producer_id_block_end, block_end: file.producer_id_block_end }),
+            topics: RwLock::new(topics),
+            write_lock: Mutex::new(()),
+            config,
+        };
+        cluster.persist()?;
+        Ok(cluster)
+    }
+
+    /// The cluster's id, generated at first start.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The node configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// One topic by name.
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_topics().get(name).cloned()
+    }
+
+    /// One topic by id.
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.read_topics().values().find(|t| t.id == id).cloned()
+    }
+
+    /// All topics, by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.read_topics().values().cloned().collect()
+    }
+
+    /// One partition.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let topic = self.topic(topic)?;
+        usize::try_from(index).ok().and_then(|i| topic.partitions.get(i).cloned())
+    }
+
+    /// Checks a create request without doing it: name, counts, configs.
+    pub fn validate_new_topic(&self, name: &str, partitions: i32, replication_factor: i16, configs: &BTreeMap<String, String>) -> Result<(), Error> {
+        validate_topic_name(name)?;
+        if self.read_topics().contains_key(name) {
+            return Err(Error::TopicExists(name.to_string()));
+        }
+        let max = self.config.kafka.max_partitions_per_topic;
+        if partitions < 1 || partitions > max {
+            return Err(Error::InvalidPartitions(format!("partition count {partitions} is outside 1..={max}")));
+        }
+        if replication_factor != 1 {
+            return Err(Error::InvalidReplicationFactor(replication_factor));
+        }
+        for (k, v) in configs {
+            topic_config::validate(k, v).map_err(Error::InvalidConfig)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a topic; `partitions` and `replication_factor` are already defaulted.
+    pub fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, Error> {
+        let _writer = self.lock_writer();
+        self.validate_new_topic(name, partitions, replication_factor, &configs)?;
+        let opened = (0..partitions)
+            .map(|i| open_partition(&self.config, name, i, &configs))
+            .collect::<Result<Vec<_>, _>>()?;
+        let topic = Arc::new(Topic { name: name.to_string(), id: Uuid::new_v4(), configs, partitions: opened });
+        self.write_topics().insert(name.to_string(), Arc::clone(&topic));
+        if let Err(e) = self.persist() {
+            self.write_topics().remove(name);
+            close_and_remove(&topic.partitions);
+            return Err(e);
+        }
+        info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<(), Error> {
+        let _writer = self.lock_writer();
+        let topic = self.write_topics().remove(name).ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+        if let Err(e) = self.persist() {
+            self.write_topics().insert(name.to_string(), topic);
+            return Err(e);
+        }
+        // The topic is gone from durable metadata; its files are now garbage, removed best-effort.
+        close_and_remove(&topic.partitions);
+        info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), Error> {
+        let _writer = self.lock_writer();
+        let topic = self.topic(name).ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        let max = self.config.kafka.max_partitions_per_topic;
+        if count <= current {
+            return Err(Error::InvalidPartitions(format!("topic {name} has {current} partitions; the new count {count} must be larger")));
+        }
+        if count > max {
+            return Err(Error::InvalidPartitions(format!("partition count {count} exceeds {max}")));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut partitions = topic.partitions.clone();
+        let added = (current..count)
+            .map(|i| open_partition(&self.config, name, i, &topic.configs))
+            .collect::<Result<Vec<_>, _>>()?;
+        partitions.extend(added.iter().cloned());
+        let grown = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs: topic.configs.clone(), partitions });
+        self.write_topics().insert(name.to_string(), grown);
+        if let Err(e) = self.persist() {
+            self.write_topics().insert(name.to_string(), topic);
+            close_and_remove(&added);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides (already validated) and applies them to its partitions.
+    pub fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<(), Error> {
+        let _writer = self.lock_writer();
+        let topic = self.topic(name).ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+        for (k, v) in &configs {
+            topic_config::validate(k, v).map_err(Error::InvalidConfig)?;
+        }
+        let updated = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs, partitions: topic.partitions.clone() });
+        self.write_topics().insert(name.to_string(), Arc::clone(&updated));
+        if let Err(e) = self.persist() {
+            self.write_topics().insert(name.to_string(), topic);
+            return Err(e);
+        }
+        let settings = partition_config(&self.config, &updated.configs);
+        for p in &updated.partitions {
+            p.set_max_message_bytes(settings.max_message_bytes);
+            p.set_log_config(settings.log.clone());
+        }
+        Ok(())
+    }
+
+    /// Hands out a new producer id.
+    pub fn allocate_producer_id(&self) -> Result<i64, Error> {
+        let _writer = self.lock_writer();
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.next >= ids.block_end {
+            let new_end = ids.block_end + PRODUCER_ID_BLOCK;
+            self.write_metadata(new_end)?;
+            ids.block_end = new_end;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
+    }
+
+    /// Closes every partition (final fsync and checkpoint).
+    pub fn close(&self) {
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.close() {
+                    warn!(topic = %topic.name, partition = p.index(), cause = %e, "close failed");
+                }
+            }
+        }
+    }
+
+    fn persist(&self) -> Result<(), Error> {
+        let block_end = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner()).block_end;
+        self.write_metadata(block_end)
+    }
+
+    fn write_metadata(&self, producer_id_block_end: i64) -> Result<(), Error> {
+        let file = MetadataFile {
+            cluster_id: self.cluster_id.clone(),
+            producer_id_block_end,
+            topics: self
+                .read_topics()
+                .values()
+                .map(|t| TopicRecord { name: t.name.clone(), id: t.id, partitions: t.partitions.len() as i32, configs: t.configs.clone() })
+                .collect(),
+        };
+        // Serialising strings and integers cannot fail.
+        let bytes = serde_json::to_vec_pretty(&file).expect("metadata serialises");
+        write_atomically(&self.config.data_dir, &bytes)?;
+        Ok(())
+    }
+
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        // Writers only insert or remove whole entries, so a poisoned map is still consistent.
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Storage settings for a topic's partitions: node defaults overridden by topic configs.
+pub fn partition_config(config: &Config, overrides: &BTreeMap<String, String>) -> PartitionConfig {
+    let d = &config.log;
+    let get = |k| topic_config::effective_i64(overrides, d, k);
+    PartitionConfig {
+        log: LogConfig {
+            segment_bytes: get("segment.bytes").max(1024) as u64,
+            segment_ms: get("segment.ms").max(1) as u64,
+            index_interval_bytes: d.index_interval_bytes,
+            max_entry_bytes: config.kafka.max_request_bytes,
+        },
+        max_message_bytes: get("max.message.bytes").clamp(0, i64::from(u32::MAX)) as u32,
+        flush_policy: d.flush_policy,
+        flush_interval: Duration::from_millis(d.flush_interval_ms),
+        checkpoint_interval: Duration::from_millis(d.checkpoint_interval_ms),
+    }
+}
+
+fn partition_dir(config: &Config, topic: &str, index: i32) -> PathBuf {
+    config.data_dir.join(PARTITIONS_DIR).join(format!("{topic}-{index}"))
+}
+
+fn open_partition(config: &Config, topic: &str, index: i32, overrides: &BTreeMap<String, String>) -> Result<Arc<Partition>, Error> {
+    let dir = partition_dir(config, topic, index);
+    Ok(Partition::open(topic, index, &dir, partition_config(config, overrides))?)
+}
+
+fn close_and_remove(partitions: &[Arc<Partition>]) {
+    for p in partitions {
+        let _ = p.close();
+        if let Err(e) = std::fs::remove_dir_all(p.dir()) {
+            warn!(dir = %p.dir().display(), cause = %e, "could not remove partition directory");
+        }
+    }
+}
+
+/// Kafka's topic name rules: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), Error> {
+    let invalid = |why| Err(Error::InvalidTopic(name.to_string(), why));
+    if name.is_empty() {
+        return invalid("empty");
+    }
+    if name.len() > 249 {
+        return invalid("longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return invalid("'.' and '..' are reserved");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// Replaces `metadata.json` so that a crash leaves either the old or the new file, never a mix.
+fn write_atomically(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(METADATA_TMP_FILE);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    // The new contents must be on disk before the rename makes them the metadata, or a crash could
+    // leave an empty file under the real name.
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(METADATA_FILE))?;
+    // The rename itself lives in the directory; without this a crash may bring back the old file.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_test-2").is_ok());
+        for bad in ["", ".", "..", "a/b", "sp ace", "ünï", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

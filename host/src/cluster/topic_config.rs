@@ -1,0 +1,181 @@
+//! Topic configs as Kafka names them (`retention.ms`, `segment.bytes`, ...): which keys exist,
+//! which values are valid, and the effective value of each for a topic (its override, else the
+//! node's default). Stored overrides are plain strings, exactly as the client sent them.
+
+use std::collections::BTreeMap;
+
+use crate::config::LogDefaults;
+
+/// Kafka's config value types, as DescribeConfigs v3+ reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i8)]
+pub enum ConfigType {
+    /// A string.
+    String = 2,
+    /// A 32-bit integer.
+    Int = 3,
+    /// A 64-bit integer.
+    Long = 5,
+    /// A comma-separated list.
+    List = 7,
+}
+
+/// One known topic config key.
+pub struct TopicConfigKey {
+    /// Kafka's name.
+    pub name: &'static str,
+    /// Its type.
+    pub config_type: ConfigType,
+    /// What it means, for DescribeConfigs `include_documentation`.
+    pub doc: &'static str,
+    validate: fn(&str) -> Result<(), String>,
+    default: fn(&LogDefaults) -> String,
+}
+
+/// Every topic config this broker stores and reports.
+pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
+    TopicConfigKey {
+        name: "cleanup.policy",
+        config_type: ConfigType::List,
+        doc: "delete, compact or both; stored and reported (log compaction is not implemented yet)",
+        validate: |v| {
+            let ok = v.split(',').map(str::trim).all(|p| p == "delete" || p == "compact");
+            if ok && !v.trim().is_empty() { Ok(()) } else { Err("must be delete, compact or delete,compact".into()) }
+        },
+        default: |_| "delete".into(),
+    },
+    TopicConfigKey {
+        name: "retention.ms",
+        config_type: ConfigType::Long,
+        doc: "age after which a segment may be deleted; -1 keeps everything",
+        validate: |v| long_at_least(v, -1),
+        default: |d| d.retention_ms.to_string(),
+    },
+    TopicConfigKey {
+        name: "retention.bytes",
+        config_type: ConfigType::Long,
+        doc: "size above which the oldest segments may be deleted; -1 keeps everything",
+        validate: |v| long_at_least(v, -1),
+        default: |d| d.retention_bytes.to_string(),
+    },
+    TopicConfigKey {
+        name: "segment.bytes",
+        config_type: ConfigType::Int,
+        doc: "segment size before a new segment is rolled",
+        validate: |v| int_at_least(v, 1024),
+        default: |d| d.segment_bytes.min(i32::MAX as u64).to_string(),
+    },
+    TopicConfigKey {
+        name: "segment.ms",
+        config_type: ConfigType::Long,
+        doc: "segment age before a new segment is rolled",
+        validate: |v| long_at_least(v, 1),
+        default: |d| d.segment_ms.to_string(),
+    },
+    TopicConfigKey {
+        name: "max.message.bytes",
+        config_type: ConfigType::Int,
+        doc: "largest record batch accepted",
+        validate: |v| int_at_least(v, 0),
+        default: |d| d.max_message_bytes.to_string(),
+    },
+    TopicConfigKey {
+        name: "min.insync.replicas",
+        config_type: ConfigType::Int,
+        doc: "replicas that must acknowledge an acks=all write",
+        validate: |v| int_at_least(v, 1),
+        default: |_| "1".into(),
+    },
+    TopicConfigKey {
+        name: "message.timestamp.type",
+        config_type: ConfigType::String,
+        doc: "CreateTime: batches keep the producer's timestamps",
+        validate: |v| if v == "CreateTime" { Ok(()) } else { Err("only CreateTime is supported".into()) },
+        default: |_| "CreateTime".into(),
+    },
+    TopicConfigKey {
+        name: "compression.type",
+        config_type: ConfigType::String,
+        doc: "producer: batches are stored with the codec the producer chose",
+        validate: |v| if v == "producer" { Ok(()) } else { Err("only producer is supported: batches are stored as sent".into()) },
+        default: |_| "producer".into(),
+    },
+];
+
+/// Finds a known key.
+pub fn key(name: &str) -> Option<&'static TopicConfigKey> {
+    TOPIC_CONFIG_KEYS.iter().find(|k| k.name == name)
+}
+
+/// Checks one override; the error names the key and says what is allowed.
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let key = key(name).ok_or_else(|| format!("unknown topic config {name}"))?;
+    (key.validate)(value).map_err(|why| format!("invalid value {value:?} for {name}: {why}"))
+}
+
+/// The effective value of every known key for a topic with these overrides.
+pub fn effective(overrides: &BTreeMap<String, String>, defaults: &LogDefaults) -> Vec<(&'static TopicConfigKey, String, bool)> {
+    TOPIC_CONFIG_KEYS
+        .iter()
+        .map(|k| match overrides.get(k.name) {
+            Some(v) => (k, v.clone(), true),
+            None => (k, (k.default)(defaults), false),
+        })
+        .collect()
+}
+
+/// The effective value of one key, parsed as an integer (the caller names a numeric key).
+pub fn effective_i64(overrides: &BTreeMap<String, String>, defaults: &LogDefaults, name: &str) -> i64 {
+    let value = match (overrides.get(name), key(name)) {
+        (Some(v), _) => v.clone(),
+        (None, Some(k)) => (k.default)(defaults),
+        (None, None) => return 0,
+    };
+    // Overrides were validated when stored, and defaults are numbers.
+    value.trim().parse().unwrap_or(0)
+}
+
+fn long_at_least(v: &str, min: i64) -> Result<(), String> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if n >= min => Ok(()),
+        Ok(_) => Err(format!("must be at least {min}")),
+        Err(_) => Err("must be an integer".into()),
+    }
+}
+
+fn int_at_least(v: &str, min: i32) -> Result<(), String> {
+    match v.trim().parse::<i32>() {
+        Ok(n) if n >= min => Ok(()),
+        Ok(_) => Err(format!("must be at least {min}")),
+        Err(_) => Err("must be a 32-bit integer".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_known_keys() {
+        assert!(validate("retention.ms", "1000").is_ok());
+        assert!(validate("retention.ms", "-1").is_ok());
+        assert!(validate("retention.ms", "-2").is_err());
+        assert!(validate("retention.ms", "soon").is_err());
+        assert!(validate("segment.bytes", "10").is_err());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("no.such.key", "1").is_err());
+    }
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let defaults = LogDefaults::default();
+        let mut overrides = BTreeMap::new();
+        overrides.insert("segment.bytes".to_string(), "4096".to_string());
+        assert_eq!(effective_i64(&overrides, &defaults, "segment.bytes"), 4096);
+        assert_eq!(effective_i64(&overrides, &defaults, "retention.bytes"), -1);
+        let all = effective(&overrides, &defaults);
+        assert_eq!(all.len(), TOPIC_CONFIG_KEYS.len());
+        assert!(all.iter().any(|(k, v, o)| k.name == "segment.bytes" && v == "4096" && *o));
+    }
+}

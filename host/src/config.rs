@@ -1,0 +1,266 @@
+//! Node configuration: a TOML file, overridden by `SLUICE_*` environment variables, overridden by
+//! command-line flags. Every limit the broker enforces is a named field here.
+//!
+//! Environment variables name a key with `__` between levels and `_` for `-`:
+//! `SLUICE_LOG__SEGMENT_BYTES=1048576` sets `log.segment-bytes`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable did not parse.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// The values parsed but make no sense together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// This node's id, reported to clients as the broker id.
+    /// Default: 1
+    pub node_id: i32,
+    /// Where all partitions and cluster metadata live.
+    /// Default: "./sluice-data"
+    pub data_dir: PathBuf,
+    /// The Kafka listener.
+    /// Default: "127.0.0.1:9092"
+    pub kafka_addr: SocketAddr,
+    /// The address clients are told to connect to; the bound Kafka address when unset.
+    /// Default: unset
+    pub advertised_kafka_addr: Option<SocketAddr>,
+    /// The gRPC port shared by the admin API and Raft traffic.
+    /// Default: "127.0.0.1:9093"
+    pub rpc_addr: SocketAddr,
+    /// The Prometheus metrics endpoint.
+    /// Default: "127.0.0.1:9644"
+    pub metrics_addr: SocketAddr,
+    /// Kafka protocol limits.
+    pub kafka: KafkaConfig,
+    /// Topic defaults and storage behaviour.
+    pub log: LogDefaults,
+}
+
+/// Limits of the Kafka listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Largest request frame accepted; a larger size prefix closes the connection before any
+    /// allocation (Kafka's `socket.request.max.bytes`).
+    /// Default: 104857600 (100 MiB)
+    pub max_request_bytes: u32,
+    /// Requests one connection may have in flight; responses still go out in request order.
+    /// Default: 16
+    pub max_in_flight_per_connection: usize,
+    /// Concurrent client connections; further ones are closed at accept.
+    /// Default: 10000
+    pub max_connections: usize,
+    /// Whether Metadata and Produce create unknown topics (Kafka's `auto.create.topics.enable`).
+    /// Default: false
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created without a count.
+    /// Default: 1
+    pub default_partitions: i32,
+    /// Upper bound on partitions per topic.
+    /// Default: 10000
+    pub max_partitions_per_topic: i32,
+    /// Longest a fetch may wait for data, whatever the client asks.
+    /// Default: 30000
+    pub max_fetch_wait_ms: u64,
+}
+
+/// When appended data is made durable.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlushPolicy {
+    /// fsync before acknowledging acks=1/-1 and before data becomes visible to consumers; one
+    /// fsync covers every append that arrived while the previous one ran (group commit).
+    OnAck,
+    /// fsync every `flush-interval-ms`; acknowledgements and visibility do not wait for it.
+    Interval,
+}
+
+/// Defaults for every topic's storage, overridable per topic through topic configs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LogDefaults {
+    /// Segment size before rolling (`segment.bytes`).
+    /// Default: 1073741824 (1 GiB)
+    pub segment_bytes: u64,
+    /// Segment age before rolling (`segment.ms`).
+    /// Default: 604800000 (7 days)
+    pub segment_ms: u64,
+    /// Bytes between two sparse index entries (`index.interval.bytes`).
+    /// Default: 4096
+    pub index_interval_bytes: u32,
+    /// Largest record batch accepted (`max.message.bytes`).
+    /// Default: 1048588
+    pub max_message_bytes: u32,
+    /// Retention by age (`retention.ms`); -1 keeps everything.
+    /// Default: 604800000 (7 days)
+    pub retention_ms: i64,
+    /// Retention by size per partition (`retention.bytes`); -1 keeps everything.
+    /// Default: -1
+    pub retention_bytes: i64,
+    /// When to fsync.
+    /// Default: "on-ack"
+    pub flush_policy: FlushPolicy,
+    /// Period of the `interval` flush policy.
+    /// Default: 1000
+    pub flush_interval_ms: u64,
+    /// How often the recovery checkpoint is rewritten; a crash rescans at most this much tail.
+    /// Default: 1000
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("./sluice-data"),
+            kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_kafka_addr: None,
+            rpc_addr: SocketAddr::from(([127, 0, 0, 1], 9093)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9644)),
+            kafka: KafkaConfig::default(),
+            log: LogDefaults::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            max_request_bytes: 100 * 1024 * 1024,
+            max_in_flight_per_connection: 16,
+            max_connections: 10_000,
+            auto_create_topics: false,
+            default_partitions: 1,
+            max_partitions_per_topic: 10_000,
+            max_fetch_wait_ms: 30_000,
+        }
+    }
+}
+
+impl Default for LogDefaults {
+    fn default() -> Self {
+        LogDefaults {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            flush_policy: FlushPolicy::OnAck,
+            flush_interval_ms: 1000,
+            checkpoint_interval_ms: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `SLUICE_*` environment variables.
+    /// Flags are applied by the caller afterwards, then [`Config::validate`] runs.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(
+            Env::prefixed("SLUICE_")
+                .split("__")
+                .map(|key| key.as_str().replace('_', "-").into()),
+        );
+        figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    /// Rejects combinations that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_string()));
+        if self.kafka.max_request_bytes < 64 {
+            return invalid("kafka.max-request-bytes must be at least 64");
+        }
+        if self.kafka.max_in_flight_per_connection == 0 {
+            return invalid("kafka.max-in-flight-per-connection must be at least 1");
+        }
+        if self.kafka.default_partitions < 1
+            || self.kafka.default_partitions > self.kafka.max_partitions_per_topic
+        {
+            return invalid("kafka.default-partitions must be in 1..=max-partitions-per-topic");
+        }
+        if self.log.segment_bytes < 1024 {
+            return invalid("log.segment-bytes must be at least 1024");
+        }
+        if u64::from(self.log.max_message_bytes) > self.log.segment_bytes {
+            return invalid("log.max-message-bytes must not exceed log.segment-bytes");
+        }
+        if self.log.max_message_bytes > self.kafka.max_request_bytes {
+            return invalid("log.max-message-bytes must not exceed kafka.max-request-bytes");
+        }
+        if self.log.index_interval_bytes == 0 {
+            return invalid("log.index-interval-bytes must be at least 1");
+        }
+        if self.log.flush_interval_ms == 0 || self.log.checkpoint_interval_ms == 0 {
+            return invalid("log.flush-interval-ms and log.checkpoint-interval-ms must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_and_environment_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(
+            &file,
+            "node-id = 7\n[log]\nsegment-bytes = 4096\nflush-policy = \"interval\"\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SLUICE_KAFKA__MAX_REQUEST_BYTES", "1000");
+            let config = Config::load(Some(&file)).unwrap();
+            assert_eq!(config.node_id, 7);
+            assert_eq!(config.log.segment_bytes, 4096);
+            assert_eq!(config.log.flush_policy, FlushPolicy::Interval);
+            assert_eq!(config.kafka.max_request_bytes, 1000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "no-such-key = 1\n").unwrap();
+        assert!(Config::load(Some(&file)).is_err());
+        std::fs::write(&file, "[log]\nsegment-bytes = \"big\"\n").unwrap();
+        assert!(Config::load(Some(&file)).is_err());
+        let mut config = Config::default();
+        config.log.segment_bytes = 10;
+        assert!(config.validate().is_err());
+    }
+}

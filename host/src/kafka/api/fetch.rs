@@ -1,0 +1,134 @@
+//! Fetch: whole stored batches from each requested offset up to the high watermark, long-polling
+//! until `min_bytes` are available or `max_wait_ms` passes. Stored bytes are returned as they
+//! are; a fetch from the middle of a batch returns that whole batch (clients skip the records
+//! before their offset). No fetch sessions are created: the response's session id is 0, which
+//! tells clients to keep sending full requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::select_all;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::{code, partition_error_code, respond};
+use crate::kafka::KafkaContext;
+use crate::kafka::frame::{FrameError, Request, decode_body};
+use crate::partition::Partition;
+
+struct Target {
+    index: i32,
+    partition: Option<Arc<Partition>>,
+    offset: i64,
+    max_bytes: usize,
+}
+
+pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: FetchRequest = decode_body(request)?;
+    let max_wait = Duration::from_millis(body.max_wait_ms.max(0) as u64)
+        .min(Duration::from_millis(ctx.cluster.config().kafka.max_fetch_wait_ms));
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = body.min_bytes.max(0) as usize;
+    let max_bytes = if body.max_bytes > 0 { body.max_bytes as usize } else { usize::MAX };
+    let read_committed = body.isolation_level == 1;
+    let topics: Vec<(TopicName, Vec<Target>)> = body
+        .topics
+        .iter()
+        .map(|t| {
+            let targets = t
+                .partitions
+                .iter()
+                .map(|p| Target {
+                    index: p.partition,
+                    partition: ctx.cluster.partition(t.topic.as_str(), p.partition),
+                    offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes.max(0) as usize,
+                })
+                .collect();
+            (t.topic.clone(), targets)
+        })
+        .collect();
+    loop {
+        // Subscribe before reading so an append between the read and the wait is not missed.
+        let mut watches: Vec<_> = topics
+            .iter()
+            .flat_map(|(_, targets)| targets.iter())
+            .filter_map(|t| t.partition.as_ref().map(|p| p.watch_high_watermark()))
+            .collect();
+        let (response, bytes, has_error) = build(&topics, max_bytes, read_committed);
+        if bytes >= min_bytes || has_error || watches.is_empty() || Instant::now() >= deadline {
+            ctx.metrics.fetched_bytes.inc_by(bytes as u64);
+            return respond(request, &response);
+        }
+        let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        if tokio::time::timeout_at(deadline, any_change).await.is_err() {
+            let (response, bytes, _) = build(&topics, max_bytes, read_committed);
+            ctx.metrics.fetched_bytes.inc_by(bytes as u64);
+            return respond(request, &response);
+        }
+    }
+}
+
+/// Reads every target once. Returns the response, the record bytes in it, and whether any
+/// partition answered with an error (which is returned at once rather than long-polled).
+fn build(topics: &[(TopicName, Vec<Target>)], max_bytes: usize, read_committed: bool) -> (FetchResponse, usize, bool) {
+    let mut response = FetchResponse::default();
+    let mut total = 0usize;
+    let mut has_error = false;
+    for (name, targets) in topics {
+        let mut topic = FetchableTopicResponse::default();
+        topic.topic = name.clone();
+        for target in targets {
+            let mut p = PartitionData::default();
+            p.partition_index = target.index;
+            p.preferred_read_replica = BrokerId(-1);
+            p.high_watermark = -1;
+            p.last_stable_offset = -1;
+            p.log_start_offset = -1;
+            p.records = Some(Bytes::new());
+            if read_committed {
+                p.aborted_transactions = Some(Vec::new());
+            }
+            match read_partition(target, max_bytes.saturating_sub(total)) {
+                Ok((records, high_watermark, log_start_offset)) => {
+                    total += records.len();
+                    p.high_watermark = high_watermark;
+                    p.last_stable_offset = high_watermark;
+                    p.log_start_offset = log_start_offset;
+                    p.records = Some(records);
+                }
+                Err(error_code) => {
+                    has_error = true;
+                    p.error_code = error_code;
+                }
+            }
+            topic.partitions.push(p);
+        }
+        response.responses.push(topic);
+    }
+    (response, total, has_error)
+}
+
+fn read_partition(target: &Target, remaining: usize) -> Result<(Bytes, i64, i64), i16> {
+    let partition = target.partition.as_ref().ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+    let high_watermark = partition.high_watermark();
+    let log_start = partition.log_start_offset().map_err(|e| partition_error_code(&e))?;
+    if target.offset < log_start || target.offset > high_watermark {
+        return Err(code(ResponseError::OffsetOutOfRange));
+    }
+    let budget = target.max_bytes.min(remaining);
+    if budget == 0 || target.offset == high_watermark {
+        return Ok((Bytes::new(), high_watermark, log_start));
+    }
+    match partition.read(target.offset, budget) {
+        Ok(read) => Ok((Bytes::from(read.records), read.high_watermark, read.log_start_offset)),
+        Err(e) => {
+            warn!(topic = partition.topic(), partition = partition.index(), offset = target.offset, cause = %e, "fetch failed");
+            Err(partition_error_code(&e))
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The meaning of Kafka requests: one module per API family, one `match` on the API key.
+//! Each handler decodes its body at the header's version and encodes its own response.
+
+mod admin;
+mod api_versions;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod producer_id;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Encodable, StrBytes, VersionRange};
+
+use super::KafkaContext;
+use super::frame::{FrameError, Request, encode_response};
+
+/// The APIs served and the versions of each. Ranges stop where a newer version would change
+/// semantics we do not implement yet (topic ids in Produce v13 / Fetch v13, ListOffsets
+/// max-timestamp lookups in v7, transactions in InitProducerId v5).
+const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::AlterConfigs, 0, 2),
+];
+
+/// The versions of `api` this broker serves, if any.
+pub fn supported_versions(api: ApiKey) -> Option<VersionRange> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == api).map(|&(_, min, max)| {
+        let ours = VersionRange { min, max };
+        // Never advertise beyond what the protocol crate can decode.
+        ours.intersect(&api.valid_versions())
+    })
+}
+
+/// Handles one request. `Ok(None)` means no response is sent (Produce with acks=0).
+pub async fn handle(ctx: &KafkaContext, request: Request) -> Result<Option<Bytes>, FrameError> {
+    match request.api_key {
+        ApiKey::ApiVersions => api_versions::handle(&request).map(Some),
+        ApiKey::Metadata => metadata::handle(ctx, &request).map(Some),
+        ApiKey::Produce => produce::handle(ctx, &request).await,
+        ApiKey::Fetch => fetch::handle(ctx, &request).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(ctx, &request).map(Some),
+        ApiKey::CreateTopics => admin::create_topics(ctx, &request).map(Some),
+        ApiKey::DeleteTopics => admin::delete_topics(ctx, &request).map(Some),
+        ApiKey::CreatePartitions => admin::create_partitions(ctx, &request).map(Some),
+        ApiKey::DescribeConfigs => configs::describe(ctx, &request).map(Some),
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(ctx, &request).map(Some),
+        ApiKey::AlterConfigs => configs::alter(ctx, &request).map(Some),
+        ApiKey::InitProducerId => producer_id::handle(ctx, &request).map(Some),
+        other => Err(FrameError::UnknownApi(other as i16)),
+    }
+}
+
+/// Encodes `body` as the response to `request`, at the request's version.
+fn respond<M: Encodable>(request: &Request, body: &M) -> Result<Bytes, FrameError> {
+    let version = request.header.request_api_version;
+    encode_response(&request.header, request.api_key, version, body).map_err(|e| FrameError::Malformed {
+        api: request.api_key,
+        version,
+        cause: format!("response did not encode: {e}"),
+    })
+}
+
+/// A Kafka error code.
+fn code(error: ResponseError) -> i16 {
+    error.code()
+}
+
+/// A message for an error-message field.
+fn message(text: impl Into<String>) -> Option<StrBytes> {
+    Some(StrBytes::from_string(text.into()))
+}
+
+/// The Kafka error code for a metadata failure.
+fn cluster_error_code(error: &crate::cluster::Error) -> i16 {
+    use crate::cluster::Error as E;
+    code(match error {
+        E::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        E::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        E::InvalidTopic(..) => ResponseError::InvalidTopicException,
+        E::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        E::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        E::InvalidConfig(_) => ResponseError::InvalidConfig,
+        E::Io(_) | E::Partition(_) | E::Corrupt(_) => ResponseError::KafkaStorageError,
+    })
+}
+
+/// The Kafka error code for a partition failure.
+fn partition_error_code(error: &crate::partition::Error) -> i16 {
+    use crate::partition::Error as E;
+    use crate::partition::batch::BatchError;
+    use crate::partition::producer_state::SequenceCheck;
+    code(match error {
+        E::Batch(BatchError::Corrupt(_)) => ResponseError::CorruptMessage,
+        E::Batch(BatchError::UnsupportedMagic(_)) => ResponseError::UnsupportedForMessageFormat,
+        E::Batch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
+        E::Batch(BatchError::Transactional) => ResponseError::InvalidRecord,
+        E::Sequence(SequenceCheck::StaleEpoch) => ResponseError::InvalidProducerEpoch,
+        E::Sequence(SequenceCheck::UnknownProducer) => ResponseError::UnknownProducerId,
+        E::Sequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        E::DuplicateInSet => ResponseError::DuplicateSequenceNumber,
+        E::Log(crate::log::Error::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
+        E::Log(_) | E::StorageFailed(_) => ResponseError::KafkaStorageError,
+        E::Closed => ResponseError::UnknownTopicOrPartition,
+    })
+}

@@ -1,0 +1,107 @@
+//! Produce: validate and append each partition's record batches, then answer once they are
+//! durable (acks=1/-1; on one node both mean "persisted here") or not at all (acks=0).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use tracing::debug;
+
+use super::{code, message, partition_error_code, respond};
+use crate::kafka::KafkaContext;
+use crate::kafka::frame::{FrameError, Request, decode_body};
+use crate::partition::{Appended, Partition};
+
+/// One partition's outcome before durability is awaited.
+enum Outcome {
+    Appended(Arc<Partition>, Appended),
+    Failed(i16, Option<String>),
+}
+
+pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Bytes>, FrameError> {
+    let body: ProduceRequest = decode_body(request)?;
+    let acks = body.acks;
+    let now_ms = now_ms();
+    let mut topics = Vec::with_capacity(body.topic_data.len());
+    for topic in &body.topic_data {
+        let mut outcomes = Vec::with_capacity(topic.partition_data.len());
+        for data in &topic.partition_data {
+            let outcome = if !matches!(acks, -1..=1) {
+                Outcome::Failed(code(ResponseError::InvalidRequiredAcks), None)
+            } else {
+                append(ctx, topic.name.as_str(), data.index, data.records.as_ref(), now_ms)
+            };
+            outcomes.push((data.index, outcome));
+        }
+        topics.push((topic.name.clone(), outcomes));
+    }
+    ctx.metrics.produced_requests.inc();
+    if acks == 0 {
+        return Ok(None);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(body.timeout_ms.max(0) as u64);
+    let mut response = ProduceResponse::default();
+    for (name, outcomes) in topics {
+        let mut t = TopicProduceResponse::default();
+        t.name = name;
+        for (index, outcome) in outcomes {
+            let mut p = PartitionProduceResponse::default();
+            p.index = index;
+            p.log_append_time_ms = -1;
+            p.base_offset = -1;
+            p.log_start_offset = -1;
+            match outcome {
+                Outcome::Appended(partition, appended) => {
+                    match tokio::time::timeout_at(deadline, partition.wait_durable(appended.end_offset)).await {
+                        Ok(Ok(())) => {
+                            p.base_offset = appended.base_offset;
+                            p.log_start_offset = partition.log_start_offset().unwrap_or(-1);
+                            ctx.metrics.produced_records.inc_by((appended.end_offset - appended.base_offset) as u64);
+                        }
+                        Ok(Err(e)) => {
+                            p.error_code = partition_error_code(&e);
+                            p.error_message = message(e.to_string());
+                        }
+                        Err(_) => p.error_code = code(ResponseError::RequestTimedOut),
+                    }
+                }
+                Outcome::Failed(error_code, why) => {
+                    p.error_code = error_code;
+                    p.error_message = why.and_then(|w| message(w));
+                }
+            }
+            t.partition_responses.push(p);
+        }
+        response.responses.push(t);
+    }
+    respond(request, &response).map(Some)
+}
+
+fn append(ctx: &KafkaContext, topic: &str, index: i32, records: Option<&Bytes>, now_ms: i64) -> Outcome {
+    let Some(partition) = ctx.cluster.partition(topic, index) else {
+        return Outcome::Failed(code(ResponseError::UnknownTopicOrPartition), None);
+    };
+    let Some(records) = records else {
+        return Outcome::Failed(code(ResponseError::CorruptMessage), Some("no records".into()));
+    };
+    match partition.append(records, now_ms) {
+        Ok(appended) => {
+            ctx.metrics.produced_bytes.inc_by(records.len() as u64);
+            Outcome::Appended(partition, appended)
+        }
+        Err(e) => {
+            debug!(topic, partition = index, cause = %e, "produce refused");
+            Outcome::Failed(partition_error_code(&e), Some(e.to_string()))
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

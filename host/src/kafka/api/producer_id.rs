@@ -1,0 +1,31 @@
+//! InitProducerId: hands out producer ids for idempotent producers. As in Kafka, a request
+//! without a transactional id always gets a fresh id (this also serves KIP-360 recovery, where a
+//! producer that lost its sequence state asks again). Transactions are not supported yet, so a
+//! transactional id is refused.
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::{code, respond};
+use crate::kafka::KafkaContext;
+use crate::kafka::frame::{FrameError, Request, decode_body};
+
+pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: InitProducerIdRequest = decode_body(request)?;
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    if body.transactional_id.is_some() {
+        response.error_code = code(ResponseError::InvalidRequest);
+    } else {
+        match ctx.cluster.allocate_producer_id() {
+            Ok(id) => {
+                response.producer_id = ProducerId(id);
+                response.producer_epoch = 0;
+            }
+            Err(_) => response.error_code = code(ResponseError::KafkaStorageError),
+        }
+    }
+    respond(request, &response)
+}

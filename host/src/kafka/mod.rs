@@ -1,0 +1,27 @@
+//! The Kafka wire server: [`server`] accepts connections, [`connection`] moves frames,
+//! [`frame`] handles bytes, and [`api`] gives requests their meaning.
+
+mod api;
+mod connection;
+pub mod frame;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use server::serve;
+
+use crate::cluster::Cluster;
+use crate::metrics::Metrics;
+
+/// What every request handler can reach.
+pub struct KafkaContext {
+    /// Topics, partitions and configuration.
+    pub cluster: Arc<Cluster>,
+    /// This broker's id.
+    pub node_id: i32,
+    /// The address clients are told to use.
+    pub advertised: SocketAddr,
+    /// Request and data counters.
+    pub metrics: Arc<Metrics>,
+}

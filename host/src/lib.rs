@@ -1,0 +1,24 @@
+//! Sluice: a Kafka-compatible message broker.
+//!
+//! # Layout
+//! - [`config`]: the node's settings (TOML, `SLUICE_*` environment, flags).
+//! - `kafka/`: the wire server — framing, then one handler module per API family.
+//! - `partition/`: one partition replica — batch validation, idempotent producers, group commit.
+//! - `log/`: the on-disk partition log — segments, indexes, recovery.
+//! - `cluster/`: topics, topic configs and producer ids, persisted in the data dir.
+//! - `metrics`: Prometheus counters and their HTTP endpoint.
+//! - [`Node`]: starts and stops all of the above.
+
+pub mod config;
+mod cluster;
+mod error;
+mod kafka;
+mod log;
+mod metrics;
+mod node;
+mod partition;
+
+pub use config::Config;
+pub use error::Error;
+pub use kafka::frame;
+pub use node::Node;

@@ -1,0 +1,39 @@
+//! The `sluice` binary.
+
+mod cli;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+use cli::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => {
+            let mut config = sluice::Config::load(args.config.as_deref())?;
+            args.apply(&mut config);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: sluice::Config) -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let node = sluice::Node::start(config).await?;
+    // One line on stdout that scripts and tests can wait for.
+    println!("sluice: kafka listening on {}, metrics on {}", node.kafka_addr(), node.metrics_addr());
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Prometheus metrics: the registry, the counters the broker updates, and the HTTP endpoint
+//! that serves them in the text format at `/metrics`.
+
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::debug;
+
+/// Every metric of a node.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    /// Open Kafka connections.
+    pub connections: IntGauge,
+    /// Frames that closed their connection (bad size, unknown API, malformed).
+    pub frame_errors: IntCounter,
+    /// Produce requests received.
+    pub produced_requests: IntCounter,
+    /// Record-set bytes appended by Produce.
+    pub produced_bytes: IntCounter,
+    /// Records acknowledged to producers.
+    pub produced_records: IntCounter,
+    /// Record bytes returned by Fetch.
+    pub fetched_bytes: IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric, labelled with the node id.
+    pub fn new(node_id: i32) -> Metrics {
+        let labels = std::collections::HashMap::from([("node".to_string(), node_id.to_string())]);
+        let registry = Registry::new_custom(Some("sluice".into()), Some(labels)).expect("valid registry prefix");
+        let requests = IntCounterVec::new(Opts::new("kafka_requests_total", "Kafka requests handled, by API"), &["api"]).expect("valid metric");
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new("kafka_request_duration_seconds", "Kafka request latency, by API")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+            &["api"],
+        )
+        .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let metrics = Metrics {
+            connections: IntGauge::new("kafka_connections", "Open Kafka connections").expect("valid metric"),
+            frame_errors: counter("kafka_frame_errors_total", "Frames that closed their connection"),
+            produced_requests: counter("produce_requests_total", "Produce requests received"),
+            produced_bytes: counter("produce_bytes_total", "Record-set bytes appended"),
+            produced_records: counter("produce_records_acked_total", "Records acknowledged to producers"),
+            fetched_bytes: counter("fetch_bytes_total", "Record bytes returned by Fetch"),
+            requests,
+            request_seconds,
+            registry,
+        };
+        // Registering distinct names in a fresh registry cannot fail.
+        let r = &metrics.registry;
+        r.register(Box::new(metrics.requests.clone())).expect("unique metric");
+        r.register(Box::new(metrics.request_seconds.clone())).expect("unique metric");
+        r.register(Box::new(metrics.connections.clone())).expect("unique metric");
+        r.register(Box::new(metrics.frame_errors.clone())).expect("unique metric");
+        r.register(Box::new(metrics.produced_requests.clone())).expect("unique metric");
+        r.register(Box::new(metrics.produced_bytes.clone())).expect("unique metric");
+        r.register(Box::new(metrics.produced_records.clone())).expect("unique metric");
+        r.register(Box::new(metrics.fetched_bytes.clone())).expect("unique metric");
+        metrics
+    }
+
+    /// Counts one handled request and its latency.
+    pub fn observe_request(&self, api: ApiKey, took: Duration) {
+        let name = format!("{api:?}");
+        self.requests.with_label_values(&[&name]).inc();
+        self.request_seconds.with_label_values(&[&name]).observe(took.as_secs_f64());
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails for invalid metric families, which registration prevents.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` turns true. Deliberately tiny: one request per
+/// connection, no keep-alive, anything else is a 404.
+pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let metrics = std::sync::Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let (status, body) = if request[..n].starts_with(b"GET /metrics") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", b"not found\n".to_vec())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            if let Err(e) = async {
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(&body).await
+            }
+            .await
+            {
+                debug!(cause = %e, "metrics write failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,239 @@
+//! Kafka record batches (magic v2) as they arrive in a Produce request: the fixed header is read
+//! and the CRC-32C checked, the records inside are never decoded. The only bytes the broker
+//! changes are the two the protocol reserves for it — the base offset and the partition leader
+//! epoch — which lie outside the CRC.
+//!
+//! Layout of the batch header (big endian, as on the wire):
+//! ```text
+//! 0  base_offset i64        | 8  batch_length i32 | 12 partition_leader_epoch i32 | 16 magic i8
+//! 17 crc u32 (CRC-32C of bytes 21..end)           | 21 attributes i16 | 23 last_offset_delta i32
+//! 27 base_timestamp i64     | 35 max_timestamp i64 | 43 producer_id i64 | 51 producer_epoch i16
+//! 53 base_sequence i32      | 57 records_count i32 | 61 records...
+//! ```
+
+/// Bytes of the v2 batch header, up to and including `records_count`.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before `batch_length` counts: the base offset and the length itself.
+const LOG_OVERHEAD: usize = 12;
+const CRC_START: usize = 21;
+
+const ATTR_TRANSACTIONAL: i16 = 1 << 4;
+const ATTR_CONTROL: i16 = 1 << 5;
+
+/// Why a Produce payload was refused; each maps to one Kafka error code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    /// Truncated, bad CRC, bad lengths: CORRUPT_MESSAGE.
+    #[error("corrupt record batch: {0}")]
+    Corrupt(String),
+    /// Magic v0/v1 message sets: UNSUPPORTED_FOR_MESSAGE_FORMAT.
+    #[error("record batch magic {0} is not supported; only v2 is")]
+    UnsupportedMagic(i8),
+    /// Larger than `max.message.bytes`: MESSAGE_TOO_LARGE.
+    #[error("record batch of {size} bytes exceeds max.message.bytes {limit}")]
+    TooLarge {
+        /// The batch's size.
+        size: usize,
+        /// The topic's limit.
+        limit: u32,
+    },
+    /// Transactional or control batches from a client: INVALID_RECORD.
+    #[error("transactional and control batches are not supported")]
+    Transactional,
+}
+
+/// What the broker needs from one batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Where the batch starts in the request's record set.
+    pub position: usize,
+    /// The whole batch, header included.
+    pub size: usize,
+    /// Offsets the batch occupies: `last_offset_delta + 1`.
+    pub offset_count: u32,
+    /// Largest record timestamp in the batch.
+    pub max_timestamp: i64,
+    /// -1 when the producer is not idempotent.
+    pub producer_id: i64,
+    /// The idempotent producer's epoch.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record.
+    pub base_sequence: i32,
+}
+
+impl BatchHeader {
+    /// Sequence number of the last record (sequences wrap at `i32::MAX`).
+    pub fn last_sequence(&self) -> i32 {
+        let last = i64::from(self.base_sequence) + i64::from(self.offset_count) - 1;
+        (last % (i64::from(i32::MAX) + 1)) as i32
+    }
+}
+
+/// Parses and checks every batch of a Produce record set.
+///
+/// Rejects the whole set if any batch is malformed, so a partial request is never stored.
+pub fn parse_batches(records: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHeader>, BatchError> {
+    let mut batches = Vec::new();
+    let mut position = 0;
+    if records.is_empty() {
+        return Err(BatchError::Corrupt("empty record set".into()));
+    }
+    while position < records.len() {
+        let rest = &records[position..];
+        if rest.len() < LOG_OVERHEAD + 5 {
+            return Err(BatchError::Corrupt(format!("truncated batch header at byte {position}")));
+        }
+        let batch_length = read_i32(rest, 8);
+        let magic = rest[16] as i8;
+        if magic != 2 {
+            return Err(BatchError::UnsupportedMagic(magic));
+        }
+        if batch_length < (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32 {
+            return Err(BatchError::Corrupt(format!("batch length {batch_length} is too small")));
+        }
+        let size = LOG_OVERHEAD + batch_length as usize;
+        if size > rest.len() {
+            return Err(BatchError::Corrupt(format!(
+                "batch at byte {position} claims {size} bytes, {} remain",
+                rest.len()
+            )));
+        }
+        if size > max_batch_bytes as usize {
+            return Err(BatchError::TooLarge { size, limit: max_batch_bytes });
+        }
+        let batch = &rest[..size];
+        let stored_crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
+        let actual_crc = crc32c::crc32c(&batch[CRC_START..]);
+        if stored_crc != actual_crc {
+            return Err(BatchError::Corrupt(format!(
+                "batch at byte {position}: crc {stored_crc:#010x} != computed {actual_crc:#010x}"
+            )));
+        }
+        let attributes = read_i16(batch, 21);
+        if attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL) != 0 {
+            return Err(BatchError::Transactional);
+        }
+        let last_offset_delta = read_i32(batch, 23);
+        let records_count = read_i32(batch, 57);
+        if last_offset_delta < 0 || records_count <= 0 || records_count > last_offset_delta + 1 {
+            return Err(BatchError::Corrupt(format!(
+                "batch at byte {position}: {records_count} records with last offset delta {last_offset_delta}"
+            )));
+        }
+        let base_sequence = read_i32(batch, 53);
+        let producer_id = read_i64(batch, 43);
+        if producer_id >= 0 && base_sequence < 0 {
+            return Err(BatchError::Corrupt(format!(
+                "batch at byte {position}: idempotent batch without a sequence number"
+            )));
+        }
+        batches.push(BatchHeader {
+            position,
+            size,
+            offset_count: last_offset_delta as u32 + 1,
+            max_timestamp: read_i64(batch, 35),
+            producer_id,
+            producer_epoch: read_i16(batch, 51),
+            base_sequence,
+        });
+        position += size;
+    }
+    Ok(batches)
+}
+
+/// Writes the broker-assigned base offset and leader epoch into a batch in place; neither is
+/// covered by the CRC, so the client's checksum stays valid.
+pub fn assign_offset(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+fn read_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn read_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn read_i64(b: &[u8], at: usize) -> i64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(x)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A well-formed batch with `count` empty-bodied records (the records area is opaque here).
+    pub(crate) fn batch(count: i32, producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
+        let mut b = vec![0u8; BATCH_HEADER_BYTES + 4];
+        let len = (b.len() - LOG_OVERHEAD) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[16] = 2;
+        b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+        b[35..43].copy_from_slice(&1_700_000_000_000i64.to_be_bytes());
+        b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        b[57..61].copy_from_slice(&count.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn parses_consecutive_batches() {
+        let mut set = batch(3, -1, -1, -1);
+        set.extend(batch(2, 7, 0, 3));
+        let headers = parse_batches(&set, 1 << 20).unwrap();
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers[0].offset_count, 3);
+        assert_eq!(headers[1].position, headers[0].size);
+        assert_eq!(headers[1].producer_id, 7);
+        assert_eq!(headers[1].last_sequence(), 4);
+    }
+
+    #[test]
+    fn offset_assignment_keeps_the_crc_valid() {
+        let mut b = batch(1, -1, -1, -1);
+        assign_offset(&mut b, 42, 3);
+        assert!(parse_batches(&b, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_input_without_panicking() {
+        let good = batch(2, -1, -1, -1);
+        for cut in 0..good.len() {
+            assert!(parse_batches(&good[..cut], 1 << 20).is_err(), "cut at {cut}");
+        }
+        let mut flipped = good.clone();
+        flipped[40] ^= 1;
+        assert!(matches!(parse_batches(&flipped, 1 << 20), Err(BatchError::Corrupt(_))));
+        let mut v1 = good.clone();
+        v1[16] = 1;
+        assert_eq!(parse_batches(&v1, 1 << 20), Err(BatchError::UnsupportedMagic(1)));
+        let mut huge = good.clone();
+        huge[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(parse_batches(&huge, 1 << 20).is_err());
+        let mut negative = good.clone();
+        negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(parse_batches(&negative, 1 << 20).is_err());
+        assert!(matches!(parse_batches(&good, 10), Err(BatchError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn sequences_wrap() {
+        let h = BatchHeader {
+            position: 0,
+            size: 0,
+            offset_count: 3,
+            max_timestamp: 0,
+            producer_id: 1,
+            producer_epoch: 0,
+            base_sequence: i32::MAX - 1,
+        };
+        assert_eq!(h.last_sequence(), 1);
+    }
+}

@@ -1,0 +1,408 @@
+//! One partition replica: its log, its high watermark, its idempotent-producer state and the
+//! group-commit flusher that makes appends durable. The Kafka handlers talk to this type; the
+//! on-disk format lives in [`crate::log`].
+//!
+//! Durability (flush policy `on-ack`): an append goes to the page cache under the partition lock;
+//! the flusher task runs one `fdatasync` for every append that arrived while the previous one ran
+//! (group commit) and then raises the high watermark. Producers with acks=1/-1 wait for the high
+//! watermark to pass their batch; consumers never see data above it, so nothing a consumer read
+//! can vanish in a crash.
+
+pub mod batch;
+pub mod producer_state;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+use tracing::{error, warn};
+
+use crate::config::FlushPolicy;
+use crate::log::{EntryKind, EntryMeta, LogConfig, Offset, PartitionLog, Term};
+use batch::{BatchError, BatchHeader, parse_batches};
+use producer_state::{ProducerStates, SequenceCheck};
+
+/// The term of every entry a single-node broker writes; the leader epoch clients see equals it.
+pub const SINGLE_NODE_TERM: Term = Term(1);
+
+/// Why a partition operation failed; the Kafka layer maps each to an error code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log refused or failed the operation.
+    #[error(transparent)]
+    Log(#[from] crate::log::Error),
+    /// The produce payload was malformed or too large.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// The idempotent producer's sequence check failed.
+    #[error("sequence check failed: {0:?}")]
+    Sequence(SequenceCheck),
+    /// A duplicate inside a multi-batch record set: DUPLICATE_SEQUENCE_NUMBER.
+    #[error("duplicate batch inside a multi-batch record set")]
+    DuplicateInSet,
+    /// An fsync failed earlier: the partition no longer accepts writes (KAFKA_STORAGE_ERROR).
+    #[error("partition storage failed: {0}")]
+    StorageFailed(String),
+    /// The partition was closed (shutdown or topic deletion).
+    #[error("partition is closed")]
+    Closed,
+}
+
+/// Storage settings of one partition, from the topic's configs.
+#[derive(Debug, Clone)]
+pub struct PartitionConfig {
+    /// Passed to the log.
+    pub log: LogConfig,
+    /// Largest batch accepted.
+    pub max_message_bytes: u32,
+    /// When to fsync.
+    pub flush_policy: FlushPolicy,
+    /// Period of the `interval` policy.
+    pub flush_interval: Duration,
+    /// How often the recovery checkpoint is rewritten.
+    pub checkpoint_interval: Duration,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record (of the original write, for a duplicate).
+    pub base_offset: i64,
+    /// Offset after the last record; the append is durable once the high watermark reaches it.
+    pub end_offset: i64,
+    /// A retried idempotent batch that was already stored: nothing new was written.
+    pub duplicate: bool,
+}
+
+/// Records read for a fetch.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole record batches, bytes as stored.
+    pub records: Vec<u8>,
+    /// High watermark at the time of the read.
+    pub high_watermark: i64,
+    /// Earliest offset still stored.
+    pub log_start_offset: i64,
+}
+
+/// What consumers and waiting producers observe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Durability {
+    /// Invariant: high_watermark <= log end offset; with `on-ack`, everything below it is fsynced.
+    high_watermark: i64,
+    failed: bool,
+}
+
+struct Inner {
+    /// `None` once closed.
+    log: Option<PartitionLog>,
+    producers: ProducerStates,
+}
+
+/// A partition replica on this node.
+pub struct Partition {
+    topic: String,
+    index: i32,
+    dir: PathBuf,
+    policy: FlushPolicy,
+    flush_interval: Duration,
+    checkpoint_interval: Duration,
+    max_message_bytes: AtomicU32,
+    inner: Mutex<Inner>,
+    durability: watch::Sender<Durability>,
+    /// Woken on every append that waits for an fsync; a stored permit means none is lost.
+    flush_wanted: Notify,
+    closing: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition in `dir` and starts its flusher.
+    pub fn open(topic: &str, index: i32, dir: &Path, config: PartitionConfig) -> Result<Arc<Partition>, Error> {
+        let mut replayed = ProducerStates::default();
+        let mut tail: Vec<(BatchHeader, i64)> = Vec::new();
+        let (log, extra) = PartitionLog::open(dir, config.log.clone(), |meta, payload| {
+            if meta.kind != EntryKind::Data {
+                return;
+            }
+            // Entries were validated when produced; a batch that no longer parses only loses its
+            // producer-state update, never data.
+            if let Ok(headers) = parse_batches(payload, u32::MAX) {
+                let mut offset = meta.base_offset.0;
+                for h in headers {
+                    tail.push((h, offset));
+                    offset += i64::from(h.offset_count);
+                }
+            }
+        })?;
+        if !extra.is_empty() {
+            match ProducerStates::from_bytes(&extra) {
+                Ok(states) => replayed = states,
+                Err(e) => warn!(topic, partition = index, cause = %e, "producer state in the checkpoint is unreadable; starting empty"),
+            }
+        }
+        for (header, offset) in &tail {
+            replayed.record(header, *offset);
+        }
+        // Recovered bytes may sit only in the page cache (after kill -9): make them durable
+        // before they count as committed, so a power loss now cannot take back what we serve.
+        let (file, point) = log.sync_target();
+        file.sync_data().map_err(|source| crate::log::Error::Io { path: dir.to_path_buf(), source })?;
+        let (durability, _) = watch::channel(Durability { high_watermark: point.next_offset.0, failed: false });
+        let partition = Arc::new(Partition {
+            topic: topic.to_string(),
+            index,
+            dir: dir.to_path_buf(),
+            policy: config.flush_policy,
+            flush_interval: config.flush_interval,
+            checkpoint_interval: config.checkpoint_interval,
+            max_message_bytes: AtomicU32::new(config.max_message_bytes),
+            inner: Mutex::new(Inner { log: Some(log), producers: replayed }),
+            durability,
+            flush_wanted: Notify::new(),
+            closing: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        });
+        tokio::spawn(Arc::clone(&partition).flush_loop());
+        Ok(partition)
+    }
+
+    /// The topic this partition belongs to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition's index in its topic.
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Applies a changed `max.message.bytes`.
+    pub fn set_max_message_bytes(&self, limit: u32) {
+        self.max_message_bytes.store(limit, Ordering::Relaxed);
+    }
+
+    /// Applies changed segment settings to segments rolled from now on.
+    pub fn set_log_config(&self, config: LogConfig) {
+        if let Some(log) = self.lock().log.as_mut()
+            && let Err(e) = log.set_config(config)
+        {
+            warn!(topic = %self.topic, partition = self.index, cause = %e, "segment settings not applied");
+        }
+    }
+
+    /// Validates and appends a Produce record set, assigning offsets.
+    ///
+    /// Nothing is stored unless every batch is valid and passes the sequence checks.
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<Appended, Error> {
+        self.check_healthy()?;
+        let headers = parse_batches(records, self.max_message_bytes.load(Ordering::Relaxed))?;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let log = inner.log.as_mut().ok_or(Error::Closed)?;
+        let next = log.next_offset().0;
+        if let [single] = headers.as_slice() {
+            match inner.producers.check(single) {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate { base_offset } => {
+                    let end_offset = base_offset + i64::from(single.offset_count);
+                    return Ok(Appended { base_offset, end_offset, duplicate: true });
+                }
+                failed => return Err(Error::Sequence(failed)),
+            }
+        } else {
+            // Each batch is checked against the state its predecessors in this set leave.
+            let mut staged = inner.producers.clone();
+            let mut offset = next;
+            for h in &headers {
+                match staged.check(h) {
+                    SequenceCheck::Append => staged.record(h, offset),
+                    SequenceCheck::Duplicate { .. } => return Err(Error::DuplicateInSet),
+                    failed => return Err(Error::Sequence(failed)),
+                }
+                offset += i64::from(h.offset_count);
+            }
+        }
+        let mut payload = records.to_vec();
+        let mut offset = next;
+        let mut max_timestamp = i64::MIN;
+        for h in &headers {
+            batch::assign_offset(&mut payload[h.position..h.position + h.size], offset, SINGLE_NODE_TERM.0 as i32);
+            offset += i64::from(h.offset_count);
+            max_timestamp = max_timestamp.max(h.max_timestamp);
+        }
+        let meta = EntryMeta {
+            kind: EntryKind::Data,
+            term: SINGLE_NODE_TERM,
+            index: log.next_index(),
+            base_offset: Offset(next),
+            record_count: (offset - next) as u32,
+            max_timestamp,
+        };
+        log.append(meta, &payload, now_ms)?;
+        let mut at = next;
+        for h in &headers {
+            inner.producers.record(h, at);
+            at += i64::from(h.offset_count);
+        }
+        match self.policy {
+            FlushPolicy::OnAck => self.flush_wanted.notify_one(),
+            FlushPolicy::Interval => self.durability.send_modify(|d| d.high_watermark = offset),
+        }
+        Ok(Appended { base_offset: next, end_offset: offset, duplicate: false })
+    }
+
+    /// Waits until everything below `end_offset` is durable (per the flush policy).
+    pub async fn wait_durable(&self, end_offset: i64) -> Result<(), Error> {
+        let mut rx = self.durability.subscribe();
+        let seen = rx
+            .wait_for(|d| d.failed || d.high_watermark >= end_offset)
+            .await
+            .map_err(|_| Error::Closed)?;
+        if seen.failed {
+            drop(seen);
+            return Err(self.storage_failure());
+        }
+        Ok(())
+    }
+
+    /// A receiver that changes whenever the high watermark moves (for long-poll fetches).
+    pub(crate) fn watch_high_watermark(&self) -> watch::Receiver<Durability> {
+        self.durability.subscribe()
+    }
+
+    /// The high watermark: consumers read below it.
+    pub fn high_watermark(&self) -> i64 {
+        self.durability.borrow().high_watermark
+    }
+
+    /// The earliest offset still stored.
+    pub fn log_start_offset(&self) -> Result<i64, Error> {
+        Ok(self.lock().log.as_ref().ok_or(Error::Closed)?.log_start_offset().0)
+    }
+
+    /// Reads whole batches from `from` up to the high watermark, at most `max_bytes` (but at least
+    /// one batch when any is available).
+    pub fn read(&self, from: i64, max_bytes: usize) -> Result<ReadResult, Error> {
+        let high_watermark = self.high_watermark();
+        let inner = self.lock();
+        let log = inner.log.as_ref().ok_or(Error::Closed)?;
+        let log_start_offset = log.log_start_offset().0;
+        let records = if from >= high_watermark {
+            Vec::new()
+        } else {
+            log.read(Offset(from), Offset(high_watermark), max_bytes)?
+        };
+        Ok(ReadResult { records, high_watermark, log_start_offset })
+    }
+
+    /// First offset whose batch holds a timestamp >= `timestamp`, with that batch's max
+    /// timestamp (read from the batch header).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, Error> {
+        let high_watermark = self.high_watermark();
+        let inner = self.lock();
+        let log = inner.log.as_ref().ok_or(Error::Closed)?;
+        let Some(offset) = log.offset_for_timestamp(timestamp, Offset(high_watermark))? else {
+            return Ok(None);
+        };
+        let first = log.read(offset, Offset(high_watermark), 1)?;
+        let batch_timestamp = parse_batches(&first, u32::MAX)
+            .ok()
+            .and_then(|headers| headers.first().map(|h| h.max_timestamp))
+            .unwrap_or(-1);
+        Ok(Some((offset.0, batch_timestamp)))
+    }
+
+    /// Flushes, writes the final checkpoint and closes the files. Waiting producers get `Closed`.
+    pub fn close(&self) -> Result<(), Error> {
+        self.closing.store(true, Ordering::SeqCst);
+        self.flush_wanted.notify_one();
+        let mut inner = self.lock();
+        let extra = inner.producers.to_bytes();
+        if let Some(log) = inner.log.take() {
+            log.close(&extra)?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock would be a bug already reported; the state it protects
+        // is only ever changed after the fallible I/O succeeded, so it stays usable.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn check_healthy(&self) -> Result<(), Error> {
+        if self.durability.borrow().failed {
+            return Err(self.storage_failure());
+        }
+        Ok(())
+    }
+
+    fn storage_failure(&self) -> Error {
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Error::StorageFailed(failure.unwrap_or_else(|| "unknown".into()))
+    }
+
+    fn fail(&self, cause: String) {
+        error!(topic = %self.topic, partition = self.index, %cause, "fsync failed; partition taken offline");
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(cause);
+        self.durability.send_modify(|d| d.failed = true);
+    }
+
+    /// Group commit: one fsync per round covers every append made before it started.
+    async fn flush_loop(self: Arc<Self>) {
+        let mut last_checkpoint = Instant::now();
+        loop {
+            match self.policy {
+                FlushPolicy::OnAck => self.flush_wanted.notified().await,
+                FlushPolicy::Interval => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.flush_interval) => {}
+                        _ = self.flush_wanted.notified() => {}
+                    }
+                }
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            let checkpoint_due = last_checkpoint.elapsed() >= self.checkpoint_interval;
+            let (file, point, extra) = {
+                let inner = self.lock();
+                let Some(log) = inner.log.as_ref() else { return };
+                let (file, point) = log.sync_target();
+                let extra = checkpoint_due.then(|| inner.producers.to_bytes());
+                (file, point, extra)
+            };
+            let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
+            match synced {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return self.fail(e.to_string()),
+                Err(e) => return self.fail(e.to_string()),
+            }
+            if self.policy == FlushPolicy::OnAck {
+                let end = point.next_offset.0;
+                self.durability.send_if_modified(|d| {
+                    let raised = end > d.high_watermark;
+                    d.high_watermark = d.high_watermark.max(end);
+                    raised
+                });
+            }
+            if let Some(extra) = extra {
+                let inner = self.lock();
+                if let Some(log) = inner.log.as_ref() {
+                    if let Err(e) = log.write_checkpoint(&point, &extra) {
+                        warn!(topic = %self.topic, partition = self.index, cause = %e, "checkpoint write failed");
+                    }
+                }
+                last_checkpoint = Instant::now();
+            }
+        }
+    }
+}

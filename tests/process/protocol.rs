@@ -1,0 +1,259 @@
+//! The wire, byte by byte: malformed and oversized frames close only their own connection,
+//! exact error codes for unknown topics, corrupt batches and idempotent-sequence violations, and
+//! long-poll fetches woken by a produce.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, InitProducerIdRequest, MetadataRequest, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use sluice_tests::{Broker, RawClient};
+
+use crate::{create_topic, produce, producer, runtime, start_broker};
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const CORRUPT_MESSAGE: i16 = 2;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const UNSUPPORTED_VERSION: i16 = 35;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const UNKNOWN_PRODUCER_ID: i16 = 59;
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// One record batch, encoded by the protocol crate (not by the broker's code).
+fn batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: if producer_id < 0 { -1 } else { sequence + i as i32 },
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from(v.to_string())),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("encode batch");
+    buf.freeze()
+}
+
+fn produce_raw(client: &mut RawClient, topic: &str, records: Bytes) -> Result<(i16, i64)> {
+    let mut data = PartitionProduceData::default();
+    data.index = 0;
+    data.records = Some(records);
+    let mut t = TopicProduceData::default();
+    t.name = topic_name(topic);
+    t.partition_data = vec![data];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 10_000;
+    request.topic_data = vec![t];
+    let response: ProduceResponse = client.send(9, &request)?;
+    let p = &response.responses[0].partition_responses[0];
+    Ok((p.error_code, p.base_offset))
+}
+
+fn high_watermark(client: &mut RawClient, topic: &str) -> Result<i64> {
+    let mut partition = FetchPartition::default();
+    partition.partition = 0;
+    partition.fetch_offset = 0;
+    partition.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = topic_name(topic);
+    t.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.max_wait_ms = 0;
+    request.max_bytes = 1 << 20;
+    request.topics = vec![t];
+    let response = client.send(11, &request)?;
+    Ok(response.responses[0].partitions[0].high_watermark)
+}
+
+#[test]
+fn malformed_frames_close_only_their_own_connection() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data")).env("SLUICE_KAFKA__MAX_REQUEST_BYTES", "65536");
+    broker.start()?;
+    let bootstrap = broker.bootstrap();
+    runtime().block_on(create_topic(&bootstrap, "survivor", 1, &[]))?;
+    // A healthy connection that must outlive every bad one.
+    let mut healthy = RawClient::connect(broker.addr())?;
+    healthy.send(1, &MetadataRequest::default())?;
+
+    let bad_frames: Vec<(&str, Vec<u8>)> = vec![
+        ("a size prefix above max-request-bytes", 70_000i32.to_be_bytes().to_vec()),
+        ("a 2 GiB size prefix", i32::MAX.to_be_bytes().to_vec()),
+        ("a negative size prefix", (-1i32).to_be_bytes().to_vec()),
+        ("a frame too short for a header", [0, 0, 0, 3, 1, 2, 3].to_vec()),
+        ("an unknown api key", [&[0, 0, 0, 10][..], &[0x7f, 0x00, 0, 1, 0, 0, 0, 1, 0xff, 0xff]].concat()),
+        ("an unsupported Metadata version", [&[0, 0, 0, 10][..], &[0, 3, 0x7f, 0, 0, 0, 0, 1, 0xff, 0xff]].concat()),
+        ("a Produce body of garbage", [&[0, 0, 0, 16][..], &[0, 0, 0, 9, 0, 0, 0, 1, 0, 0], &[0xde, 0xad, 0xbe, 0xef, 0xde, 0xad]].concat()),
+    ];
+    for (what, bytes) in bad_frames {
+        let mut client = RawClient::connect(broker.addr())?;
+        client.write_raw(&bytes)?;
+        ensure!(client.is_closed_by_peer(), "the broker kept a connection open after {what}");
+    }
+    // Every truncation of a valid request, then a hang-up: no response, no harm.
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::Metadata as i16;
+    header.request_api_version = 12;
+    header.correlation_id = 1;
+    let mut body = BytesMut::new();
+    header.encode(&mut body, ApiKey::Metadata.request_header_version(12))?;
+    let mut request = MetadataRequest::default();
+    let mut topic = MetadataRequestTopic::default();
+    topic.name = Some(topic_name("survivor"));
+    request.topics = Some(vec![topic]);
+    request.encode(&mut body, 12)?;
+    for cut in 0..body.len() {
+        let mut client = RawClient::connect(broker.addr())?;
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body[..cut]);
+        client.write_raw(&frame)?;
+    }
+
+    ensure!(broker.is_running(), "the broker died");
+    healthy.send(12, &request)?;
+    let acks = runtime().block_on(produce(&producer(&bootstrap), "survivor", &["still here".to_string()]))?;
+    ensure!(acks.len() == 1);
+    Ok(())
+}
+
+#[test]
+fn api_versions_answers_an_unknown_version_at_v0() -> Result<()> {
+    let (_dir, broker) = start_broker()?;
+    let mut client = RawClient::connect(broker.addr())?;
+    let supported: ApiVersionsResponse = client.send(3, &ApiVersionsRequest::default())?;
+    ensure!(supported.error_code == 0);
+    ensure!(supported.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16 && k.min_version <= 3 && k.max_version >= 9));
+
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::ApiVersions as i16;
+    header.request_api_version = 99;
+    header.correlation_id = 42;
+    let mut body = BytesMut::new();
+    header.encode(&mut body, 2)?;
+    ApiVersionsRequest::default().encode(&mut body, 3)?;
+    client.write_frame(&body)?;
+    let mut response = client.read_frame()?;
+    let header = ResponseHeader::decode(&mut response, 0)?;
+    ensure!(header.correlation_id == 42);
+    let versions = ApiVersionsResponse::decode(&mut response, 0)?;
+    ensure!(versions.error_code == UNSUPPORTED_VERSION);
+    ensure!(!versions.api_keys.is_empty(), "the v0 answer must list what is supported");
+    Ok(())
+}
+
+#[test]
+fn unknown_topics_and_bad_batches_get_error_codes_and_store_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data"));
+    broker.start()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "strict", 1, &[("max.message.bytes", "2000")]))?;
+    let mut client = RawClient::connect(broker.addr())?;
+
+    let mut request = MetadataRequest::default();
+    let mut topic = MetadataRequestTopic::default();
+    topic.name = Some(topic_name("nope"));
+    request.topics = Some(vec![topic]);
+    request.allow_auto_topic_creation = true;
+    let metadata = client.send(12, &request)?;
+    ensure!(metadata.topics[0].error_code == UNKNOWN_TOPIC_OR_PARTITION, "auto-create is off by default");
+    ensure!(produce_raw(&mut client, "nope", batch(-1, -1, -1, &["x"]))?.0 == UNKNOWN_TOPIC_OR_PARTITION);
+
+    let good = batch(-1, -1, -1, &["a", "b"]);
+    let mut corrupt = BytesMut::from(&good[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    ensure!(produce_raw(&mut client, "strict", corrupt.freeze())?.0 == CORRUPT_MESSAGE);
+    let mut truncated = good.clone();
+    let _ = truncated.split_off(good.len() - 3);
+    ensure!(produce_raw(&mut client, "strict", truncated)?.0 == CORRUPT_MESSAGE);
+    let big = "z".repeat(3000);
+    ensure!(produce_raw(&mut client, "strict", batch(-1, -1, -1, &[&big]))?.0 == MESSAGE_TOO_LARGE);
+    ensure!(high_watermark(&mut client, "strict")? == 0, "a refused batch was stored");
+
+    ensure!(produce_raw(&mut client, "strict", good)? == (0, 0));
+    ensure!(high_watermark(&mut client, "strict")? == 2);
+    Ok(())
+}
+
+#[test]
+fn idempotent_sequences_are_enforced() -> Result<()> {
+    let (_dir, broker) = start_broker()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "seq", 1, &[]))?;
+    let mut client = RawClient::connect(broker.addr())?;
+    let init = client.send(4, &InitProducerIdRequest { transaction_timeout_ms: 60_000, ..Default::default() })?;
+    ensure!(init.error_code == 0);
+    let pid = init.producer_id.0;
+    ensure!(pid >= 0);
+
+    ensure!(produce_raw(&mut client, "seq", batch(pid, 0, 0, &["a", "b"]))? == (0, 0));
+    // A retry of the same batch: no second copy, the original offset.
+    ensure!(produce_raw(&mut client, "seq", batch(pid, 0, 0, &["a", "b"]))? == (0, 0));
+    ensure!(produce_raw(&mut client, "seq", batch(pid, 0, 5, &["gap"]))?.0 == OUT_OF_ORDER_SEQUENCE_NUMBER);
+    ensure!(produce_raw(&mut client, "seq", batch(pid, 0, 2, &["c"]))? == (0, 2));
+    // A bumped epoch restarts at sequence 0; the old epoch is then fenced.
+    ensure!(produce_raw(&mut client, "seq", batch(pid, 1, 0, &["d"]))? == (0, 3));
+    ensure!(produce_raw(&mut client, "seq", batch(pid, 0, 3, &["e"]))?.0 == INVALID_PRODUCER_EPOCH);
+    ensure!(produce_raw(&mut client, "seq", batch(pid + 1000, 0, 7, &["f"]))?.0 == UNKNOWN_PRODUCER_ID);
+    ensure!(high_watermark(&mut client, "seq")? == 4, "exactly a, b, c, d are stored");
+    Ok(())
+}
+
+#[test]
+fn long_poll_fetch_is_woken_by_a_produce() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Fetches may wait an hour, so only a produce can end this one before the raw client's
+    // 30 s read timeout turns a missed wake-up into a failure.
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data")).env("SLUICE_KAFKA__MAX_FETCH_WAIT_MS", "3600000");
+    broker.start()?;
+    let bootstrap = broker.bootstrap();
+    runtime().block_on(create_topic(&bootstrap, "poll", 1, &[]))?;
+    let addr = broker.addr();
+    let waiting = std::thread::spawn(move || -> Result<(i64, usize)> {
+        let mut client = RawClient::connect(addr)?;
+        let mut partition = FetchPartition::default();
+        partition.partition = 0;
+        partition.fetch_offset = 0;
+        partition.partition_max_bytes = 1 << 20;
+        let mut t = FetchTopic::default();
+        t.topic = topic_name("poll");
+        t.partitions = vec![partition];
+        let mut request = FetchRequest::default();
+        request.max_wait_ms = i32::MAX;
+        request.min_bytes = 1;
+        request.max_bytes = 1 << 20;
+        request.topics = vec![t];
+        let response = client.send(12, &request)?;
+        let p = &response.responses[0].partitions[0];
+        Ok((p.high_watermark, p.records.as_ref().map_or(0, Bytes::len)))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    runtime().block_on(produce(&producer(&bootstrap), "poll", &["wake up".to_string()]))?;
+    let (hw, bytes) = waiting.join().expect("fetch thread")?;
+    ensure!(hw == 1 && bytes > 0, "hw {hw}, {bytes} bytes");
+    Ok(())
+}

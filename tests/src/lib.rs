@@ -1,0 +1,257 @@
+//! Shared harness for Sluice's integration tests: real `sluice` processes on free loopback ports
+//! with their own temp data dirs, real Kafka clients (librdkafka through `rdkafka`), and a raw
+//! protocol client for asserting exact error codes.
+//!
+//! Every process a test starts is killed when its handle drops, so a failing test leaves none
+//! behind.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use rdkafka::ClientConfig;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A `sluice serve` process.
+pub struct Broker {
+    binary: PathBuf,
+    data_dir: PathBuf,
+    kafka_port: u16,
+    extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Describes a broker on `data_dir` with a fresh Kafka port; call [`Broker::start`].
+    pub fn new(binary: impl Into<PathBuf>, data_dir: &Path) -> Broker {
+        Broker {
+            binary: binary.into(),
+            data_dir: data_dir.to_path_buf(),
+            kafka_port: free_port(),
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
+            child: None,
+        }
+    }
+
+    /// Adds a command-line argument for every start.
+    pub fn arg(mut self, arg: &str) -> Broker {
+        self.extra_args.push(arg.to_string());
+        self
+    }
+
+    /// Adds an environment variable (e.g. `SLUICE_LOG__SEGMENT_BYTES`) for every start.
+    pub fn env(mut self, key: &str, value: &str) -> Broker {
+        self.extra_env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the process and waits until it reports its listener.
+    pub fn start(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("broker already running");
+        }
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--kafka-addr")
+            .arg(format!("127.0.0.1:{}", self.kafka_port))
+            .arg("--metrics-addr")
+            .arg("127.0.0.1:0")
+            .arg("--rpc-addr")
+            .arg("127.0.0.1:0")
+            .args(&self.extra_args)
+            .env("SLUICE_LOG", std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().with_context(|| format!("spawning {}", self.binary.display()))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = ready_tx.send(line);
+            }
+            // Keep draining so the broker never blocks on a full pipe.
+            for _ in lines {}
+        });
+        self.child = Some(child);
+        match ready_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.contains("kafka listening on") => Ok(()),
+            Ok(line) => bail!("unexpected first line from sluice: {line}"),
+            Err(_) => {
+                let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                bail!("sluice did not report ready (exit status: {status:?})")
+            }
+        }
+    }
+
+    /// `host:port` of the Kafka listener.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    /// The Kafka listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.kafka_port))
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL: no flush, no checkpoint, nothing.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> Result<bool> {
+        let Some(mut child) = self.child.take() else { return Ok(true) };
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        Ok(child.wait()?.success())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// librdkafka settings every test client shares.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("log_level", "3");
+    config
+}
+
+/// A producer config: acks=all, bounded delivery timeout.
+pub fn producer_config(bootstrap: &str) -> ClientConfig {
+    let mut config = client_config(bootstrap);
+    config.set("acks", "all").set("message.timeout.ms", "30000").set("linger.ms", "5");
+    config
+}
+
+/// A consumer config for manual assignment (no consumer group).
+pub fn consumer_config(bootstrap: &str) -> ClientConfig {
+    let mut config = client_config(bootstrap);
+    config
+        .set("group.id", "sluice-tests")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "100");
+    config
+}
+
+/// A blocking Kafka client that sends one request at a time and returns the decoded response,
+/// for checking exact error codes and for feeding the broker bytes no real client would send.
+pub struct RawClient {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl RawClient {
+    /// Connects to a broker.
+    pub fn connect(addr: SocketAddr) -> Result<RawClient> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_nodelay(true)?;
+        Ok(RawClient { stream, correlation_id: 0 })
+    }
+
+    /// Sends `request` at `version` and decodes the response.
+    pub fn send<R: Request>(&mut self, version: i16, request: &R) -> Result<R::Response> {
+        let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key"))?;
+        self.correlation_id += 1;
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation_id;
+        header.client_id = Some(StrBytes::from_static_str("sluice-raw-test"));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, api.request_header_version(version))?;
+        request.encode(&mut body, version)?;
+        self.write_frame(&body)?;
+        let mut response = self.read_frame()?;
+        let response_header = ResponseHeader::decode(&mut response, api.response_header_version(version))?;
+        if response_header.correlation_id != self.correlation_id {
+            bail!("correlation id {} != {}", response_header.correlation_id, self.correlation_id);
+        }
+        let decoded = R::Response::decode(&mut response, version)?;
+        if response.has_remaining() {
+            bail!("{} trailing bytes in the response", response.remaining());
+        }
+        Ok(decoded)
+    }
+
+    /// Writes a size-prefixed frame.
+    pub fn write_frame(&mut self, body: &[u8]) -> Result<()> {
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(body);
+        self.write_raw(&frame)
+    }
+
+    /// Writes bytes as they are.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Reads one size-prefixed frame.
+    pub fn read_frame(&mut self) -> Result<Bytes> {
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size)?;
+        let size = i32::from_be_bytes(size);
+        if !(0..=256 << 20).contains(&size) {
+            bail!("response size {size} is implausible");
+        }
+        let mut body = vec![0u8; size as usize];
+        self.stream.read_exact(&mut body)?;
+        Ok(Bytes::from(body))
+    }
+
+    /// Whether the broker closed this connection (EOF or reset) within the read timeout.
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
+}
