@@ -124,7 +124,7 @@ fn admin_creates_describes_alters_and_deletes_topics() -> Result<()> {
         let described = admin.describe_configs([&ResourceSpecifier::Topic("cfg")], &opts).await?;
         let resource = described[0].as_ref().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         ensure!(resource.get("retention.bytes").and_then(|e| e.value.as_deref()) == Some("1048576"));
-        ensure!(resource.get("retention.ms").map(|e| e.source) == Some(ConfigSource::Default));
+        ensure!(resource.get("retention.ms").is_some_and(|e| e.source == ConfigSource::Default));
 
         let grown = admin.create_partitions([&NewPartitions::new("cfg", 5)], &opts).await?;
         ensure!(grown[0].is_ok(), "create partitions: {:?}", grown[0]);

@@ -93,7 +93,9 @@ fn high_watermark(client: &mut RawClient, topic: &str) -> Result<i64> {
 #[test]
 fn malformed_frames_close_only_their_own_connection() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data")).env("SLUICE_KAFKA__MAX_REQUEST_BYTES", "65536");
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data"))
+        .env("SLUICE_KAFKA__MAX_REQUEST_BYTES", "65536")
+        .env("SLUICE_LOG__MAX_MESSAGE_BYTES", "60000");
     broker.start()?;
     let bootstrap = broker.bootstrap();
     runtime().block_on(create_topic(&bootstrap, "survivor", 1, &[]))?;
@@ -205,7 +207,10 @@ fn idempotent_sequences_are_enforced() -> Result<()> {
     let (_dir, broker) = start_broker()?;
     runtime().block_on(create_topic(&broker.bootstrap(), "seq", 1, &[]))?;
     let mut client = RawClient::connect(broker.addr())?;
-    let init = client.send(4, &InitProducerIdRequest { transaction_timeout_ms: 60_000, ..Default::default() })?;
+    let mut init_request = InitProducerIdRequest::default();
+    init_request.transactional_id = None;
+    init_request.transaction_timeout_ms = 60_000;
+    let init = client.send(4, &init_request)?;
     ensure!(init.error_code == 0);
     let pid = init.producer_id.0;
     ensure!(pid >= 0);

@@ -76,7 +76,7 @@ impl Broker {
             .arg("--rpc-addr")
             .arg("127.0.0.1:0")
             .args(&self.extra_args)
-            .env("SLUICE_LOG", std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in &self.extra_env {
