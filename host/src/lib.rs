@@ -8,7 +8,9 @@
 //! - `cluster/`: topics, topic configs and producer ids, persisted in the data dir.
 //! - `metrics`: Prometheus counters and their HTTP endpoint.
 //! - [`Node`]: starts and stops all of the above.
+//! - [`allocator`]: the process allocator, which keeps hostile array counts from aborting it.
 
+pub mod allocator;
 pub mod config;
 mod cluster;
 mod error;
@@ -22,3 +24,8 @@ pub use config::Config;
 pub use error::Error;
 pub use kafka::frame;
 pub use node::Node;
+
+// Unit tests decode hostile frames in-process, so they need the broker's allocator too.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: allocator::SluiceAllocator = allocator::SluiceAllocator;

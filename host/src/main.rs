@@ -10,6 +10,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use cli::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: sluice::allocator::SluiceAllocator = sluice::allocator::SluiceAllocator;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -110,6 +110,8 @@ fn malformed_frames_close_only_their_own_connection() -> Result<()> {
         ("a frame too short for a header", [0, 0, 0, 3, 1, 2, 3].to_vec()),
         ("an unknown api key", [&[0, 0, 0, 10][..], &[0x7f, 0x00, 0, 1, 0, 0, 0, 1, 0xff, 0xff]].concat()),
         ("an unsupported Metadata version", [&[0, 0, 0, 10][..], &[0, 3, 0x7f, 0, 0, 0, 0, 1, 0xff, 0xff]].concat()),
+        // 14 bytes claiming 2^31 topics: the protocol crate pre-sizes the array from the count.
+        ("a Metadata v0 with an absurd topic count", [&[0, 0, 0, 17][..], &[0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff], &[0x7f, 0xff, 0xff, 0xff, 0, 1, b'a']].concat()),
         ("a Produce body of garbage", [&[0, 0, 0, 16][..], &[0, 0, 0, 9, 0, 0, 0, 1, 0, 0], &[0xde, 0xad, 0xbe, 0xef, 0xde, 0xad]].concat()),
     ];
     for (what, bytes) in bad_frames {
