@@ -2,14 +2,19 @@
 # Single-node benchmark: the disk's fsync'd sequential write bandwidth as the physical
 # reference, then sluice-load against a release `sluice` with 1 KiB records at acks=1 and
 # acks=all, a run at half the acks=1 peak for latency, and the broker's RSS idle and under load.
-# Each measurement is repeated REPS times; the summary reports medians.
+# Each measurement is repeated REPS times and the dd reference is taken between the broker runs
+# of each repetition (this disk's speed drifts a lot), so the summary compares medians taken
+# under the same conditions. The throughput runs use librdkafka's linger.ms=5; the latency run
+# at half the peak uses linger.ms=1, so the client's own batching delay stays out of the p99.
 #
 #   bench/run.sh                  # defaults below
 #   RECORDS=500000 REPS=5 bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RECORDS=${RECORDS:-300000}
+RECORDS=${RECORDS:-1000000}
+# A second latency point at a fixed rate well below the disk's sustained bandwidth.
+FIXED_RATE=${FIXED_RATE:-100000}
 REPS=${REPS:-3}
 WORK=${WORK:-$PWD/target/bench-work}
 
@@ -31,17 +36,17 @@ field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), disk under $WORK: $(df -h "$WORK" | awk 'NR==2 {print $1}')"
 
-# The physical reference: 1 GiB written sequentially, fdatasync'd before dd reports.
 dd_mbs=()
-for _ in $(seq "$REPS"); do
-    out=$(dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)
+measure_dd() {
+    # 1 GiB to a new file, fdatasync'd before dd reports.
+    local out bytes secs
+    out=$(dd if=/dev/zero of="$WORK/dd-$1.bin" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)
     bytes=$(echo "$out" | awk '{print $1}')
     secs=$(echo "$out" | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
     dd_mbs+=("$(python3 -c "print(round($bytes/$secs/1e6,1))")")
-    rm -f "$WORK/dd.bin"
-done
-DD=$(median "${dd_mbs[@]}")
-echo "dd conv=fdatasync MB/s: ${dd_mbs[*]} -> median $DD"
+    rm -f "$WORK/dd-$1.bin"
+    echo "dd conv=fdatasync: ${dd_mbs[-1]} MB/s"
+}
 
 target/release/sluice serve --data-dir "$WORK/data" --kafka-addr "127.0.0.1:$PORT" --metrics-addr 127.0.0.1:0 \
     > "$WORK/broker.out" 2> "$WORK/broker.err" &
@@ -51,21 +56,24 @@ sleep 2
 IDLE_RSS=$(rss_kib)
 echo "idle RSS: $((IDLE_RSS / 1024)) MiB"
 
-run() { # name, extra args...
-    local name=$1; shift
-    target/release/sluice-load --bootstrap "127.0.0.1:$PORT" --records "$RECORDS" --size 1024 "$@" | tee -a "$WORK/$name.log"
+run() { # name, records, extra args...
+    local name=$1 records=$2; shift 2
+    target/release/sluice-load --bootstrap "127.0.0.1:$PORT" --records "$records" --size 1024 "$@" | tee -a "$WORK/$name.log"
 }
 
 for rep in $(seq "$REPS"); do
-    run acks1 --topic "acks1-$rep" --acks 1
-    run acksall --topic "acksall-$rep" --acks all
+    measure_dd "$rep"
+    run acks1 "$RECORDS" --topic "acks1-$rep" --acks 1
+    run acksall "$RECORDS" --topic "acksall-$rep" --acks all
 done
 PEAK=$(median $(field records_per_sec < "$WORK/acks1.log"))
 HALF=$(python3 -c "print(int($PEAK/2))")
 for rep in $(seq "$REPS"); do
-    run half --topic "half-$rep" --acks 1 --rate "$HALF" --records "$((HALF * 10))"
+    run half "$((HALF * 5))" --topic "half-$rep" --acks 1 --rate "$HALF" --linger-ms 1
+    run fixed "$((FIXED_RATE * 5))" --topic "fixed-$rep" --acks 1 --rate "$FIXED_RATE" --linger-ms 1
 done
 LOAD_HWM=$(hwm_kib)
+DD=$(median "${dd_mbs[@]}")
 
 summary() { # name
     local log="$WORK/$1.log"
@@ -83,6 +91,7 @@ echo "|---|---|---|---|---|---|---|"
 summary acks1
 summary acksall
 summary half
+summary fixed
 echo
-echo "dd reference: $DD MB/s; half-peak rate: $HALF records/s"
+echo "dd reference: ${dd_mbs[*]} MB/s, median $DD MB/s; half-peak rate: $HALF records/s; fixed rate: $FIXED_RATE records/s"
 echo "RSS: idle $((IDLE_RSS / 1024)) MiB, peak under load $((LOAD_HWM / 1024)) MiB"

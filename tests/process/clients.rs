@@ -81,6 +81,10 @@ fn acks_zero_records_are_stored() -> Result<()> {
     let records = consume(&bootstrap, "fire-and-forget", 1, values.len(), Duration::from_secs(60))?;
     let got: Vec<String> = records.iter().map(|r| String::from_utf8(r.value.clone()).unwrap()).collect();
     ensure!(got == values, "acks=0 records: read {} of {}", got.len(), values.len());
+    // acks=0 produces get no response, but the broker still counts what it stored.
+    let produced = broker.metric("sluice_produce_bytes_total{node=\"1\"}")?.unwrap_or(0.0);
+    ensure!(produced > 500.0 * 4.0, "produce bytes metric: {produced}");
+    ensure!(broker.metric("sluice_kafka_requests_total{api=\"Produce\",node=\"1\"}")?.is_some_and(|n| n >= 1.0));
     Ok(())
 }
 

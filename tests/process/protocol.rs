@@ -140,6 +140,8 @@ fn malformed_frames_close_only_their_own_connection() -> Result<()> {
 
     ensure!(broker.is_running(), "the broker died");
     healthy.send(12, &request)?;
+    let frame_errors = broker.metric("sluice_kafka_frame_errors_total{node=\"1\"}")?.unwrap_or(0.0);
+    ensure!(frame_errors >= 8.0, "frame errors counted: {frame_errors}");
     let acks = runtime().block_on(produce(&producer(&bootstrap), "survivor", &["still here".to_string()]))?;
     ensure!(acks.len() == 1);
     Ok(())

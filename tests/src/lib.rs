@@ -32,6 +32,7 @@ pub struct Broker {
     extra_args: Vec<String>,
     extra_env: Vec<(String, String)>,
     child: Option<Child>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -44,6 +45,7 @@ impl Broker {
             extra_args: Vec::new(),
             extra_env: Vec::new(),
             child: None,
+            metrics_addr: None,
         }
     }
 
@@ -95,7 +97,10 @@ impl Broker {
         });
         self.child = Some(child);
         match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line.contains("kafka listening on") => Ok(()),
+            Ok(line) if line.contains("kafka listening on") => {
+                self.metrics_addr = line.rsplit("metrics on ").next().and_then(|a| a.trim().parse().ok());
+                Ok(())
+            }
             Ok(line) => bail!("unexpected first line from sluice: {line}"),
             Err(_) => {
                 let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
@@ -117,6 +122,25 @@ impl Broker {
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The text of the broker's Prometheus endpoint.
+    pub fn metrics(&self) -> Result<String> {
+        let addr = self.metrics_addr.context("broker not started")?;
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        if !response.starts_with("HTTP/1.1 200") {
+            bail!("metrics endpoint answered: {}", response.lines().next().unwrap_or(""));
+        }
+        Ok(response)
+    }
+
+    /// The value of one metric line (`name{labels}`, as exposed), if present.
+    pub fn metric(&self, series: &str) -> Result<Option<f64>> {
+        Ok(self.metrics()?.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())))
     }
 
     /// Whether the process is still running.
