@@ -63,7 +63,7 @@ fn kill_9_while_producing_loses_no_acknowledged_record() -> Result<()> {
     let mut config = producer(&bootstrap);
     config.set("enable.idempotence", "true").set("message.timeout.ms", "4000").set("linger.ms", "2");
     let producer: FutureProducer = config.create()?;
-    let all = values("d", 6000);
+    let all = values("d", 200_000);
     let (before, during) = all.split_at(3000);
 
     // Phase one: everything acknowledged.
@@ -78,23 +78,37 @@ fn kill_9_while_producing_loses_no_acknowledged_record() -> Result<()> {
         Ok::<_, anyhow::Error>(())
     })?;
 
-    // Phase two: kill -9 with sends in flight; some are acknowledged, some fail, some are
-    // indeterminate (stored but never acknowledged).
+    // Phase two: a paced stream of sends, with kill -9 in the middle of it; some sends are
+    // acknowledged, some fail, some are indeterminate (stored but never acknowledged).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let in_flight = rt.block_on(async {
-        let sends: Vec<_> = during
-            .iter()
-            .map(|v| {
-                let producer = producer.clone();
-                let v = v.clone();
-                tokio::spawn(async move {
-                    let r = producer.send(FutureRecord::to("durable").key(&v).payload(&v), Duration::from_secs(10)).await;
-                    (v, r.map(|d| (d.partition, d.offset)).map_err(|(e, _)| e))
-                })
+        let sender = {
+            let producer = producer.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            let during = during.to_vec();
+            tokio::spawn(async move {
+                let mut deliveries = Vec::new();
+                for (i, v) in during.into_iter().enumerate() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    if i % 200 == 0 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    let producer = producer.clone();
+                    deliveries.push(tokio::spawn(async move {
+                        let r = producer.send(FutureRecord::to("durable").key(&v).payload(&v), Duration::from_secs(10)).await;
+                        (v, r.map(|d| (d.partition, d.offset)).map_err(|(e, _)| e))
+                    }));
+                }
+                deliveries
             })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(400)).await;
         broker.kill9();
-        join_all(sends).await
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        join_all(sender.await.expect("sender task")).await
     });
     let mut failed = 0;
     for joined in in_flight {
@@ -105,6 +119,7 @@ fn kill_9_while_producing_loses_no_acknowledged_record() -> Result<()> {
         }
     }
     eprintln!("acknowledged {} records, {failed} sends failed around the kill", acked.len());
+    ensure!(failed > 0, "every send was acknowledged before the kill; the test did not kill mid-stream");
 
     broker.start()?;
     let records = consume(&bootstrap, "durable", 2, acked.len(), Duration::from_secs(90))?;
