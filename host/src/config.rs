@@ -48,6 +48,41 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Topic defaults and storage behaviour.
     pub log: LogDefaults,
+    /// Consumer group coordination.
+    pub groups: GroupsConfig,
+}
+
+/// Consumer group coordination (Kafka's `group.*` and `offsets.*` broker settings).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// Partitions of the internal `__consumer_offsets` topic, fixed when it is first created.
+    /// Default: 8
+    pub offsets_topic_partitions: i32,
+    /// Smallest `session.timeout.ms` a consumer may use.
+    /// Default: 6000
+    pub min_session_timeout_ms: u64,
+    /// Largest `session.timeout.ms` a consumer may use.
+    /// Default: 1800000
+    pub max_session_timeout_ms: u64,
+    /// How long a new group waits for more members before its first assignment.
+    /// Default: 3000
+    pub initial_rebalance_delay_ms: u64,
+    /// Largest metadata string stored with a committed offset.
+    /// Default: 4096
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            offsets_topic_partitions: 8,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3000,
+            max_metadata_bytes: 4096,
+        }
+    }
 }
 
 /// Limits of the Kafka listener.
@@ -133,6 +168,7 @@ impl Default for Config {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9644)),
             kafka: KafkaConfig::default(),
             log: LogDefaults::default(),
+            groups: GroupsConfig::default(),
         }
     }
 }
@@ -214,6 +250,12 @@ impl Config {
         }
         if self.log.index_interval_bytes == 0 {
             return invalid("log.index-interval-bytes must be at least 1");
+        }
+        if self.groups.offsets_topic_partitions < 1 {
+            return invalid("groups.offsets-topic-partitions must be at least 1");
+        }
+        if self.groups.min_session_timeout_ms > self.groups.max_session_timeout_ms {
+            return invalid("groups.min-session-timeout-ms must not exceed groups.max-session-timeout-ms");
         }
         if self.log.flush_interval_ms == 0 || self.log.checkpoint_interval_ms == 0 {
             return invalid("log.flush-interval-ms and log.checkpoint-interval-ms must be positive");

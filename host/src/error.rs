@@ -17,6 +17,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The consumer group coordinator could not load its offsets.
+    #[error(transparent)]
+    Groups(#[from] crate::groups::Error),
     /// Another process holds the data dir.
     #[error("data dir {0} is in use by another sluice process")]
     DataDirLocked(std::path::PathBuf),

@@ -6,14 +6,17 @@
 //! - `partition/`: one partition replica — batch validation, idempotent producers, group commit.
 //! - `log/`: the on-disk partition log — segments, indexes, recovery.
 //! - `cluster/`: topics, topic configs and producer ids, persisted in the data dir.
+//! - `groups/`: the consumer group coordinator and committed offsets.
 //! - `metrics`: Prometheus counters and their HTTP endpoint.
 //! - [`Node`]: starts and stops all of the above.
 //! - [`allocator`]: the process allocator, which keeps hostile array counts from aborting it.
 
 pub mod allocator;
 pub mod config;
+mod clock;
 mod cluster;
 mod error;
+mod groups;
 mod kafka;
 mod log;
 mod metrics;

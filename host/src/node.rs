@@ -13,10 +13,14 @@ use tracing::info;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::Error;
+use crate::groups::Coordinator;
 use crate::kafka::{self, KafkaContext};
 use crate::metrics::{self, Metrics};
 
 const LOCK_FILE: &str = ".lock";
+/// How often group timers (session expiry, rebalance deadlines) are checked: the precision of
+/// every group timeout.
+const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A started node. Drop without [`Node::shutdown`] only in tests that simulate a crash.
 pub struct Node {
@@ -56,11 +60,22 @@ impl Node {
             })??
         };
         let cluster = Arc::new(cluster);
+        let groups = {
+            let cluster = Arc::clone(&cluster);
+            let groups_config = config.groups.clone();
+            // Replaying the offsets topic reads files: keep it off the async workers.
+            tokio::task::spawn_blocking(move || Coordinator::open(cluster, groups_config)).await.map_err(|e| Error::Io {
+                what: "loading consumer groups".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??
+        };
+        let groups = Arc::new(groups);
         let metrics = Arc::new(Metrics::new(node_id));
         let (shutdown, stop) = watch::channel(false);
-        let ctx = Arc::new(KafkaContext { cluster: Arc::clone(&cluster), node_id, advertised, metrics: Arc::clone(&metrics) });
+        let ctx = Arc::new(KafkaContext { cluster: Arc::clone(&cluster), node_id, advertised, metrics: Arc::clone(&metrics), groups: Arc::clone(&groups) });
         let tasks = vec![
             tokio::spawn(kafka::serve(kafka_listener, ctx, stop.clone())),
+            tokio::spawn(tick_groups(groups, stop.clone())),
             tokio::spawn(metrics::serve(metrics_listener, metrics, stop)),
         ];
         info!(%kafka_addr, %metrics_addr, data_dir = %config.data_dir.display(), "sluice is serving");
@@ -86,5 +101,16 @@ impl Node {
         let cluster = self.cluster;
         let _ = tokio::task::spawn_blocking(move || cluster.close()).await;
         info!("sluice stopped cleanly");
+    }
+}
+
+/// Drives the group coordinator's timers until shutdown.
+async fn tick_groups(groups: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(GROUP_TICK);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => groups.tick(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }

@@ -28,7 +28,7 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
         let mut read_half = BufReader::new(read_half);
         loop {
             let parsed = match frame::read_frame(&mut read_half, limit).await {
-                Ok(Some(bytes)) => frame::parse_request(bytes),
+                Ok(Some(bytes)) => frame::parse_request(bytes).map(|r| frame::Request { peer: Some(peer), ..r }),
                 Ok(None) => return,
                 Err(e) => Err(e),
             };

@@ -55,6 +55,8 @@ pub struct Request {
     pub header: RequestHeader,
     /// The body, still encoded.
     pub body: Bytes,
+    /// The client's address, when the request came from a socket.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// Reads one size-prefixed frame. `Ok(None)` is a clean end of stream between frames.
@@ -98,7 +100,7 @@ pub fn parse_request(mut frame: Bytes) -> Result<Request, FrameError> {
         version,
         cause: e.to_string(),
     })?;
-    Ok(Request { api_key, header, body: frame })
+    Ok(Request { api_key, header, body: frame, peer: None })
 }
 
 /// Encodes a response with its size prefix and header, at the request's version.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 pub use server::serve;
 
 use crate::cluster::Cluster;
+use crate::groups::Coordinator;
 use crate::metrics::Metrics;
 
 /// What every request handler can reach.
@@ -24,4 +25,6 @@ pub struct KafkaContext {
     pub advertised: SocketAddr,
     /// Request and data counters.
     pub metrics: Arc<Metrics>,
+    /// The consumer group coordinator.
+    pub groups: Arc<Coordinator>,
 }

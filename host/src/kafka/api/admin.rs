@@ -15,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{cluster_error_code, code, message, respond};
 use crate::cluster::topic_config;
+use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
 
@@ -83,7 +84,7 @@ pub fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fra
     respond(request, &response)
 }
 
-pub fn delete_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+pub async fn delete_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: DeleteTopicsRequest = decode_body(request)?;
     let mut response = DeleteTopicsResponse::default();
     // v0-5 name topics in `topic_names`; v6 in `topics`, by name or by id.
@@ -103,9 +104,14 @@ pub fn delete_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fra
             Some(topic) => {
                 result.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
                 result.topic_id = topic.id;
-                if let Err(e) = ctx.cluster.delete_topic(&topic.name) {
+                if topic.name == OFFSETS_TOPIC {
+                    result.error_code = code(ResponseError::InvalidTopicException);
+                    result.error_message = message(format!("{OFFSETS_TOPIC} is internal and cannot be deleted"));
+                } else if let Err(e) = ctx.cluster.delete_topic(&topic.name) {
                     result.error_code = cluster_error_code(&e);
                     result.error_message = message(e.to_string());
+                } else {
+                    ctx.groups.forget_topic(&topic.name).await;
                 }
             }
         }

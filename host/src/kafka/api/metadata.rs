@@ -79,7 +79,7 @@ pub fn describe(topic: &Topic, node_id: i32) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     t.topic_id = topic.id;
-    t.is_internal = false;
+    t.is_internal = topic.name == crate::groups::offsets::OFFSETS_TOPIC;
     t.partitions = topic
         .partitions
         .iter()

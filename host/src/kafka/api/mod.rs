@@ -5,6 +5,7 @@ mod admin;
 mod api_versions;
 mod configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -34,6 +35,16 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The versions of `api` this broker serves, if any.
@@ -54,11 +65,21 @@ pub async fn handle(ctx: &KafkaContext, request: Request) -> Result<Option<Bytes
         ApiKey::Fetch => fetch::handle(ctx, &request).await.map(Some),
         ApiKey::ListOffsets => list_offsets::handle(ctx, &request).map(Some),
         ApiKey::CreateTopics => admin::create_topics(ctx, &request).map(Some),
-        ApiKey::DeleteTopics => admin::delete_topics(ctx, &request).map(Some),
+        ApiKey::DeleteTopics => admin::delete_topics(ctx, &request).await.map(Some),
         ApiKey::CreatePartitions => admin::create_partitions(ctx, &request).map(Some),
         ApiKey::DescribeConfigs => configs::describe(ctx, &request).map(Some),
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter(ctx, &request).map(Some),
         ApiKey::AlterConfigs => configs::alter(ctx, &request).map(Some),
+        ApiKey::FindCoordinator => groups::find_coordinator(ctx, &request).map(Some),
+        ApiKey::JoinGroup => groups::join_group(ctx, &request).await.map(Some),
+        ApiKey::SyncGroup => groups::sync_group(ctx, &request).await.map(Some),
+        ApiKey::Heartbeat => groups::heartbeat(ctx, &request).map(Some),
+        ApiKey::LeaveGroup => groups::leave_group(ctx, &request).map(Some),
+        ApiKey::OffsetCommit => groups::offset_commit(ctx, &request).await.map(Some),
+        ApiKey::OffsetFetch => groups::offset_fetch(ctx, &request).map(Some),
+        ApiKey::ListGroups => groups::list_groups(ctx, &request).map(Some),
+        ApiKey::DescribeGroups => groups::describe_groups(ctx, &request).map(Some),
+        ApiKey::DeleteGroups => groups::delete_groups(ctx, &request).await.map(Some),
         ApiKey::InitProducerId => producer_id::handle(ctx, &request).map(Some),
         other => Err(FrameError::UnknownApi(other as i16)),
     }
@@ -142,6 +163,16 @@ mod tests {
             ApiKey::CreatePartitions => decode_body::<CreatePartitionsRequest>(request).map(drop),
             ApiKey::IncrementalAlterConfigs => decode_body::<IncrementalAlterConfigsRequest>(request).map(drop),
             ApiKey::AlterConfigs => decode_body::<AlterConfigsRequest>(request).map(drop),
+            ApiKey::FindCoordinator => decode_body::<FindCoordinatorRequest>(request).map(drop),
+            ApiKey::JoinGroup => decode_body::<JoinGroupRequest>(request).map(drop),
+            ApiKey::SyncGroup => decode_body::<SyncGroupRequest>(request).map(drop),
+            ApiKey::Heartbeat => decode_body::<HeartbeatRequest>(request).map(drop),
+            ApiKey::LeaveGroup => decode_body::<LeaveGroupRequest>(request).map(drop),
+            ApiKey::OffsetCommit => decode_body::<OffsetCommitRequest>(request).map(drop),
+            ApiKey::OffsetFetch => decode_body::<OffsetFetchRequest>(request).map(drop),
+            ApiKey::ListGroups => decode_body::<ListGroupsRequest>(request).map(drop),
+            ApiKey::DescribeGroups => decode_body::<DescribeGroupsRequest>(request).map(drop),
+            ApiKey::DeleteGroups => decode_body::<DeleteGroupsRequest>(request).map(drop),
             other => panic!("{other:?} is served but not covered here"),
         }
     }

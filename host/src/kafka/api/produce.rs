@@ -11,6 +11,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::debug;
 
 use super::{code, message, partition_error_code, respond};
+use crate::clock::now_ms;
+use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
 use crate::partition::{Appended, Partition};
@@ -81,6 +83,9 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
 }
 
 fn append(ctx: &KafkaContext, topic: &str, index: i32, records: Option<&Bytes>, now_ms: i64) -> Outcome {
+    if topic == OFFSETS_TOPIC {
+        return Outcome::Failed(code(ResponseError::InvalidTopicException), Some(format!("{OFFSETS_TOPIC} is internal; clients cannot produce to it")));
+    }
     let Some(partition) = ctx.cluster.partition(topic, index) else {
         return Outcome::Failed(code(ResponseError::UnknownTopicOrPartition), None);
     };
@@ -97,11 +102,4 @@ fn append(ctx: &KafkaContext, topic: &str, index: i32, records: Option<&Bytes>, 
             Outcome::Failed(partition_error_code(&e), Some(e.to_string()))
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

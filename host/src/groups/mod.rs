@@ -1,0 +1,387 @@
+//! The consumer group coordinator: group membership ([`group`]) and committed offsets
+//! ([`offsets`]), for every group whose offsets partition this node leads (on a single node:
+//! all of them). Offsets are durable in the internal `__consumer_offsets` topic and replayed into
+//! an in-memory cache at start. Membership lives in memory: after a restart members rejoin, as
+//! they do when a Kafka coordinator moves.
+//!
+//! Locking: one mutex over all groups and offsets; no I/O and no `.await` happens under it.
+
+pub mod group;
+pub mod offsets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::cluster::{self, Cluster};
+use crate::config::GroupsConfig;
+use group::{Group, GroupState, GroupTimeouts, JoinOutcome, JoinRequest, Reply, SyncOutcome};
+use offsets::{CommittedOffset, OFFSETS_TOPIC, OffsetKey};
+
+/// Why the coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The offsets topic could not be created or opened.
+    #[error(transparent)]
+    Cluster(#[from] cluster::Error),
+    /// The offsets topic could not be read back.
+    #[error("replaying {OFFSETS_TOPIC}: {0}")]
+    Replay(String),
+}
+
+/// A group as ListGroups and DescribeGroups show it.
+#[derive(Debug, Clone)]
+pub struct GroupSummary {
+    /// The group id.
+    pub id: String,
+    /// Its state name.
+    pub state: &'static str,
+    /// "consumer", or empty for a group that only has offsets.
+    pub protocol_type: String,
+    /// The chosen assignor.
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment).
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+/// One partition's commit, as the OffsetCommit handler passes it in.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// What to store.
+    pub offset: CommittedOffset,
+}
+
+struct State {
+    groups: HashMap<String, Group>,
+    /// Group -> (topic, partition) -> committed offset.
+    offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>,
+}
+
+/// The group coordinator of this node.
+pub struct Coordinator {
+    cluster: Arc<Cluster>,
+    config: GroupsConfig,
+    state: Mutex<State>,
+}
+
+impl Coordinator {
+    /// Creates the offsets topic if needed and replays it.
+    pub fn open(cluster: Arc<Cluster>, config: GroupsConfig) -> Result<Coordinator, Error> {
+        if cluster.topic(OFFSETS_TOPIC).is_none() {
+            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+            cluster.create_topic(OFFSETS_TOPIC, config.offsets_topic_partitions, 1, configs)?;
+        }
+        let topic = cluster.topic(OFFSETS_TOPIC).ok_or_else(|| Error::Replay("offsets topic vanished".into()))?;
+        let mut offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> = HashMap::new();
+        let mut replayed = 0usize;
+        for partition in &topic.partitions {
+            let mut from = partition.log_start_offset().map_err(|e| Error::Replay(e.to_string()))?;
+            while from < partition.high_watermark() {
+                let read = partition.read(from, 4 << 20).map_err(|e| Error::Replay(e.to_string()))?;
+                let Some(next) = offsets::next_offset(&read.records) else { break };
+                let (commits, skipped) = offsets::decode_batches(Bytes::from(read.records)).map_err(Error::Replay)?;
+                if skipped > 0 {
+                    warn!(partition = partition.index(), skipped, "unreadable records in the offsets topic were skipped");
+                }
+                for (key, value) in commits {
+                    replayed += 1;
+                    let group = offsets.entry(key.group).or_default();
+                    match value {
+                        Some(v) => group.insert((key.topic, key.partition), v),
+                        None => group.remove(&(key.topic, key.partition)),
+                    };
+                }
+                from = next;
+            }
+        }
+        offsets.retain(|_, o| !o.is_empty());
+        info!(groups = offsets.len(), records = replayed, "committed offsets loaded");
+        Ok(Coordinator { cluster, config, state: Mutex::new(State { groups: HashMap::new(), offsets }) })
+    }
+
+    /// Advances every group's timers (session expiry, rebalance deadlines).
+    pub fn tick(&self) {
+        let now = Instant::now();
+        for group in self.lock().groups.values_mut() {
+            group.tick(now);
+        }
+    }
+
+    /// Handles JoinGroup; waits for the join phase to complete.
+    pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinOutcome {
+        let member_id = req.member_id.clone();
+        if group_id.is_empty() {
+            return self.join_error(ResponseError::InvalidGroupId, &member_id);
+        }
+        let reply = {
+            let mut state = self.lock();
+            let timeouts = self.timeouts();
+            let group = state.groups.entry(group_id.to_string()).or_insert_with(|| Group::new(timeouts));
+            if group.state() == GroupState::Dead {
+                *group = Group::new(timeouts);
+            }
+            let client_id = req.client_id.clone();
+            group.join(req, Instant::now(), || format!("{client_id}-{}", Uuid::new_v4()))
+        };
+        match reply {
+            Reply::Now(outcome) => outcome,
+            Reply::Later(rx) => rx.await.unwrap_or_else(|_| self.join_error(ResponseError::UnknownMemberId, &member_id)),
+        }
+    }
+
+    /// Handles SyncGroup; waits for the leader's assignments.
+    pub async fn sync(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32, assignments: Vec<(String, Bytes)>) -> SyncOutcome {
+        let reply = {
+            let mut state = self.lock();
+            match state.groups.get_mut(group_id) {
+                Some(group) => group.sync(member_id, instance_id, generation, assignments, Instant::now()),
+                None => return sync_error(ResponseError::UnknownMemberId),
+            }
+        };
+        match reply {
+            Reply::Now(outcome) => outcome,
+            Reply::Later(rx) => rx.await.unwrap_or_else(|_| sync_error(ResponseError::RebalanceInProgress)),
+        }
+    }
+
+    /// Handles Heartbeat; returns the error code.
+    pub fn heartbeat(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> i16 {
+        match self.lock().groups.get_mut(group_id) {
+            Some(group) => group.heartbeat(member_id, instance_id, generation, Instant::now()),
+            None => ResponseError::UnknownMemberId.code(),
+        }
+    }
+
+    /// Handles LeaveGroup for each (member id, instance id); returns each member's error code.
+    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Result<Vec<i16>, ResponseError> {
+        let mut state = self.lock();
+        let group = state.groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
+        let now = Instant::now();
+        Ok(members.iter().map(|(id, instance)| group.leave(id, instance.as_deref(), now)).collect())
+    }
+
+    /// Checks and stores an OffsetCommit. Returns one error code per commit, in order.
+    pub async fn commit(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32, commits: Vec<CommitRequest>) -> Vec<i16> {
+        let mut codes = vec![0i16; commits.len()];
+        if group_id.is_empty() {
+            return vec![ResponseError::InvalidGroupId.code(); commits.len()];
+        }
+        {
+            let mut state = self.lock();
+            let allowed = match state.groups.get_mut(group_id) {
+                Some(group) => group.check_commit(member_id, instance_id, generation, Instant::now()),
+                // A group unknown to membership takes only "simple" commits (no generation).
+                None if generation < 0 => Ok(()),
+                None => Err(ResponseError::IllegalGeneration),
+            };
+            if let Err(e) = allowed {
+                return vec![e.code(); commits.len()];
+            }
+        }
+        let mut accepted = Vec::new();
+        for (i, c) in commits.iter().enumerate() {
+            if c.offset.metadata.len() > self.config.max_metadata_bytes {
+                codes[i] = ResponseError::OffsetMetadataTooLarge.code();
+            } else if self.cluster.partition(&c.topic, c.partition).is_none() {
+                codes[i] = ResponseError::UnknownTopicOrPartition.code();
+            } else {
+                accepted.push(i);
+            }
+        }
+        if accepted.is_empty() {
+            return codes;
+        }
+        let records: Vec<(OffsetKey, Option<CommittedOffset>)> = accepted
+            .iter()
+            .map(|&i| {
+                let c = &commits[i];
+                (OffsetKey { group: group_id.to_string(), topic: c.topic.clone(), partition: c.partition }, Some(c.offset.clone()))
+            })
+            .collect();
+        if let Err(code) = self.store(group_id, &records).await {
+            for &i in &accepted {
+                codes[i] = code;
+            }
+            return codes;
+        }
+        let mut state = self.lock();
+        let cache = state.offsets.entry(group_id.to_string()).or_default();
+        for (key, value) in records {
+            if let Some(v) = value {
+                cache.insert((key.topic, key.partition), v);
+            }
+        }
+        codes
+    }
+
+    /// Committed offsets of a group: of the listed partitions, or all of them (`None`).
+    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+        let state = self.lock();
+        let empty = BTreeMap::new();
+        let committed = state.offsets.get(group_id).unwrap_or(&empty);
+        match wanted {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let found = partitions.into_iter().map(|p| (p, committed.get(&(topic.clone(), p)).cloned())).collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+                for ((topic, p), v) in committed {
+                    by_topic.entry(topic.clone()).or_default().push((*p, Some(v.clone())));
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    /// Every known group (with members or with committed offsets).
+    pub fn list(&self) -> Vec<GroupSummary> {
+        let state = self.lock();
+        let mut ids: Vec<&String> = state.groups.iter().filter(|(_, g)| g.state() != GroupState::Dead).map(|(id, _)| id).collect();
+        ids.extend(state.offsets.keys().filter(|id| !state.groups.contains_key(*id)));
+        ids.sort();
+        ids.dedup();
+        ids.into_iter().filter_map(|id| summarize(&state, id)).collect()
+    }
+
+    /// One group, if it exists.
+    pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
+        summarize(&self.lock(), group_id)
+    }
+
+    /// Deletes a group with no members, and its offsets.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
+        let keys: Vec<(OffsetKey, Option<CommittedOffset>)> = {
+            let state = self.lock();
+            let group = state.groups.get(group_id).filter(|g| g.state() != GroupState::Dead);
+            if group.is_some_and(|g| !g.is_empty()) {
+                return Err(ResponseError::NonEmptyGroup);
+            }
+            let offsets = state.offsets.get(group_id);
+            if group.is_none() && offsets.is_none() {
+                return Err(ResponseError::GroupIdNotFound);
+            }
+            offsets
+                .into_iter()
+                .flat_map(|o| o.keys())
+                .map(|(topic, partition)| (OffsetKey { group: group_id.to_string(), topic: topic.clone(), partition: *partition }, None))
+                .collect()
+        };
+        if !keys.is_empty() {
+            self.store(group_id, &keys).await.map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+        }
+        let mut state = self.lock();
+        if state.groups.get(group_id).is_some_and(|g| !g.is_empty()) {
+            // A member joined while the tombstones were written; the group lives on, offsets gone.
+            state.offsets.remove(group_id);
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        if let Some(mut group) = state.groups.remove(group_id) {
+            group.delete();
+        }
+        state.offsets.remove(group_id);
+        Ok(())
+    }
+
+    /// Drops committed offsets of a deleted topic, as Kafka does.
+    pub async fn forget_topic(&self, topic: &str) {
+        let doomed: Vec<(String, Vec<i32>)> = {
+            let state = self.lock();
+            state
+                .offsets
+                .iter()
+                .filter_map(|(group, o)| {
+                    let parts: Vec<i32> = o.keys().filter(|(t, _)| t == topic).map(|(_, p)| *p).collect();
+                    (!parts.is_empty()).then(|| (group.clone(), parts))
+                })
+                .collect()
+        };
+        for (group, partitions) in doomed {
+            let keys: Vec<(OffsetKey, Option<CommittedOffset>)> =
+                partitions.iter().map(|p| (OffsetKey { group: group.clone(), topic: topic.to_string(), partition: *p }, None)).collect();
+            if let Err(code) = self.store(&group, &keys).await {
+                warn!(group, topic, code, "could not remove offsets of a deleted topic");
+                continue;
+            }
+            let mut state = self.lock();
+            if let Some(o) = state.offsets.get_mut(&group) {
+                o.retain(|(t, _), _| t != topic);
+                if o.is_empty() {
+                    state.offsets.remove(&group);
+                }
+            }
+        }
+    }
+
+    /// Appends commits or tombstones to the group's offsets partition and waits until durable.
+    async fn store(&self, group_id: &str, records: &[(OffsetKey, Option<CommittedOffset>)]) -> Result<(), i16> {
+        let partition_index = offsets::partition_for(group_id, self.config.offsets_topic_partitions);
+        let partition = self.cluster.partition(OFFSETS_TOPIC, partition_index).ok_or(ResponseError::CoordinatorNotAvailable.code())?;
+        let batch = offsets::encode_batch(records, now_ms()).map_err(|_| ResponseError::UnknownServerError.code())?;
+        let appended = partition.append(&batch, now_ms()).map_err(|e| {
+            warn!(group = group_id, cause = %e, "offset commit append failed");
+            ResponseError::CoordinatorNotAvailable.code()
+        })?;
+        partition.wait_durable(appended.end_offset).await.map_err(|e| {
+            warn!(group = group_id, cause = %e, "offset commit not made durable");
+            ResponseError::CoordinatorNotAvailable.code()
+        })
+    }
+
+    fn timeouts(&self) -> GroupTimeouts {
+        GroupTimeouts {
+            min_session: Duration::from_millis(self.config.min_session_timeout_ms),
+            max_session: Duration::from_millis(self.config.max_session_timeout_ms),
+            initial_rebalance_delay: Duration::from_millis(self.config.initial_rebalance_delay_ms),
+        }
+    }
+
+    fn join_error(&self, error: ResponseError, member_id: &str) -> JoinOutcome {
+        JoinOutcome { error: error.code(), generation: -1, protocol_type: None, protocol_name: None, leader: String::new(), member_id: member_id.to_string(), members: Vec::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Group transitions complete before anything can panic, so a poisoned state is consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn sync_error(error: ResponseError) -> SyncOutcome {
+    SyncOutcome { error: error.code(), protocol_type: None, protocol_name: None, assignment: Bytes::new() }
+}
+
+fn summarize(state: &State, id: &str) -> Option<GroupSummary> {
+    match state.groups.get(id).filter(|g| g.state() != GroupState::Dead) {
+        Some(g) => Some(GroupSummary {
+            id: id.to_string(),
+            state: g.state().name(),
+            protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+            protocol: if matches!(g.state(), GroupState::Stable | GroupState::CompletingRebalance) { g.protocol().unwrap_or_default().to_string() } else { String::new() },
+            members: g
+                .members()
+                .iter()
+                .map(|(mid, m)| {
+                    let metadata = m.protocols.iter().find(|(n, _)| Some(n.as_str()) == g.protocol()).map(|(_, md)| md.clone()).unwrap_or_default();
+                    (mid.clone(), m.instance_id.clone(), m.client_id.clone(), m.client_host.clone(), metadata, m.assignment.clone())
+                })
+                .collect(),
+        }),
+        None if state.offsets.contains_key(id) => {
+            Some(GroupSummary { id: id.to_string(), state: GroupState::Empty.name(), protocol_type: String::new(), protocol: String::new(), members: Vec::new() })
+        }
+        None => None,
+    }
+}

@@ -1,0 +1,347 @@
+//! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups. The decisions live in
+//! [`crate::groups`]; these handlers translate between the wire and the coordinator.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{code, message, respond};
+use crate::clock::now_ms;
+use crate::groups::group::JoinRequest;
+use crate::groups::offsets::CommittedOffset;
+use crate::groups::{CommitRequest, GroupSummary};
+use crate::kafka::KafkaContext;
+use crate::kafka::frame::{FrameError, Request, decode_body};
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+pub fn find_coordinator(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: FindCoordinatorRequest = decode_body(request)?;
+    let mut response = FindCoordinatorResponse::default();
+    let host = text(&ctx.advertised.ip().to_string());
+    let port = i32::from(ctx.advertised.port());
+    let transactions = body.key_type != KEY_TYPE_GROUP;
+    let error = if transactions { code(ResponseError::CoordinatorNotAvailable) } else { 0 };
+    let why = transactions.then(|| "only consumer group coordinators exist here; transactions are not supported".to_string());
+    if request.header.request_api_version >= 4 {
+        response.coordinators = body
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let mut c = Coordinator::default();
+                c.key = key.clone();
+                c.node_id = BrokerId(if transactions { -1 } else { ctx.node_id });
+                c.host = if transactions { StrBytes::default() } else { host.clone() };
+                c.port = if transactions { -1 } else { port };
+                c.error_code = error;
+                c.error_message = why.clone().and_then(|w| message(w));
+                c
+            })
+            .collect();
+    } else {
+        response.error_code = error;
+        response.error_message = why.and_then(message);
+        response.node_id = BrokerId(if transactions { -1 } else { ctx.node_id });
+        response.host = if transactions { StrBytes::default() } else { host };
+        response.port = if transactions { -1 } else { port };
+    }
+    respond(request, &response)
+}
+
+pub async fn join_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: JoinGroupRequest = decode_body(request)?;
+    let version = request.header.request_api_version;
+    let session = Duration::from_millis(body.session_timeout_ms.max(0) as u64);
+    // v0 has no rebalance timeout: the session timeout served for both.
+    let rebalance = if version >= 1 { Duration::from_millis(body.rebalance_timeout_ms.max(0) as u64) } else { session };
+    let join = JoinRequest {
+        member_id: body.member_id.to_string(),
+        instance_id: body.group_instance_id.map(|s| s.to_string()),
+        requires_known_member_id: version >= 4,
+        client_id: request.header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        client_host: request.peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+        session_timeout: session,
+        rebalance_timeout: rebalance,
+        protocol_type: body.protocol_type.to_string(),
+        protocols: body.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+    };
+    let outcome = ctx.groups.join(body.group_id.as_str(), join).await;
+    let mut response = JoinGroupResponse::default();
+    response.error_code = outcome.error;
+    response.generation_id = outcome.generation;
+    response.protocol_type = outcome.protocol_type.map(|s| text(&s));
+    response.protocol_name = outcome.protocol_name.map(|s| text(&s));
+    if version < 7 && response.protocol_name.is_none() {
+        // Before v7 the protocol name is not nullable.
+        response.protocol_name = Some(StrBytes::default());
+    }
+    response.leader = text(&outcome.leader);
+    response.member_id = text(&outcome.member_id);
+    response.members = outcome
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            let mut m = JoinGroupResponseMember::default();
+            m.member_id = text(&id);
+            m.group_instance_id = instance.map(|s| text(&s));
+            m.metadata = metadata;
+            m
+        })
+        .collect();
+    respond(request, &response)
+}
+
+pub async fn sync_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: SyncGroupRequest = decode_body(request)?;
+    let assignments = body.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
+    let instance = body.group_instance_id.map(|s| s.to_string());
+    let outcome = ctx.groups.sync(body.group_id.as_str(), body.member_id.as_str(), instance.as_deref(), body.generation_id, assignments).await;
+    let mut response = SyncGroupResponse::default();
+    response.error_code = outcome.error;
+    response.protocol_type = outcome.protocol_type.map(|s| text(&s));
+    response.protocol_name = outcome.protocol_name.map(|s| text(&s));
+    response.assignment = outcome.assignment;
+    respond(request, &response)
+}
+
+pub fn heartbeat(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: HeartbeatRequest = decode_body(request)?;
+    let instance = body.group_instance_id.map(|s| s.to_string());
+    let mut response = HeartbeatResponse::default();
+    response.error_code = ctx.groups.heartbeat(body.group_id.as_str(), body.member_id.as_str(), instance.as_deref(), body.generation_id);
+    respond(request, &response)
+}
+
+pub fn leave_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: LeaveGroupRequest = decode_body(request)?;
+    let version = request.header.request_api_version;
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        body.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
+    } else {
+        vec![(body.member_id.to_string(), None)]
+    };
+    let mut response = LeaveGroupResponse::default();
+    match ctx.groups.leave(body.group_id.as_str(), &members) {
+        Ok(codes) if version >= 3 => {
+            response.members = members
+                .iter()
+                .zip(codes)
+                .map(|((id, instance), error)| {
+                    let mut m = MemberResponse::default();
+                    m.member_id = text(id);
+                    m.group_instance_id = instance.as_deref().map(text);
+                    m.error_code = error;
+                    m
+                })
+                .collect();
+        }
+        Ok(codes) => response.error_code = codes.first().copied().unwrap_or(0),
+        Err(e) => response.error_code = code(e),
+    }
+    respond(request, &response)
+}
+
+pub async fn offset_commit(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: OffsetCommitRequest = decode_body(request)?;
+    let now = now_ms();
+    let mut commits = Vec::new();
+    for topic in &body.topics {
+        for p in &topic.partitions {
+            commits.push(CommitRequest {
+                topic: topic.name.to_string(),
+                partition: p.partition_index,
+                offset: CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    commit_timestamp: now,
+                },
+            });
+        }
+    }
+    let instance = body.group_instance_id.map(|s| s.to_string());
+    let codes = ctx
+        .groups
+        .commit(body.group_id.as_str(), body.member_id.as_str(), instance.as_deref(), body.generation_id_or_member_epoch, commits)
+        .await;
+    let mut codes = codes.into_iter();
+    let mut response = OffsetCommitResponse::default();
+    response.topics = body
+        .topics
+        .iter()
+        .map(|topic| {
+            let mut t = OffsetCommitResponseTopic::default();
+            t.name = topic.name.clone();
+            t.partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut r = OffsetCommitResponsePartition::default();
+                    r.partition_index = p.partition_index;
+                    r.error_code = codes.next().unwrap_or(0);
+                    r
+                })
+                .collect();
+            t
+        })
+        .collect();
+    respond(request, &response)
+}
+
+pub fn offset_fetch(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: OffsetFetchRequest = decode_body(request)?;
+    let mut response = OffsetFetchResponse::default();
+    if request.header.request_api_version >= 8 {
+        response.groups = body
+            .groups
+            .iter()
+            .map(|g| {
+                let wanted = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
+                let mut group = OffsetFetchResponseGroup::default();
+                group.group_id = g.group_id.clone();
+                group.topics = ctx
+                    .groups
+                    .fetch_offsets(g.group_id.as_str(), wanted)
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        let mut t = OffsetFetchResponseTopics::default();
+                        t.name = TopicName(text(&topic));
+                        t.partitions = partitions
+                            .into_iter()
+                            .map(|(index, committed)| {
+                                let mut p = OffsetFetchResponsePartitions::default();
+                                p.partition_index = index;
+                                (p.committed_offset, p.committed_leader_epoch, p.metadata) = fields(committed);
+                                p
+                            })
+                            .collect();
+                        t
+                    })
+                    .collect();
+                group
+            })
+            .collect();
+    } else {
+        let wanted = body.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
+        response.topics = ctx
+            .groups
+            .fetch_offsets(body.group_id.as_str(), wanted)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let mut t = OffsetFetchResponseTopic::default();
+                t.name = TopicName(text(&topic));
+                t.partitions = partitions
+                    .into_iter()
+                    .map(|(index, committed)| {
+                        let mut p = OffsetFetchResponsePartition::default();
+                        p.partition_index = index;
+                        (p.committed_offset, p.committed_leader_epoch, p.metadata) = fields(committed);
+                        p
+                    })
+                    .collect();
+                t
+            })
+            .collect();
+    }
+    respond(request, &response)
+}
+
+/// (offset, leader epoch, metadata) of a committed offset; -1 and empty when there is none.
+fn fields(committed: Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+    match committed {
+        Some(c) => (c.offset, c.leader_epoch, Some(text(&c.metadata))),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
+pub fn list_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: ListGroupsRequest = decode_body(request)?;
+    let mut response = ListGroupsResponse::default();
+    response.groups = ctx
+        .groups
+        .list()
+        .into_iter()
+        .filter(|g| body.states_filter.is_empty() || body.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(g.state)))
+        .map(|g| {
+            let mut l = ListedGroup::default();
+            l.group_id = GroupId(text(&g.id));
+            l.protocol_type = text(&g.protocol_type);
+            l.group_state = text(g.state);
+            l.group_type = text("classic");
+            l
+        })
+        .collect();
+    respond(request, &response)
+}
+
+pub fn describe_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: DescribeGroupsRequest = decode_body(request)?;
+    let mut response = DescribeGroupsResponse::default();
+    response.groups = body
+        .groups
+        .iter()
+        .map(|id| {
+            let summary = ctx.groups.describe(id.as_str()).unwrap_or_else(|| GroupSummary {
+                id: id.to_string(),
+                state: "Dead",
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            });
+            let mut g = DescribedGroup::default();
+            g.group_id = id.clone();
+            g.group_state = text(summary.state);
+            g.protocol_type = text(&summary.protocol_type);
+            g.protocol_data = text(&summary.protocol);
+            g.members = summary
+                .members
+                .into_iter()
+                .map(|(member_id, instance, client_id, host, metadata, assignment)| {
+                    let mut m = DescribedGroupMember::default();
+                    m.member_id = text(&member_id);
+                    m.group_instance_id = instance.map(|s| text(&s));
+                    m.client_id = text(&client_id);
+                    m.client_host = text(&host);
+                    m.member_metadata = metadata;
+                    m.member_assignment = assignment;
+                    m
+                })
+                .collect();
+            g
+        })
+        .collect();
+    respond(request, &response)
+}
+
+pub async fn delete_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+    let body: DeleteGroupsRequest = decode_body(request)?;
+    let mut response = DeleteGroupsResponse::default();
+    for id in &body.groups_names {
+        let mut r = DeletableGroupResult::default();
+        r.group_id = id.clone();
+        if let Err(e) = ctx.groups.delete_group(id.as_str()).await {
+            r.error_code = code(e);
+        }
+        response.results.push(r);
+    }
+    respond(request, &response)
+}
