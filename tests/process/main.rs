@@ -4,6 +4,7 @@
 
 mod clients;
 mod crash;
+mod groups;
 mod protocol;
 
 use std::collections::HashMap;
