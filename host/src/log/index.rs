@@ -5,6 +5,7 @@
 //! that cannot be believed (torn, out of order, pointing past the data) ends the usable part of
 //! the file, and a sparser index is still a correct one: lookups then scan a little further.
 
+use std::sync::Arc;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -176,7 +177,8 @@ pub(super) fn write_all<E: IndexRecord>(path: &Path, entries: &[E]) -> Result<()
 #[derive(Debug)]
 pub(super) struct IndexWriter<E> {
     path: PathBuf,
-    file: File,
+    /// Shared so a checkpoint can sync it without holding the log.
+    file: Arc<File>,
     entries: Vec<E>,
 }
 
@@ -198,7 +200,7 @@ impl<E: IndexRecord> IndexWriter<E> {
         file.set_len(len).map_err(io_err(path))?;
         Ok(IndexWriter {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             entries,
         })
     }
@@ -229,6 +231,11 @@ impl<E: IndexRecord> IndexWriter<E> {
     /// fsyncs the file.
     pub fn sync(&self) -> Result<(), Error> {
         self.file.sync_all().map_err(io_err(&self.path))
+    }
+
+    /// The open file and its path, for syncing outside the log's lock.
+    pub fn handle(&self) -> (Arc<File>, PathBuf) {
+        (Arc::clone(&self.file), self.path.clone())
     }
 
     /// The records.

@@ -125,6 +125,24 @@ pub struct SegmentInfo {
     pub created_ms: Option<i64>,
 }
 
+/// A checkpoint being written outside the log's lock (see [`PartitionLog::checkpoint_writer`]).
+#[derive(Debug)]
+pub struct CheckpointWriter {
+    dir: PathBuf,
+    point: RecoveryPoint,
+    index_files: Vec<(Arc<File>, PathBuf)>,
+}
+
+impl CheckpointWriter {
+    /// Syncs the active segment's indexes and replaces the checkpoint file with the caller's bytes.
+    pub fn write(self, extra: &[u8]) -> Result<(), Error> {
+        for (file, path) in &self.index_files {
+            file.sync_all().map_err(|source| Error::Io { path: path.clone(), source })?;
+        }
+        checkpoint::write_checkpoint(&self.dir, &self.point, extra)
+    }
+}
+
 /// The log of one partition. `Send`; the caller serialises access (a `Mutex`).
 #[derive(Debug)]
 pub struct PartitionLog {
@@ -296,19 +314,36 @@ impl PartitionLog {
     /// bytes (crc-protected, at most 64 MiB). Fails with [`Error::StaleRecoveryPoint`] if the log
     /// was truncated after the point was taken.
     pub fn write_checkpoint(&self, point: &RecoveryPoint, extra: &[u8]) -> Result<(), Error> {
+        self.checkpoint_writer(point)?.write(extra)?;
+        self.checkpoint_written(point)
+    }
+
+    /// The first step of a checkpoint written without holding the log: everything that must be
+    /// synced and written, for [`CheckpointWriter::write`] to do outside any lock; then
+    /// [`Self::checkpoint_written`] confirms it. Fails for a point taken before a truncation.
+    pub fn checkpoint_writer(&self, point: &RecoveryPoint) -> Result<CheckpointWriter, Error> {
         if point.generation != self.generation {
             return Err(Error::StaleRecoveryPoint);
         }
-        if point.segment_base == self.active.seg.base {
-            // Recovery keeps the index records before the point without checking them; they
-            // must be as durable as the entries they point at. (A sealed segment's were synced
-            // when it was rolled.)
-            self.active.offsets.sync()?;
-            self.active.times.sync()?;
+        // Recovery keeps the index records before the point without checking them; they must
+        // be as durable as the entries they point at. (A sealed segment's were synced when it
+        // was rolled.)
+        let index_files = if point.segment_base == self.active.seg.base {
+            vec![self.active.offsets.handle(), self.active.times.handle()]
+        } else {
+            Vec::new()
+        };
+        Ok(CheckpointWriter { dir: self.dir.clone(), point: point.clone(), index_files })
+    }
+
+    /// Records that a checkpoint from [`Self::checkpoint_writer`] is on disk. If the log was
+    /// truncated meanwhile the checkpoint may point past the cut, so it is removed instead.
+    pub fn checkpoint_written(&self, point: &RecoveryPoint) -> Result<(), Error> {
+        if point.generation != self.generation {
+            checkpoint::remove_checkpoint(&self.dir)?;
+            return Err(Error::StaleRecoveryPoint);
         }
-        checkpoint::write_checkpoint(&self.dir, point, extra)?;
-        self.checkpoint_index
-            .store(point.next_index.0, Ordering::Relaxed);
+        self.checkpoint_index.store(point.next_index.0, Ordering::Relaxed);
         Ok(())
     }
 

@@ -116,6 +116,9 @@ pub struct Partition {
     flush_wanted: Notify,
     closing: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// Held while a checkpoint file is written, so the flusher's and `close`'s never interleave.
+    /// Lock order: before `inner`.
+    checkpoint_lock: Mutex<()>,
 }
 
 impl Partition {
@@ -164,6 +167,7 @@ impl Partition {
             flush_wanted: Notify::new(),
             closing: AtomicBool::new(false),
             failure: Mutex::new(None),
+            checkpoint_lock: Mutex::new(()),
         });
         tokio::spawn(Arc::clone(&partition).flush_loop());
         Ok(partition)
@@ -324,6 +328,7 @@ impl Partition {
     pub fn close(&self) -> Result<(), Error> {
         self.closing.store(true, Ordering::SeqCst);
         self.flush_wanted.notify_one();
+        let _writing = self.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         let extra = inner.producers.to_bytes();
         if let Some(log) = inner.log.take() {
@@ -395,13 +400,34 @@ impl Partition {
                 });
             }
             if let Some(extra) = extra {
-                let inner = self.lock();
-                if let Some(log) = inner.log.as_ref() {
-                    if let Err(e) = log.write_checkpoint(&point, &extra) {
-                        warn!(topic = %self.topic, partition = self.index, cause = %e, "checkpoint write failed");
-                    }
-                }
                 last_checkpoint = Instant::now();
+                // The checkpoint's fsyncs run without the partition lock, so appends go on.
+                let writer = match self.lock().log.as_ref().map(|log| log.checkpoint_writer(&point)) {
+                    Some(Ok(writer)) => writer,
+                    Some(Err(e)) => {
+                        warn!(topic = %self.topic, partition = self.index, cause = %e, "checkpoint skipped");
+                        continue;
+                    }
+                    None => return,
+                };
+                let this = Arc::clone(&self);
+                let written = tokio::task::spawn_blocking(move || {
+                    let _writing = this.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
+                    // After `close` wrote the final checkpoint, an older one must not replace it.
+                    if this.closing.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    writer.write(&extra)
+                })
+                .await;
+                let confirmed = match written {
+                    Ok(Ok(())) => self.lock().log.as_ref().map_or(Ok(()), |log| log.checkpoint_written(&point)),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(crate::log::Error::Io { path: self.dir.clone(), source: std::io::Error::other(e.to_string()) }),
+                };
+                if let Err(e) = confirmed {
+                    warn!(topic = %self.topic, partition = self.index, cause = %e, "checkpoint write failed");
+                }
             }
         }
     }
