@@ -6,6 +6,7 @@ mod clients;
 mod crash;
 mod groups;
 mod protocol;
+mod python;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
