@@ -20,6 +20,79 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker node.
     Serve(ServeArgs),
+    /// Load, list and bind WebAssembly plugins on a running node.
+    Plugin(PluginArgs),
+}
+
+/// Flags of `sluice plugin`.
+#[derive(Debug, clap::Args)]
+pub struct PluginArgs {
+    /// The node's admin API address (its --rpc-addr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9093", env = "SLUICE_RPC_ADDR", global = true)]
+    pub rpc_addr: SocketAddr,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+/// `sluice plugin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Load a component (.wasm) as a plugin.
+    Load {
+        /// The component file.
+        file: PathBuf,
+        /// Plugin name [default: the file name without extension, `_` as `-`].
+        #[arg(long)]
+        name: Option<String>,
+        /// Plugin version [default: the first 12 hex digits of the file's sha256].
+        #[arg(long)]
+        version: Option<String>,
+        /// codec, trigger or retention [default: detected from the exported world].
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// List loaded plugins.
+    List,
+    /// Bind a plugin to a topic, or as the cluster default without --topic.
+    Bind {
+        /// codec, trigger or retention.
+        #[arg(long)]
+        kind: String,
+        /// The topic [default: the cluster-wide default binding].
+        #[arg(long)]
+        topic: Option<String>,
+        /// NAME or NAME@VERSION.
+        plugin: String,
+        /// A parameter passed to the plugin's `configure`, as key=value (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
+    /// Remove a topic's binding, so the cluster default applies again.
+    Unbind {
+        /// codec, trigger or retention.
+        #[arg(long)]
+        kind: String,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+    },
+    /// Show the binding in effect.
+    Describe {
+        /// codec, trigger or retention.
+        #[arg(long)]
+        kind: String,
+        /// The topic [default: the cluster-wide default binding].
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 /// Flags of `sluice serve`.

@@ -50,6 +50,45 @@ pub struct Config {
     pub log: LogDefaults,
     /// Consumer group coordination.
     pub groups: GroupsConfig,
+    /// WebAssembly plugins.
+    pub plugins: PluginsConfig,
+}
+
+/// Limits and schedules of WebAssembly plugins.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Longest one plugin call may run before it is interrupted.
+    /// Default: 100
+    pub call_timeout_ms: u64,
+    /// Linear memory one plugin instance may grow to.
+    /// Default: 67108864 (64 MiB)
+    pub max_memory_bytes: usize,
+    /// Largest result a plugin call may return.
+    /// Default: 33554432 (32 MiB)
+    pub max_output_bytes: usize,
+    /// Largest component accepted for loading.
+    /// Default: 33554432 (32 MiB)
+    pub max_component_bytes: usize,
+    /// Consecutive failures after which a plugin is quarantined (its kind's fallback applies).
+    /// Default: 5
+    pub quarantine_after_failures: u32,
+    /// How often every partition's retention policy is evaluated.
+    /// Default: 300000 (5 minutes, as Kafka's `log.retention.check.interval.ms`)
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            call_timeout_ms: 100,
+            max_memory_bytes: 64 << 20,
+            max_output_bytes: 32 << 20,
+            max_component_bytes: 32 << 20,
+            quarantine_after_failures: 5,
+            retention_check_interval_ms: 300_000,
+        }
+    }
 }
 
 /// Consumer group coordination (Kafka's `group.*` and `offsets.*` broker settings).
@@ -169,6 +208,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             log: LogDefaults::default(),
             groups: GroupsConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -256,6 +296,12 @@ impl Config {
         }
         if self.groups.min_session_timeout_ms > self.groups.max_session_timeout_ms {
             return invalid("groups.min-session-timeout-ms must not exceed groups.max-session-timeout-ms");
+        }
+        if self.plugins.call_timeout_ms == 0 || self.plugins.retention_check_interval_ms == 0 {
+            return invalid("plugins.call-timeout-ms and plugins.retention-check-interval-ms must be positive");
+        }
+        if self.plugins.max_memory_bytes < (1 << 20) {
+            return invalid("plugins.max-memory-bytes must be at least 1 MiB");
         }
         if self.log.flush_interval_ms == 0 || self.log.checkpoint_interval_ms == 0 {
             return invalid("log.flush-interval-ms and log.checkpoint-interval-ms must be positive");

@@ -20,6 +20,9 @@ pub enum Error {
     /// The consumer group coordinator could not load its offsets.
     #[error(transparent)]
     Groups(#[from] crate::groups::Error),
+    /// The plugin store could not be opened.
+    #[error(transparent)]
+    Plugins(#[from] crate::plugins::Error),
     /// Another process holds the data dir.
     #[error("data dir {0} is in use by another sluice process")]
     DataDirLocked(std::path::PathBuf),

@@ -7,10 +7,13 @@
 //! - `log/`: the on-disk partition log — segments, indexes, recovery.
 //! - `cluster/`: topics, topic configs and producer ids, persisted in the data dir.
 //! - `groups/`: the consumer group coordinator and committed offsets.
+//! - [`plugins`]: the WebAssembly plugin host (codecs, snapshot triggers, retention policies).
 //! - `metrics`: Prometheus counters and their HTTP endpoint.
 //! - [`Node`]: starts and stops all of the above.
+//! - [`admin`]: the admin gRPC service (plugins and bindings) and its protocol.
 //! - [`allocator`]: the process allocator, which keeps hostile array counts from aborting it.
 
+pub mod admin;
 pub mod allocator;
 pub mod config;
 mod clock;
@@ -22,10 +25,12 @@ mod log;
 mod metrics;
 mod node;
 mod partition;
+pub mod plugins;
 
 pub use config::Config;
 pub use error::Error;
 pub use kafka::frame;
+pub use metrics::Metrics;
 pub use node::Node;
 
 // Unit tests decode hostile frames in-process, so they need the broker's allocator too.

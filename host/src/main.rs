@@ -1,6 +1,7 @@
 //! The `sluice` binary.
 
 mod cli;
+mod plugin_cli;
 
 use std::io::IsTerminal;
 
@@ -27,6 +28,10 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve(config))
         }
+        Command::Plugin(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+            runtime.block_on(plugin_cli::run(args))
+        }
     }
 }
 
@@ -35,7 +40,7 @@ async fn serve(config: sluice::Config) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let node = sluice::Node::start(config).await?;
     // One line on stdout that scripts and tests can wait for.
-    println!("sluice: kafka listening on {}, metrics on {}", node.kafka_addr(), node.metrics_addr());
+    println!("sluice: kafka listening on {}, admin on {}, metrics on {}", node.kafka_addr(), node.rpc_addr(), node.metrics_addr());
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}

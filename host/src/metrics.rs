@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::plugins::PluginInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,6 +29,12 @@ pub struct Metrics {
     pub produced_records: IntCounter,
     /// Record bytes returned by Fetch.
     pub fetched_bytes: IntCounter,
+    plugin_calls: IntCounterVec,
+    plugin_failures: IntCounterVec,
+    plugin_call_seconds: HistogramVec,
+    plugin_loaded: IntGaugeVec,
+    /// Segments deleted by retention.
+    pub retention_deleted_segments: IntCounter,
 }
 
 impl Metrics {
@@ -49,6 +57,20 @@ impl Metrics {
             produced_bytes: counter("produce_bytes_total", "Record-set bytes appended"),
             produced_records: counter("produce_records_acked_total", "Records acknowledged to producers"),
             fetched_bytes: counter("fetch_bytes_total", "Record bytes returned by Fetch"),
+            plugin_calls: IntCounterVec::new(Opts::new("plugin_calls_total", "Plugin calls, by plugin"), &["plugin", "version", "kind"]).expect("valid metric"),
+            plugin_failures: IntCounterVec::new(
+                Opts::new("plugin_failures_total", "Failed plugin calls, by plugin and reason (error, trap, timeout, output_too_large, configure, quarantined)"),
+                &["plugin", "version", "reason"],
+            )
+            .expect("valid metric"),
+            plugin_call_seconds: HistogramVec::new(
+                HistogramOpts::new("plugin_call_duration_seconds", "Plugin call latency, by plugin")
+                    .buckets(vec![0.000001, 0.000005, 0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5]),
+                &["plugin", "version"],
+            )
+            .expect("valid metric"),
+            plugin_loaded: IntGaugeVec::new(Opts::new("plugin_loaded", "Compiled plugin versions, by plugin"), &["plugin", "version", "kind", "sha256"]).expect("valid metric"),
+            retention_deleted_segments: counter("retention_deleted_segments_total", "Segments deleted by retention"),
             requests,
             request_seconds,
             registry,
@@ -63,7 +85,28 @@ impl Metrics {
         r.register(Box::new(metrics.produced_bytes.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_records.clone())).expect("unique metric");
         r.register(Box::new(metrics.fetched_bytes.clone())).expect("unique metric");
+        r.register(Box::new(metrics.plugin_calls.clone())).expect("unique metric");
+        r.register(Box::new(metrics.plugin_failures.clone())).expect("unique metric");
+        r.register(Box::new(metrics.plugin_call_seconds.clone())).expect("unique metric");
+        r.register(Box::new(metrics.plugin_loaded.clone())).expect("unique metric");
+        r.register(Box::new(metrics.retention_deleted_segments.clone())).expect("unique metric");
         metrics
+    }
+
+    /// Counts one plugin call and its latency.
+    pub fn observe_plugin_call(&self, plugin: &PluginInfo, took: Duration) {
+        self.plugin_calls.with_label_values(&[&plugin.name, &plugin.version, plugin.kind.name()]).inc();
+        self.plugin_call_seconds.with_label_values(&[&plugin.name, &plugin.version]).observe(took.as_secs_f64());
+    }
+
+    /// Counts one failed plugin call.
+    pub fn count_plugin_failure(&self, plugin: &PluginInfo, reason: &str) {
+        self.plugin_failures.with_label_values(&[&plugin.name, &plugin.version, reason]).inc();
+    }
+
+    /// Marks a plugin version as compiled and active on this node.
+    pub fn set_plugin_loaded(&self, plugin: &PluginInfo) {
+        self.plugin_loaded.with_label_values(&[&plugin.name, &plugin.version, plugin.kind.name(), &plugin.sha256[..12.min(plugin.sha256.len())]]).set(1);
     }
 
     /// Counts one handled request and its latency.

@@ -13,7 +13,10 @@ use tracing::info;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::Error;
+use crate::admin::{self, AdminService};
+use crate::cluster::retention;
 use crate::groups::Coordinator;
+use crate::plugins::Plugins;
 use crate::kafka::{self, KafkaContext};
 use crate::metrics::{self, Metrics};
 
@@ -26,6 +29,7 @@ const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 pub struct Node {
     kafka_addr: SocketAddr,
     metrics_addr: SocketAddr,
+    rpc_addr: SocketAddr,
     cluster: Arc<Cluster>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -46,6 +50,8 @@ impl Node {
         let kafka_listener = TcpListener::bind(config.kafka_addr).await.map_err(io(format!("binding the Kafka listener {}", config.kafka_addr)))?;
         let metrics_listener =
             TcpListener::bind(config.metrics_addr).await.map_err(io(format!("binding the metrics listener {}", config.metrics_addr)))?;
+        let rpc_listener = TcpListener::bind(config.rpc_addr).await.map_err(io(format!("binding the admin API listener {}", config.rpc_addr)))?;
+        let rpc_addr = rpc_listener.local_addr().map_err(io("reading the admin API address".into()))?;
         let kafka_addr = kafka_listener.local_addr().map_err(io("reading the Kafka address".into()))?;
         let metrics_addr = metrics_listener.local_addr().map_err(io("reading the metrics address".into()))?;
         let advertised = config.advertised_kafka_addr.unwrap_or(kafka_addr);
@@ -71,20 +77,35 @@ impl Node {
         };
         let groups = Arc::new(groups);
         let metrics = Arc::new(Metrics::new(node_id));
+        let plugins = {
+            let (data_dir, plugins_config, metrics) = (config.data_dir.clone(), config.plugins.clone(), Arc::clone(&metrics));
+            tokio::task::spawn_blocking(move || Plugins::open(&data_dir, &plugins_config, metrics)).await.map_err(|e| Error::Io {
+                what: "opening the plugin store".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??
+        };
+        let plugins = Arc::new(plugins);
         let (shutdown, stop) = watch::channel(false);
-        let ctx = Arc::new(KafkaContext { cluster: Arc::clone(&cluster), node_id, advertised, metrics: Arc::clone(&metrics), groups: Arc::clone(&groups) });
+        let ctx = Arc::new(KafkaContext { cluster: Arc::clone(&cluster), node_id, advertised, metrics: Arc::clone(&metrics), groups: Arc::clone(&groups), plugins: Arc::clone(&plugins) });
         let tasks = vec![
             tokio::spawn(kafka::serve(kafka_listener, ctx, stop.clone())),
             tokio::spawn(tick_groups(groups, stop.clone())),
+            tokio::spawn(retention::run(Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&metrics), stop.clone())),
+            tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins), stop.clone())),
             tokio::spawn(metrics::serve(metrics_listener, metrics, stop)),
         ];
-        info!(%kafka_addr, %metrics_addr, data_dir = %config.data_dir.display(), "sluice is serving");
-        Ok(Node { kafka_addr, metrics_addr, cluster, shutdown, tasks, _lock: lock })
+        info!(%kafka_addr, %metrics_addr, %rpc_addr, data_dir = %config.data_dir.display(), "sluice is serving");
+        Ok(Node { kafka_addr, metrics_addr, rpc_addr, cluster, shutdown, tasks, _lock: lock })
     }
 
     /// The bound Kafka address (the real port when configured with port 0).
     pub fn kafka_addr(&self) -> SocketAddr {
         self.kafka_addr
+    }
+
+    /// The bound admin API address.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.rpc_addr
     }
 
     /// The bound metrics address.

@@ -5,6 +5,7 @@
 mod clients;
 mod crash;
 mod groups;
+mod plugins;
 mod protocol;
 mod python;
 

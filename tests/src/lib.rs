@@ -18,6 +18,11 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use rdkafka::ClientConfig;
 
+/// Paths of the plugin components built for the tests (see `build.rs`).
+pub mod plugins {
+    include!(concat!(env!("OUT_DIR"), "/gen.rs"));
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -33,6 +38,7 @@ pub struct Broker {
     extra_env: Vec<(String, String)>,
     child: Option<Child>,
     metrics_addr: Option<SocketAddr>,
+    rpc_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -46,6 +52,7 @@ impl Broker {
             extra_env: Vec::new(),
             child: None,
             metrics_addr: None,
+            rpc_addr: None,
         }
     }
 
@@ -99,6 +106,7 @@ impl Broker {
         match ready_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) if line.contains("kafka listening on") => {
                 self.metrics_addr = line.rsplit("metrics on ").next().and_then(|a| a.trim().parse().ok());
+                self.rpc_addr = line.split("admin on ").nth(1).and_then(|a| a.split(',').next()).and_then(|a| a.trim().parse().ok());
                 Ok(())
             }
             Ok(line) => bail!("unexpected first line from sluice: {line}"),
@@ -122,6 +130,11 @@ impl Broker {
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The admin API address (`--rpc-addr` as bound), once started.
+    pub fn rpc_addr(&self) -> Option<SocketAddr> {
+        self.rpc_addr
     }
 
     /// The text of the broker's Prometheus endpoint.

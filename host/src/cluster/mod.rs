@@ -3,6 +3,7 @@
 //! atomically on every change. The partitions themselves are opened here and handed out to the
 //! Kafka handlers. (When the Raft issue lands, these changes become entries of the metadata group.)
 
+pub mod retention;
 pub mod topic_config;
 
 use std::collections::BTreeMap;

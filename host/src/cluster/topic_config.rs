@@ -32,6 +32,15 @@ pub struct TopicConfigKey {
     default: fn(&LogDefaults) -> String,
 }
 
+/// Describes every `sluice.plugin.param.*` key in [`effective`].
+static PLUGIN_PARAM_KEY: TopicConfigKey = TopicConfigKey {
+    name: "sluice.plugin.param.*",
+    config_type: ConfigType::String,
+    doc: "a parameter of the topic's plugin bindings",
+    validate: |_| Ok(()),
+    default: |_| String::new(),
+};
+
 /// Every topic config this broker stores and reports.
 pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
     TopicConfigKey {
@@ -94,6 +103,27 @@ pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
         default: |_| "CreateTime".into(),
     },
     TopicConfigKey {
+        name: "sluice.codec",
+        config_type: ConfigType::String,
+        doc: "codec plugin (name or name@version) for what Sluice compresses of this topic; unset: the cluster default",
+        validate: plugin_spec,
+        default: |_| String::new(),
+    },
+    TopicConfigKey {
+        name: "sluice.snapshot.trigger",
+        config_type: ConfigType::String,
+        doc: "snapshot trigger plugin (name or name@version) of this topic's partitions; unset: the cluster default",
+        validate: plugin_spec,
+        default: |_| String::new(),
+    },
+    TopicConfigKey {
+        name: "sluice.retention.policy",
+        config_type: ConfigType::String,
+        doc: "retention policy plugin (name or name@version) of this topic; unset: the cluster default (time-and-size)",
+        validate: plugin_spec,
+        default: |_| String::new(),
+    },
+    TopicConfigKey {
         name: "compression.type",
         config_type: ConfigType::String,
         doc: "producer: batches are stored with the codec the producer chose",
@@ -102,26 +132,52 @@ pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
     },
 ];
 
-/// Finds a known key.
+/// Topic configs with this prefix are parameters of the topic's plugin bindings
+/// (`sluice.plugin.param.segments=3` passes `segments=3` to `configure`).
+pub const PLUGIN_PARAM_PREFIX: &str = "sluice.plugin.param.";
+
+/// Finds a known key (every `sluice.plugin.param.<name>` is one).
 pub fn key(name: &str) -> Option<&'static TopicConfigKey> {
+    if name.len() > PLUGIN_PARAM_PREFIX.len() && name.starts_with(PLUGIN_PARAM_PREFIX) {
+        return Some(&PLUGIN_PARAM_KEY);
+    }
     TOPIC_CONFIG_KEYS.iter().find(|k| k.name == name)
 }
 
 /// Checks one override; the error names the key and says what is allowed.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    if let Some(param) = name.strip_prefix(PLUGIN_PARAM_PREFIX) {
+        return if param.is_empty() { Err(format!("{name} names no parameter")) } else { Ok(()) };
+    }
     let key = key(name).ok_or_else(|| format!("unknown topic config {name}"))?;
     (key.validate)(value).map_err(|why| format!("invalid value {value:?} for {name}: {why}"))
 }
 
-/// The effective value of every known key for a topic with these overrides.
-pub fn effective(overrides: &BTreeMap<String, String>, defaults: &LogDefaults) -> Vec<(&'static TopicConfigKey, String, bool)> {
-    TOPIC_CONFIG_KEYS
+/// One config of a topic as DescribeConfigs reports it.
+pub struct Effective {
+    /// The key (for plugin parameters, the full `sluice.plugin.param.<name>`).
+    pub name: String,
+    /// What kind of key it is.
+    pub key: &'static TopicConfigKey,
+    /// Its value.
+    pub value: String,
+    /// Whether the topic overrides the default.
+    pub overridden: bool,
+}
+
+/// The effective value of every known key for a topic with these overrides, plus its plugin
+/// parameters. Unset plugin bindings are left out: the cluster default applies to them.
+pub fn effective(overrides: &BTreeMap<String, String>, defaults: &LogDefaults) -> Vec<Effective> {
+    let known = TOPIC_CONFIG_KEYS.iter().filter_map(|key| match overrides.get(key.name) {
+        Some(v) => Some(Effective { name: key.name.to_string(), key, value: v.clone(), overridden: true }),
+        None if key.name.starts_with("sluice.") => None,
+        None => Some(Effective { name: key.name.to_string(), key, value: (key.default)(defaults), overridden: false }),
+    });
+    let params = overrides
         .iter()
-        .map(|k| match overrides.get(k.name) {
-            Some(v) => (k, v.clone(), true),
-            None => (k, (k.default)(defaults), false),
-        })
-        .collect()
+        .filter(|(k, _)| k.starts_with(PLUGIN_PARAM_PREFIX))
+        .map(|(k, v)| Effective { name: k.clone(), key: &PLUGIN_PARAM_KEY, value: v.clone(), overridden: true });
+    known.chain(params).collect()
 }
 
 /// The effective value of one key, parsed as an integer (the caller names a numeric key).
@@ -133,6 +189,15 @@ pub fn effective_i64(overrides: &BTreeMap<String, String>, defaults: &LogDefault
     };
     // Overrides were validated when stored, and defaults are numbers.
     value.trim().parse().unwrap_or(0)
+}
+
+/// `name` or `name@version`; whether such a plugin is loaded is checked by the plugin host.
+fn plugin_spec(v: &str) -> Result<(), String> {
+    let (name, version) = v.split_once('@').unwrap_or((v, "x"));
+    if name.is_empty() || version.is_empty() || v.contains(char::is_whitespace) {
+        return Err("must be a plugin name or name@version".into());
+    }
+    Ok(())
 }
 
 fn long_at_least(v: &str, min: i64) -> Result<(), String> {
@@ -174,8 +239,15 @@ mod tests {
         overrides.insert("segment.bytes".to_string(), "4096".to_string());
         assert_eq!(effective_i64(&overrides, &defaults, "segment.bytes"), 4096);
         assert_eq!(effective_i64(&overrides, &defaults, "retention.bytes"), -1);
+        overrides.insert("sluice.plugin.param.segments".to_string(), "3".to_string());
         let all = effective(&overrides, &defaults);
-        assert_eq!(all.len(), TOPIC_CONFIG_KEYS.len());
-        assert!(all.iter().any(|(k, v, o)| k.name == "segment.bytes" && v == "4096" && *o));
+        // Unset plugin bindings are left out; every other key is reported, plus the parameter.
+        assert_eq!(all.len(), TOPIC_CONFIG_KEYS.iter().filter(|k| !k.name.starts_with("sluice.")).count() + 1);
+        assert!(validate("sluice.retention.policy", "keep-last-segments@0.1.0").is_ok());
+        assert!(validate("sluice.retention.policy", "@1").is_err());
+        assert!(validate("sluice.plugin.param.segments", "3").is_ok());
+        assert!(validate("sluice.plugin.param.", "3").is_err());
+        assert!(all.iter().any(|e| e.name == "segment.bytes" && e.value == "4096" && e.overridden));
+        assert!(all.iter().any(|e| e.name == "sluice.plugin.param.segments" && e.value == "3"));
     }
 }

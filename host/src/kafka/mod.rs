@@ -14,6 +14,7 @@ pub use server::serve;
 use crate::cluster::Cluster;
 use crate::groups::Coordinator;
 use crate::metrics::Metrics;
+use crate::plugins::Plugins;
 
 /// What every request handler can reach.
 pub struct KafkaContext {
@@ -27,4 +28,6 @@ pub struct KafkaContext {
     pub metrics: Arc<Metrics>,
     /// The consumer group coordinator.
     pub groups: Arc<Coordinator>,
+    /// The plugin host, for checking plugin bindings in topic configs.
+    pub plugins: Arc<Plugins>,
 }

@@ -324,6 +324,25 @@ impl Partition {
         Ok(Some((offset.0, batch_timestamp)))
     }
 
+    /// What a retention policy needs: log start, high watermark, total bytes and the segments.
+    pub fn retention_view(&self) -> Result<(i64, i64, u64, Vec<crate::log::SegmentInfo>), Error> {
+        let high_watermark = self.high_watermark();
+        let inner = self.lock();
+        let log = inner.log.as_ref().ok_or(Error::Closed)?;
+        Ok((log.log_start_offset().0, high_watermark, log.size_bytes(), log.segments()?))
+    }
+
+    /// Moves the log start to `new_start` (at most the high watermark) and deletes the whole
+    /// segments below it. Returns how many segments were deleted.
+    pub fn delete_before(&self, new_start: i64) -> Result<usize, Error> {
+        let new_start = new_start.min(self.high_watermark());
+        let mut inner = self.lock();
+        let log = inner.log.as_mut().ok_or(Error::Closed)?;
+        let before = log.segments()?.len();
+        log.drop_prefix(Offset(new_start))?;
+        Ok(before.saturating_sub(log.segments()?.len()))
+    }
+
     /// Flushes, writes the final checkpoint and closes the files. Waiting producers get `Closed`.
     pub fn close(&self) -> Result<(), Error> {
         self.closing.store(true, Ordering::SeqCst);

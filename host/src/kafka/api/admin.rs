@@ -45,6 +45,7 @@ pub fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fra
                 None => bad_config = Some(format!("config {} has no value", c.name.as_str())),
             }
         }
+        let bad_config = bad_config.or_else(|| ctx.plugins.check_topic_configs(&configs).err());
         let outcome = if let Some(why) = bad_config {
             Err(crate::cluster::Error::InvalidConfig(why))
         } else if !topic.assignments.is_empty() {
@@ -64,11 +65,11 @@ pub fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fra
                 result.configs = Some(
                     topic_config::effective(&configs, &ctx.cluster.config().log)
                         .into_iter()
-                        .map(|(key, value, overridden)| {
+                        .map(|e| {
                             let mut c = CreatableTopicConfigs::default();
-                            c.name = StrBytes::from_static_str(key.name);
-                            c.value = Some(StrBytes::from_string(value));
-                            c.config_source = if overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                            c.name = StrBytes::from_string(e.name);
+                            c.value = Some(StrBytes::from_string(e.value));
+                            c.config_source = if e.overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT };
                             c
                         })
                         .collect(),

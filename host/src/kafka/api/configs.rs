@@ -54,10 +54,10 @@ pub fn describe(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameErr
                 Some(topic) => {
                     result.configs = topic_config::effective(&topic.configs, &ctx.cluster.config().log)
                         .into_iter()
-                        .filter(|(key, _, _)| wanted(key.name))
-                        .map(|(key, value, overridden)| {
-                            let source = if overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT };
-                            entry(key.name, value, source, false, key.config_type, key.doc)
+                        .filter(|e| wanted(&e.name))
+                        .map(|e| {
+                            let source = if e.overridden { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+                            entry(&e.name, e.value, source, false, e.key.config_type, e.key.doc)
                         })
                         .collect();
                 }
@@ -156,8 +156,8 @@ fn alter_topic(
                 let value = value.ok_or_else(|| invalid(format!("APPEND/SUBTRACT of {key} needs a value")))?;
                 let current = topic_config::effective(&configs, &ctx.cluster.config().log)
                     .into_iter()
-                    .find(|(k, _, _)| k.name == key)
-                    .map(|(_, v, _)| v)
+                    .find(|e| e.name == key)
+                    .map(|e| e.value)
                     .unwrap_or_default();
                 let mut items: Vec<String> = current.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
                 for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -186,6 +186,9 @@ fn replace_topic_configs(ctx: &KafkaContext, name: &str, configs: BTreeMap<Strin
     for (k, v) in &configs {
         topic_config::validate(k, v).map_err(|why| (code(ResponseError::InvalidConfig), why))?;
     }
+    // Plugin bindings must name loaded plugins that accept the topic's parameters; a refused
+    // binding leaves the topic's configs as they were.
+    ctx.plugins.check_topic_configs(&configs).map_err(|why| (code(ResponseError::InvalidConfig), why))?;
     if validate_only {
         return Ok(());
     }

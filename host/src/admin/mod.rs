@@ -1,0 +1,180 @@
+//! The admin gRPC service on `--rpc-addr`: load, list, bind, unbind and describe plugins.
+//! The `sluice plugin ...` commands are its client. Topic bindings are stored as the topic's
+//! configs (`sluice.retention.policy`, `sluice.plugin.param.*`, ...), exactly as Kafka's
+//! IncrementalAlterConfigs would set them, so both paths see and change the same state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::Cluster;
+use crate::cluster::topic_config::PLUGIN_PARAM_PREFIX;
+use crate::plugins::registry::topic_params;
+use crate::plugins::{Params, PluginKind, Plugins};
+
+/// The generated protocol types and service traits.
+pub mod proto {
+    #![allow(missing_docs)]
+    tonic::include_proto!("sluice.admin.v1");
+}
+
+use proto::admin_server::{Admin, AdminServer};
+
+/// The admin service of one node.
+pub struct AdminService {
+    cluster: Arc<Cluster>,
+    plugins: Arc<Plugins>,
+}
+
+impl AdminService {
+    /// A service over this node's cluster state and plugins.
+    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>) -> AdminService {
+        AdminService { cluster, plugins }
+    }
+}
+
+/// Serves the admin API on `listener` until `stop` turns true.
+pub async fn serve(listener: TcpListener, service: AdminService, mut stop: watch::Receiver<bool>) {
+    // A component may be as large as plugins.max-component-bytes, plus the request around it.
+    let limit = service.cluster.config().plugins.max_component_bytes + (1 << 20);
+    let server = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(service).max_decoding_message_size(limit))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+    if let Err(e) = server.await {
+        tracing::error!(cause = %e, "admin API stopped");
+    }
+}
+
+fn kind(name: &str) -> Result<PluginKind, Status> {
+    name.parse().map_err(Status::invalid_argument)
+}
+
+fn params(list: Vec<proto::Param>) -> Params {
+    list.into_iter().map(|p| (p.key, p.value)).collect()
+}
+
+fn to_proto(params: Params) -> Vec<proto::Param> {
+    params.into_iter().map(|(key, value)| proto::Param { key, value }).collect()
+}
+
+fn refused(e: impl std::fmt::Display) -> Status {
+    Status::failed_precondition(e.to_string())
+}
+
+impl AdminService {
+    fn describe_binding(&self, kind: PluginKind, topic: &str) -> Result<proto::Binding, Status> {
+        if !topic.is_empty() {
+            let t = self.cluster.topic(topic).ok_or_else(|| Status::not_found(format!("topic {topic} does not exist")))?;
+            if let Some(spec) = t.configs.get(kind.topic_config()) {
+                return Ok(proto::Binding {
+                    kind: kind.name().into(),
+                    topic: topic.into(),
+                    plugin: spec.clone(),
+                    params: to_proto(topic_params(&t.configs)),
+                    is_default: false,
+                });
+            }
+        }
+        let table = self.plugins.registry().snapshot();
+        let default = table.default_binding(kind).ok_or_else(|| Status::not_found(format!("no default {} binding", kind.name())))?;
+        Ok(proto::Binding {
+            kind: kind.name().into(),
+            topic: topic.into(),
+            plugin: default.plugin.clone(),
+            params: to_proto(default.params.clone()),
+            is_default: true,
+        })
+    }
+
+    /// Replaces a topic's configs after checking its plugin bindings.
+    fn update_topic(&self, topic: &str, change: impl FnOnce(&mut BTreeMap<String, String>)) -> Result<(), Status> {
+        let t = self.cluster.topic(topic).ok_or_else(|| Status::not_found(format!("topic {topic} does not exist")))?;
+        let mut configs = t.configs.clone();
+        change(&mut configs);
+        self.plugins.check_topic_configs(&configs).map_err(refused)?;
+        self.cluster.set_topic_configs(topic, configs).map_err(refused)
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn load_plugin(&self, request: Request<proto::LoadPluginRequest>) -> Result<Response<proto::Plugin>, Status> {
+        let r = request.into_inner();
+        let kind = if r.kind.is_empty() { None } else { Some(kind(&r.kind)?) };
+        let plugins = Arc::clone(&self.plugins);
+        // Compiling a component takes tens of milliseconds of CPU: not on the async workers.
+        let info = tokio::task::spawn_blocking(move || plugins.load(&r.component, kind, &r.name, &r.version))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(refused)?;
+        Ok(Response::new(proto::Plugin {
+            name: info.name,
+            version: info.version,
+            kind: info.kind.name().into(),
+            sha256: info.sha256,
+            builtin: false,
+            quarantined: false,
+        }))
+    }
+
+    async fn list_plugins(&self, _request: Request<proto::ListPluginsRequest>) -> Result<Response<proto::ListPluginsResponse>, Status> {
+        let table = self.plugins.registry().snapshot();
+        let plugins = table
+            .entries()
+            .iter()
+            .map(|e| proto::Plugin {
+                name: e.info().name.clone(),
+                version: e.info().version.clone(),
+                kind: e.info().kind.name().into(),
+                sha256: e.info().sha256.clone(),
+                builtin: e.builtin(),
+                quarantined: e.quarantined(),
+            })
+            .collect();
+        Ok(Response::new(proto::ListPluginsResponse { plugins }))
+    }
+
+    async fn bind(&self, request: Request<proto::BindRequest>) -> Result<Response<proto::Binding>, Status> {
+        let r = request.into_inner();
+        let kind = kind(&r.kind)?;
+        let params = params(r.params);
+        if r.topic.is_empty() {
+            let plugins = Arc::clone(&self.plugins);
+            let spec = r.plugin.clone();
+            tokio::task::spawn_blocking(move || plugins.set_default(kind, &spec, params))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(refused)?;
+        } else {
+            self.update_topic(&r.topic, |configs| {
+                configs.insert(kind.topic_config().to_string(), r.plugin.clone());
+                for (k, v) in params {
+                    configs.insert(format!("{PLUGIN_PARAM_PREFIX}{k}"), v);
+                }
+            })?;
+        }
+        Ok(Response::new(self.describe_binding(kind, &r.topic)?))
+    }
+
+    async fn unbind(&self, request: Request<proto::UnbindRequest>) -> Result<Response<proto::Binding>, Status> {
+        let r = request.into_inner();
+        let kind = kind(&r.kind)?;
+        if r.topic.is_empty() {
+            return Err(Status::invalid_argument("the cluster default cannot be unbound; bind another plugin instead"));
+        }
+        self.update_topic(&r.topic, |configs| {
+            configs.remove(kind.topic_config());
+        })?;
+        Ok(Response::new(self.describe_binding(kind, &r.topic)?))
+    }
+
+    async fn describe(&self, request: Request<proto::DescribeRequest>) -> Result<Response<proto::Binding>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(self.describe_binding(kind(&r.kind)?, &r.topic)?))
+    }
+}
