@@ -16,7 +16,8 @@
 //! this crate's API and may change with any wit-bindgen upgrade.
 //!
 //! This crate also builds for the host target, so a plugin's logic can be unit-tested with a
-//! plain `cargo test`; there [`log`] writes to stderr instead of calling the host.
+//! plain `cargo test`; there [`log`] writes to stderr instead of calling the host, and
+//! [`harness`] builds the plugin as a component and runs it in the real host, in-process.
 
 #![deny(missing_docs)]
 
@@ -24,6 +25,8 @@
 #[path = "bindings.rs"]
 pub mod __bindings;
 mod codec;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod harness;
 mod params;
 mod retention;
 mod trigger;
