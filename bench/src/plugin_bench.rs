@@ -81,7 +81,19 @@ fn main() -> Result<()> {
         }
         per_call.push(started.elapsed().as_nanos() as f64 / f64::from(args.calls));
     }
-    println!("trigger call: median {:.0} ns per call over {} calls x {} reps (all: {:?})", median(per_call.clone()), args.calls, args.reps, per_call.iter().map(|n| n.round()).collect::<Vec<_>>());
+    println!("trigger call, recycled instance: median {:.0} ns per call over {} calls x {} reps (all: {:?})", median(per_call.clone()), args.calls, args.reps, per_call.iter().map(|n| n.round()).collect::<Vec<_>>());
+    // The same call on a fresh store and instance each time (what a per-call store would
+    // cost): parameters no earlier call used find no ready instance.
+    let fresh_calls = (args.calls / 100).max(100);
+    let mut per_fresh = Vec::new();
+    for rep in 0..args.reps {
+        let started = Instant::now();
+        for i in 0..fresh_calls {
+            trigger.should_snapshot(&vec![("bench-unique".into(), format!("{rep}-{i}"))], &stats)?;
+        }
+        per_fresh.push(started.elapsed().as_nanos() as f64 / f64::from(fresh_calls));
+    }
+    println!("trigger call, fresh store and instance: median {:.0} ns per call over {fresh_calls} calls x {} reps", median(per_fresh), args.reps);
 
     // Codec throughput, wasm against native, same data, same run.
     let data = sample(args.bytes);

@@ -33,6 +33,8 @@ fn data_written_by_a_swapped_codec_stays_readable() -> Result<()> {
     // Each artifact is read by the version that wrote it, after a restart too.
     drop(plugins);
     let plugins = open(dir.path())?;
+    let (codec, _) = plugins.binding(PluginKind::Codec, &Default::default())?;
+    ensure!(codec.info().label() == "echo@2", "the default binding did not survive a restart");
     ensure!(plugins.unseal(&old)? == b"written by version one");
     ensure!(plugins.unseal(&new)? == b"written by version two");
     let mut damaged = new.clone();

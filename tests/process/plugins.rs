@@ -167,6 +167,10 @@ fn hostile_plugins_are_refused_or_contained() -> Result<()> {
     }
     let refused = load("/no/such/file.wasm", &[]);
     ensure!(refused.is_err());
+    let junk = broker.data_dir().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm but not really a component")?;
+    let refused = load(junk.to_str().expect("utf-8 path"), &[]);
+    ensure!(refused.as_ref().is_err_and(|m| m.contains("not a valid component")), "{refused:?}");
 
     // A policy that loads but traps on every real partition: it deletes nothing, is
     // quarantined after repeated failures, and the broker goes on serving.

@@ -40,6 +40,8 @@ use wit::latest::trigger::{TriggerPlugin, TriggerPluginPre};
 
 /// Ready instances kept per plugin and parameter set.
 const POOL_SIZE: usize = 4;
+/// Parameter sets per plugin that keep ready instances; calls with others get a fresh one.
+const POOLED_BINDINGS: usize = 64;
 
 /// Key/value parameters of a binding.
 pub type Params = Vec<(String, String)>;
@@ -363,6 +365,9 @@ impl Plugin {
 
     fn checkin(&self, params: &Params, ready: Ready) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if !pool.contains_key(params) && pool.len() >= POOLED_BINDINGS {
+            return;
+        }
         let ready_list = pool.entry(params.clone()).or_default();
         if ready_list.len() < POOL_SIZE {
             ready_list.push(ready);

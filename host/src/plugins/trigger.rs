@@ -45,3 +45,21 @@ pub fn decide(trigger: Option<(&Plugin, &Params)>, stats: &GroupStats) -> Decisi
     let due = stats.entries_since_snapshot >= FALLBACK_ENTRIES || (stats.millis_since_snapshot >= FALLBACK_AGE_MS && stats.entries_since_snapshot > 0);
     if due { Decision::Snapshot } else { Decision::Wait }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_an_answer_the_classic_thresholds_decide() {
+        let mut stats = idle_group();
+        assert_eq!(decide(None, &stats), Decision::Wait);
+        stats.entries_since_snapshot = FALLBACK_ENTRIES;
+        assert_eq!(decide(None, &stats), Decision::Snapshot);
+        stats.entries_since_snapshot = 1;
+        stats.millis_since_snapshot = FALLBACK_AGE_MS;
+        assert_eq!(decide(None, &stats), Decision::Snapshot);
+        stats.entries_since_snapshot = 0;
+        assert_eq!(decide(None, &stats), Decision::Wait, "nothing new to snapshot");
+    }
+}
