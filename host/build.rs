@@ -32,8 +32,14 @@ fn main() {
     }
     // The host's own flags and jobserver settings are not meant for the guests.
     build.env("CARGO_TARGET_DIR", &target_dir).env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("RUSTFLAGS");
-    // Guests ship without debug info: ~80 KB instead of ~2.5 MB each.
-    build.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "true");
+    // Guests ship without debug info (~80 KB instead of ~2.5 MB each), optimised as one unit,
+    // with wasm SIMD (wasmtime enables it by default).
+    build
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+simd128");
     let status = build.status().expect("running cargo to build the shipped plugins");
     if !status.success() {
         panic!("building the shipped plugins for wasm32-wasip2 failed; is the target installed (`rustup target add wasm32-wasip2`)?");
