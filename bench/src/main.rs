@@ -208,14 +208,12 @@ fn consume(bootstrap: &str, topic: &str, partitions: &HashMap<i32, i64>, run_tag
     let mut last_progress = Instant::now();
     while read < expected && last_progress.elapsed() < Duration::from_secs(10) {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                if m.payload().is_some_and(|p| p.starts_with(run_tag.as_bytes())) {
-                    read += 1;
-                    last_progress = Instant::now();
-                }
+            Some(Ok(m)) if m.payload().is_some_and(|p| p.starts_with(run_tag.as_bytes())) => {
+                read += 1;
+                last_progress = Instant::now();
             }
             Some(Err(e)) => eprintln!("consumer: {e}"),
-            None => {}
+            Some(Ok(_)) | None => {}
         }
     }
     Ok((read, started.elapsed().as_secs_f64()))

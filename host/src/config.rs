@@ -320,6 +320,8 @@ mod tests {
     }
 
     #[test]
+    // figment's `Jail` closure signature fixes the error type.
+    #[allow(clippy::result_large_err)]
     fn file_and_environment_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sluice.toml");

@@ -22,7 +22,7 @@ use crate::clock::now_ms;
 use crate::cluster::{self, Cluster};
 use crate::config::GroupsConfig;
 use group::{Group, GroupState, GroupTimeouts, JoinOutcome, JoinRequest, Reply, SyncOutcome};
-use offsets::{CommittedOffset, OFFSETS_TOPIC, OffsetKey};
+use offsets::{CommittedOffset, OFFSETS_TOPIC, OffsetKey, OffsetRecord};
 
 /// Why the coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,9 @@ pub struct GroupSummary {
     /// (member id, instance id, client id, client host, metadata, assignment).
     pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
 }
+
+/// A topic's partitions with their committed offsets (`None`: nothing committed).
+pub type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
 
 /// One partition's commit, as the OffsetCommit handler passes it in.
 #[derive(Debug, Clone)]
@@ -201,7 +204,7 @@ impl Coordinator {
         if accepted.is_empty() {
             return codes;
         }
-        let records: Vec<(OffsetKey, Option<CommittedOffset>)> = accepted
+        let records: Vec<OffsetRecord> = accepted
             .iter()
             .map(|&i| {
                 let c = &commits[i];
@@ -225,7 +228,7 @@ impl Coordinator {
     }
 
     /// Committed offsets of a group: of the listed partitions, or all of them (`None`).
-    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+    pub fn fetch_offsets(&self, group_id: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<TopicOffsets> {
         let state = self.lock();
         let empty = BTreeMap::new();
         let committed = state.offsets.get(group_id).unwrap_or(&empty);
@@ -264,7 +267,7 @@ impl Coordinator {
 
     /// Deletes a group with no members, and its offsets.
     pub async fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
-        let keys: Vec<(OffsetKey, Option<CommittedOffset>)> = {
+        let keys: Vec<OffsetRecord> = {
             let state = self.lock();
             let group = state.groups.get(group_id).filter(|g| g.state() != GroupState::Dead);
             if group.is_some_and(|g| !g.is_empty()) {
@@ -310,7 +313,7 @@ impl Coordinator {
                 .collect()
         };
         for (group, partitions) in doomed {
-            let keys: Vec<(OffsetKey, Option<CommittedOffset>)> =
+            let keys: Vec<OffsetRecord> =
                 partitions.iter().map(|p| (OffsetKey { group: group.clone(), topic: topic.to_string(), partition: *p }, None)).collect();
             if let Err(code) = self.store(&group, &keys).await {
                 warn!(group, topic, code, "could not remove offsets of a deleted topic");
@@ -327,7 +330,7 @@ impl Coordinator {
     }
 
     /// Appends commits or tombstones to the group's offsets partition and waits until durable.
-    async fn store(&self, group_id: &str, records: &[(OffsetKey, Option<CommittedOffset>)]) -> Result<(), i16> {
+    async fn store(&self, group_id: &str, records: &[OffsetRecord]) -> Result<(), i16> {
         let partition_index = offsets::partition_for(group_id, self.config.offsets_topic_partitions);
         let partition = self.cluster.partition(OFFSETS_TOPIC, partition_index).ok_or(ResponseError::CoordinatorNotAvailable.code())?;
         let batch = offsets::encode_batch(records, now_ms()).map_err(|_| ResponseError::UnknownServerError.code())?;

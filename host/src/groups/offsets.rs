@@ -44,8 +44,11 @@ pub struct OffsetKey {
     pub partition: i32,
 }
 
+/// One record of the offsets topic: a commit, or a tombstone (`None`) that deletes it.
+pub type OffsetRecord = (OffsetKey, Option<CommittedOffset>);
+
 /// Encodes commits (or tombstones, `None`) as one uncompressed record batch.
-pub fn encode_batch(commits: &[(OffsetKey, Option<CommittedOffset>)], now_ms: i64) -> Result<Bytes, String> {
+pub fn encode_batch(commits: &[OffsetRecord], now_ms: i64) -> Result<Bytes, String> {
     let records: Vec<Record> = commits
         .iter()
         .enumerate()
@@ -71,7 +74,7 @@ pub fn encode_batch(commits: &[(OffsetKey, Option<CommittedOffset>)], now_ms: i6
 }
 
 /// Decodes every commit in stored batches. Records that do not decode are skipped and counted.
-pub fn decode_batches(mut bytes: Bytes) -> Result<(Vec<(OffsetKey, Option<CommittedOffset>)>, usize), String> {
+pub fn decode_batches(mut bytes: Bytes) -> Result<(Vec<OffsetRecord>, usize), String> {
     let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut skipped = 0;

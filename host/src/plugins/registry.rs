@@ -161,11 +161,10 @@ impl Registry {
 
     /// The bytes of a loaded component.
     fn bytes(&self, entry: &Entry) -> Result<Vec<u8>, Error> {
-        if entry.builtin {
-            if let Some((_, _, _, bytes)) = BUILTIN.iter().find(|(n, v, k, _)| *n == entry.info.name && *v == entry.info.version && *k == entry.info.kind) {
+        if entry.builtin
+            && let Some((_, _, _, bytes)) = BUILTIN.iter().find(|(n, v, k, _)| *n == entry.info.name && *v == entry.info.version && *k == entry.info.kind) {
                 return Ok(bytes.to_vec());
             }
-        }
         let path = self.component_path(&entry.info.sha256);
         let bytes = std::fs::read(&path).map_err(|source| Error::Io { what: format!("reading {}", path.display()), source })?;
         // The store is ours, but a disk can rot: never run bytes whose hash changed.
@@ -222,11 +221,10 @@ impl Plugins {
         plugin.self_check()?;
         let _writer = self.registry.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut table = (*self.registry.snapshot()).clone();
-        if let Some(existing) = table.find(plugin.info().kind, &plugin.info().label()) {
-            if existing.info.sha256 != sha256 {
+        if let Some(existing) = table.find(plugin.info().kind, &plugin.info().label())
+            && existing.info.sha256 != sha256 {
                 return Err(Error::Invalid(format!("{} is already loaded with different bytes; give the new build a new version", plugin.info().label())));
             }
-        }
         let path = self.registry.component_path(&sha256);
         write_durably(&self.registry.dir, &format!("{sha256}.tmp"), path.file_name().and_then(|n| n.to_str()).unwrap_or_default(), bytes)?;
         table.entries.retain(|e| e.info.label() != plugin.info().label() || e.info.kind != plugin.info().kind);

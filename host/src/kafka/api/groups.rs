@@ -53,7 +53,7 @@ pub fn find_coordinator(ctx: &KafkaContext, request: &Request) -> Result<Bytes, 
                 c.host = if transactions { StrBytes::default() } else { host.clone() };
                 c.port = if transactions { -1 } else { port };
                 c.error_code = error;
-                c.error_message = why.clone().and_then(|w| message(w));
+                c.error_message = why.clone().and_then(message);
                 c
             })
             .collect();

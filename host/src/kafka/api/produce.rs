@@ -72,7 +72,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
                 }
                 Outcome::Failed(error_code, why) => {
                     p.error_code = error_code;
-                    p.error_message = why.and_then(|w| message(w));
+                    p.error_message = why.and_then(message);
                 }
             }
             t.partition_responses.push(p);
