@@ -57,34 +57,24 @@ impl Node {
         let advertised = config.advertised_kafka_addr.unwrap_or(kafka_addr);
         let node_id = config.node_id;
         let config = Arc::new(config);
-        let cluster = {
+        // Opening partitions, replaying the offsets topic and opening the plugin store read and
+        // fsync files: keep them off the async workers.
+        let cluster = Arc::new(blocking("opening the data dir", {
             let config = Arc::clone(&config);
-            // Opening partitions reads and fsyncs files: keep it off the async workers.
-            tokio::task::spawn_blocking(move || Cluster::open(config)).await.map_err(|e| Error::Io {
-                what: "opening the data dir".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??
-        };
-        let cluster = Arc::new(cluster);
-        let groups = {
-            let cluster = Arc::clone(&cluster);
-            let groups_config = config.groups.clone();
-            // Replaying the offsets topic reads files: keep it off the async workers.
-            tokio::task::spawn_blocking(move || Coordinator::open(cluster, groups_config)).await.map_err(|e| Error::Io {
-                what: "loading consumer groups".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??
-        };
-        let groups = Arc::new(groups);
+            move || Cluster::open(config)
+        })
+        .await?);
+        let groups = Arc::new(blocking("loading consumer groups", {
+            let (cluster, groups_config) = (Arc::clone(&cluster), config.groups.clone());
+            move || Coordinator::open(cluster, groups_config)
+        })
+        .await?);
         let metrics = Arc::new(Metrics::new(node_id));
-        let plugins = {
+        let plugins = Arc::new(blocking("opening the plugin store", {
             let (data_dir, plugins_config, metrics) = (config.data_dir.clone(), config.plugins.clone(), Arc::clone(&metrics));
-            tokio::task::spawn_blocking(move || Plugins::open(&data_dir, &plugins_config, metrics)).await.map_err(|e| Error::Io {
-                what: "opening the plugin store".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??
-        };
-        let plugins = Arc::new(plugins);
+            move || Plugins::open(&data_dir, &plugins_config, metrics)
+        })
+        .await?);
         let (shutdown, stop) = watch::channel(false);
         let ctx = Arc::new(KafkaContext { cluster: Arc::clone(&cluster), node_id, advertised, metrics: Arc::clone(&metrics), groups: Arc::clone(&groups), plugins: Arc::clone(&plugins) });
         let tasks = vec![
@@ -122,6 +112,17 @@ impl Node {
         let cluster = self.cluster;
         let _ = tokio::task::spawn_blocking(move || cluster.close()).await;
         info!("sluice stopped cleanly");
+    }
+}
+
+/// Runs `open` on a blocking thread; a panic there becomes an error naming `what`.
+async fn blocking<T: Send + 'static, E: Into<Error> + Send + 'static>(
+    what: &str,
+    open: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(open).await {
+        Ok(opened) => opened.map_err(Into::into),
+        Err(e) => Err(Error::Io { what: what.to_string(), source: std::io::Error::other(e.to_string()) }),
     }
 }
 
