@@ -17,7 +17,8 @@
 //!
 //! This crate also builds for the host target, so a plugin's logic can be unit-tested with a
 //! plain `cargo test`; there [`log`] writes to stderr instead of calling the host, and
-//! [`harness`] builds the plugin as a component and runs it in the real host, in-process.
+//! `harness` (feature `harness`) builds the plugin as a component and runs it in the real
+//! host, in-process.
 
 #![deny(missing_docs)]
 
@@ -25,7 +26,7 @@
 #[path = "bindings.rs"]
 pub mod __bindings;
 mod codec;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "harness", not(target_arch = "wasm32")))]
 pub mod harness;
 mod params;
 mod retention;
