@@ -331,8 +331,11 @@ impl Coordinator {
 
     /// Appends commits or tombstones to the group's offsets partition and waits until durable.
     async fn store(&self, group_id: &str, records: &[OffsetRecord]) -> Result<(), i16> {
-        let partition_index = offsets::partition_for(group_id, self.config.offsets_topic_partitions);
-        let partition = self.cluster.partition(OFFSETS_TOPIC, partition_index).ok_or(ResponseError::CoordinatorNotAvailable.code())?;
+        // The topic's real partition count, fixed when it was created, decides where a group
+        // lives, whatever the configuration says today.
+        let topic = self.cluster.topic(OFFSETS_TOPIC).ok_or(ResponseError::CoordinatorNotAvailable.code())?;
+        let partition_index = offsets::partition_for(group_id, topic.partitions.len() as i32);
+        let partition = topic.partitions.get(partition_index as usize).cloned().ok_or(ResponseError::CoordinatorNotAvailable.code())?;
         let batch = offsets::encode_batch(records, now_ms()).map_err(|_| ResponseError::UnknownServerError.code())?;
         let appended = partition.append(&batch, now_ms()).map_err(|e| {
             warn!(group = group_id, cause = %e, "offset commit append failed");

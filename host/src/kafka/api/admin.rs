@@ -127,7 +127,10 @@ pub fn create_partitions(ctx: &KafkaContext, request: &Request) -> Result<Bytes,
     for topic in body.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
-        let outcome = if topic.assignments.is_some() {
+        let outcome = if topic.name.as_str() == OFFSETS_TOPIC {
+            // Groups are placed by the partition count: changing it would move every group.
+            Err(crate::cluster::Error::InvalidPartitions(format!("the partitions of {OFFSETS_TOPIC} cannot change")))
+        } else if topic.assignments.is_some() {
             Err(crate::cluster::Error::InvalidPartitions("manual replica assignment is not supported".into()))
         } else {
             ctx.cluster.create_partitions(topic.name.as_str(), topic.count, body.validate_only)
