@@ -10,7 +10,10 @@ use sluice::plugins::{Params, PluginKind, Plugins};
 use sluice_tests::plugins::*;
 
 fn open(dir: &std::path::Path) -> Result<Plugins> {
-    Ok(Plugins::open(dir, &PluginsConfig::default(), Arc::new(Metrics::new(1)))?)
+    // A generous deadline: these tests check behaviour, and a loaded machine must not turn a
+    // slow first call into a timeout.
+    let config = PluginsConfig { call_timeout_ms: 2000, ..PluginsConfig::default() };
+    Ok(Plugins::open(dir, &config, Arc::new(Metrics::new(1)))?)
 }
 
 #[test]

@@ -22,10 +22,12 @@ const SET: i8 = 0;
 /// A broker that evaluates retention every 200 ms.
 fn plugin_broker() -> Result<(TempDir, Broker)> {
     let dir = tempfile::tempdir()?;
-    // Results over 4 MiB are refused (the huge-output codec returns 8 MiB).
+    // Results over 4 MiB are refused (the huge-output codec returns 8 MiB). Calls may run 2 s,
+    // so on a loaded machine only the infinite loop ever reaches the deadline.
     let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data"))
         .env("SLUICE_PLUGINS__RETENTION_CHECK_INTERVAL_MS", "200")
-        .env("SLUICE_PLUGINS__MAX_OUTPUT_BYTES", "4194304");
+        .env("SLUICE_PLUGINS__MAX_OUTPUT_BYTES", "4194304")
+        .env("SLUICE_PLUGINS__CALL_TIMEOUT_MS", "2000");
     broker.start()?;
     Ok((dir, broker))
 }

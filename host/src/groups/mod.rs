@@ -68,6 +68,9 @@ struct State {
     groups: HashMap<String, Group>,
     /// Group -> (topic, partition) -> committed offset.
     offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>,
+    /// Where in the offsets topic each cached commit was written. Commits wait for the fsync
+    /// concurrently and may finish out of order; an older one must not replace a newer one.
+    positions: HashMap<OffsetKey, i64>,
 }
 
 /// The group coordinator of this node.
@@ -109,7 +112,7 @@ impl Coordinator {
         }
         offsets.retain(|_, o| !o.is_empty());
         info!(groups = offsets.len(), records = replayed, "committed offsets loaded");
-        Ok(Coordinator { cluster, config, state: Mutex::new(State { groups: HashMap::new(), offsets }) })
+        Ok(Coordinator { cluster, config, state: Mutex::new(State { groups: HashMap::new(), offsets, positions: HashMap::new() }) })
     }
 
     /// Advances every group's timers (session expiry, rebalance deadlines).
@@ -123,7 +126,7 @@ impl Coordinator {
     /// Handles JoinGroup; waits for the join phase to complete.
     pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinOutcome {
         let member_id = req.member_id.clone();
-        if group_id.is_empty() {
+        if !valid_group_id(group_id) {
             return self.join_error(ResponseError::InvalidGroupId, &member_id);
         }
         let reply = {
@@ -176,7 +179,7 @@ impl Coordinator {
     /// Checks and stores an OffsetCommit. Returns one error code per commit, in order.
     pub async fn commit(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32, commits: Vec<CommitRequest>) -> Vec<i16> {
         let mut codes = vec![0i16; commits.len()];
-        if group_id.is_empty() {
+        if !valid_group_id(group_id) {
             return vec![ResponseError::InvalidGroupId.code(); commits.len()];
         }
         {
@@ -211,15 +214,24 @@ impl Coordinator {
                 (OffsetKey { group: group_id.to_string(), topic: c.topic.clone(), partition: c.partition }, Some(c.offset.clone()))
             })
             .collect();
-        if let Err(code) = self.store(group_id, &records).await {
-            for &i in &accepted {
-                codes[i] = code;
+        let base = match self.store(group_id, &records).await {
+            Ok(base) => base,
+            Err(code) => {
+                for &i in &accepted {
+                    codes[i] = code;
+                }
+                return codes;
             }
-            return codes;
-        }
+        };
         let mut state = self.lock();
-        let cache = state.offsets.entry(group_id.to_string()).or_default();
-        for (key, value) in records {
+        let State { offsets, positions, .. } = &mut *state;
+        let cache = offsets.entry(group_id.to_string()).or_default();
+        for (i, (key, value)) in records.into_iter().enumerate() {
+            let position = base + i as i64;
+            if positions.get(&key).is_some_and(|newer| *newer > position) {
+                continue;
+            }
+            positions.insert(key.clone(), position);
             if let Some(v) = value {
                 cache.insert((key.topic, key.partition), v);
             }
@@ -296,6 +308,7 @@ impl Coordinator {
             group.delete();
         }
         state.offsets.remove(group_id);
+        state.positions.retain(|k, _| k.group != group_id);
         Ok(())
     }
 
@@ -320,6 +333,7 @@ impl Coordinator {
                 continue;
             }
             let mut state = self.lock();
+            state.positions.retain(|k, _| !(k.group == group && k.topic == topic));
             if let Some(o) = state.offsets.get_mut(&group) {
                 o.retain(|(t, _), _| t != topic);
                 if o.is_empty() {
@@ -330,7 +344,8 @@ impl Coordinator {
     }
 
     /// Appends commits or tombstones to the group's offsets partition and waits until durable.
-    async fn store(&self, group_id: &str, records: &[OffsetRecord]) -> Result<(), i16> {
+    /// Returns the offset the first record got.
+    async fn store(&self, group_id: &str, records: &[OffsetRecord]) -> Result<i64, i16> {
         // The topic's real partition count, fixed when it was created, decides where a group
         // lives, whatever the configuration says today.
         let topic = self.cluster.topic(OFFSETS_TOPIC).ok_or(ResponseError::CoordinatorNotAvailable.code())?;
@@ -344,7 +359,8 @@ impl Coordinator {
         partition.wait_durable(appended.end_offset).await.map_err(|e| {
             warn!(group = group_id, cause = %e, "offset commit not made durable");
             ResponseError::CoordinatorNotAvailable.code()
-        })
+        })?;
+        Ok(appended.base_offset)
     }
 
     fn timeouts(&self) -> GroupTimeouts {
@@ -363,6 +379,11 @@ impl Coordinator {
         // Group transitions complete before anything can panic, so a poisoned state is consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Group ids must be non-empty and fit the i16 length of an offsets-topic key.
+fn valid_group_id(group_id: &str) -> bool {
+    !group_id.is_empty() && group_id.len() <= i16::MAX as usize
 }
 
 fn sync_error(error: ResponseError) -> SyncOutcome {

@@ -68,11 +68,10 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
             Some(result) = in_flight.next() => {
                 match result {
                     Ok(Some(response)) => {
-                        if let Err(e) = writer.write_all(&response).await {
+                        // Flushed at once: a later request (a long-poll fetch, a join) may take
+                        // seconds, and this answer must not wait behind it.
+                        if let Err(e) = async { writer.write_all(&response).await?; writer.flush().await }.await {
                             debug!(cause = %e, "write failed");
-                            break;
-                        }
-                        if in_flight.is_empty() && writer.flush().await.is_err() {
                             break;
                         }
                     }

@@ -115,7 +115,9 @@ pub fn parse_batches(records: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHe
         }
         let last_offset_delta = read_i32(batch, 23);
         let records_count = read_i32(batch, 57);
-        if last_offset_delta < 0 || records_count <= 0 || records_count > last_offset_delta + 1 {
+        // As Kafka requires of produced batches, the records' offset deltas are 0..count, so a
+        // batch cannot claim more offsets than it has records.
+        if records_count <= 0 || last_offset_delta != records_count - 1 {
             return Err(BatchError::Corrupt(format!(
                 "batch at byte {position}: {records_count} records with last offset delta {last_offset_delta}"
             )));

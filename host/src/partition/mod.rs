@@ -242,12 +242,14 @@ impl Partition {
             offset += i64::from(h.offset_count);
             max_timestamp = max_timestamp.max(h.max_timestamp);
         }
+        let record_count = u32::try_from(offset - next)
+            .map_err(|_| BatchError::Corrupt(format!("{} records in one request", offset - next)))?;
         let meta = EntryMeta {
             kind: EntryKind::Data,
             term: SINGLE_NODE_TERM,
             index: log.next_index(),
             base_offset: Offset(next),
-            record_count: (offset - next) as u32,
+            record_count,
             max_timestamp,
         };
         log.append(meta, &payload, now_ms)?;
@@ -351,7 +353,10 @@ impl Partition {
         let mut inner = self.lock();
         let extra = inner.producers.to_bytes();
         if let Some(log) = inner.log.take() {
+            let end = log.next_offset().0;
             log.close(&extra)?;
+            // Everything is fsynced now: producers still waiting get their acknowledgement.
+            self.durability.send_modify(|d| d.high_watermark = d.high_watermark.max(end));
         }
         Ok(())
     }

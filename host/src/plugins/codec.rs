@@ -86,6 +86,9 @@ impl Plugins {
     /// Compresses `data` with `codec` into a self-describing artifact.
     pub fn seal(&self, codec: &Plugin, params: &Params, data: &[u8]) -> Result<Vec<u8>, Error> {
         let name = codec.codec_name(params)?;
+        if name.is_empty() || name.len() > 64 {
+            return Err(Error::Invalid(format!("codec name {name:?} must be 1..=64 bytes")));
+        }
         let compressed = codec.compress(params, data, 0)?;
         let sha = hex_to_bytes(&codec.info().sha256).ok_or_else(|| Error::Invalid("bad sha256".into()))?;
         let mut out = Vec::with_capacity(compressed.len() + 128);

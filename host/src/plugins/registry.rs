@@ -56,7 +56,8 @@ struct RegistryFile {
 pub struct Entry {
     info: PluginInfo,
     builtin: bool,
-    compiled: OnceLock<Result<Arc<Plugin>, String>>,
+    /// Set once compiled; a failed compile is not remembered, so a passing I/O error heals.
+    compiled: OnceLock<Arc<Plugin>>,
 }
 
 impl Entry {
@@ -72,7 +73,7 @@ impl Entry {
 
     /// Whether it has been compiled and is quarantined.
     pub fn quarantined(&self) -> bool {
-        matches!(self.compiled.get(), Some(Ok(p)) if p.is_quarantined())
+        self.compiled.get().is_some_and(|p| p.is_quarantined())
     }
 }
 
@@ -230,7 +231,7 @@ impl Plugins {
         table.entries.retain(|e| e.info.label() != plugin.info().label() || e.info.kind != plugin.info().kind);
         let info = plugin.info().clone();
         let compiled = OnceLock::new();
-        let _ = compiled.set(Ok(plugin));
+        let _ = compiled.set(plugin);
         table.entries.push(Arc::new(Entry { info: info.clone(), builtin: false, compiled }));
         self.registry.install(table)?;
         self.metrics.set_plugin_loaded(&info);
@@ -253,16 +254,15 @@ impl Plugins {
     }
 
     fn compiled(&self, entry: &Entry) -> Result<Arc<Plugin>, Error> {
-        entry
-            .compiled
-            .get_or_init(|| {
-                let bytes = self.registry.bytes(entry).map_err(|e| e.to_string())?;
-                let plugin = self.build(entry.info.clone(), &bytes).map_err(|e| e.to_string())?;
-                self.metrics.set_plugin_loaded(&entry.info);
-                Ok(plugin)
-            })
-            .clone()
-            .map_err(Error::Invalid)
+        if let Some(plugin) = entry.compiled.get() {
+            return Ok(Arc::clone(plugin));
+        }
+        let bytes = self.registry.bytes(entry)?;
+        let plugin = self.build(entry.info.clone(), &bytes)?;
+        self.metrics.set_plugin_loaded(&entry.info);
+        // Two callers may compile at once; the first one's plugin is kept.
+        let _ = entry.compiled.set(plugin);
+        entry.compiled.get().cloned().ok_or_else(|| Error::Invalid("plugin vanished".into()))
     }
 
     /// The plugin bound to a topic for `kind` (its topic config, else the cluster default)
