@@ -194,6 +194,10 @@ pub struct LogDefaults {
     /// How often the recovery checkpoint is rewritten; a crash rescans at most this much tail.
     /// Default: 1000
     pub checkpoint_interval_ms: u64,
+    /// How long an idempotent producer's sequence state is kept after its last write (Kafka's
+    /// `producer.id.expiration.ms`); expired producers get UNKNOWN_PRODUCER_ID if they return.
+    /// Default: 86400000 (1 day)
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for Config {
@@ -239,6 +243,7 @@ impl Default for LogDefaults {
             flush_policy: FlushPolicy::OnAck,
             flush_interval_ms: 1000,
             checkpoint_interval_ms: 1000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }

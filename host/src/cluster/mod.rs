@@ -347,6 +347,7 @@ pub fn partition_config(config: &Config, overrides: &BTreeMap<String, String>) -
         flush_policy: d.flush_policy,
         flush_interval: Duration::from_millis(d.flush_interval_ms),
         checkpoint_interval: Duration::from_millis(d.checkpoint_interval_ms),
+        producer_expiration_ms: i64::try_from(d.producer_id_expiration_ms).unwrap_or(i64::MAX),
     }
 }
 

@@ -63,6 +63,8 @@ pub struct PartitionConfig {
     pub flush_interval: Duration,
     /// How often the recovery checkpoint is rewritten.
     pub checkpoint_interval: Duration,
+    /// How long an idempotent producer's state is kept after its last write.
+    pub producer_expiration_ms: i64,
 }
 
 /// What an append did.
@@ -109,6 +111,7 @@ pub struct Partition {
     policy: FlushPolicy,
     flush_interval: Duration,
     checkpoint_interval: Duration,
+    producer_expiration_ms: i64,
     max_message_bytes: AtomicU32,
     inner: Mutex<Inner>,
     durability: watch::Sender<Durability>,
@@ -147,7 +150,8 @@ impl Partition {
             }
         }
         for (header, offset) in &tail {
-            replayed.record(header, *offset);
+            // Replayed producers count as seen now: they get a full expiry period.
+            replayed.record(header, *offset, crate::clock::now_ms());
         }
         // Recovered bytes may sit only in the page cache (after kill -9): make them durable
         // before they count as committed, so a power loss now cannot take back what we serve.
@@ -161,6 +165,7 @@ impl Partition {
             policy: config.flush_policy,
             flush_interval: config.flush_interval,
             checkpoint_interval: config.checkpoint_interval,
+            producer_expiration_ms: config.producer_expiration_ms,
             max_message_bytes: AtomicU32::new(config.max_message_bytes),
             inner: Mutex::new(Inner { log: Some(log), producers: replayed }),
             durability,
@@ -227,7 +232,7 @@ impl Partition {
             let mut offset = next;
             for h in &headers {
                 match staged.check(h) {
-                    SequenceCheck::Append => staged.record(h, offset),
+                    SequenceCheck::Append => staged.record(h, offset, now_ms),
                     SequenceCheck::Duplicate { .. } => return Err(Error::DuplicateInSet),
                     failed => return Err(Error::Sequence(failed)),
                 }
@@ -255,7 +260,7 @@ impl Partition {
         log.append(meta, &payload, now_ms)?;
         let mut at = next;
         for h in &headers {
-            inner.producers.record(h, at);
+            inner.producers.record(h, at, now_ms);
             at += i64::from(h.offset_count);
         }
         match self.policy {
@@ -403,10 +408,12 @@ impl Partition {
             }
             let checkpoint_due = last_checkpoint.elapsed() >= self.checkpoint_interval;
             let (file, point, extra) = {
-                let inner = self.lock();
-                let Some(log) = inner.log.as_ref() else { return };
-                let (file, point) = log.sync_target();
-                let extra = checkpoint_due.then(|| inner.producers.to_bytes());
+                let mut inner = self.lock();
+                let Some((file, point)) = inner.log.as_ref().map(|log| log.sync_target()) else { return };
+                let extra = checkpoint_due.then(|| {
+                    inner.producers.expire(crate::clock::now_ms(), self.producer_expiration_ms);
+                    inner.producers.to_bytes()
+                });
                 (file, point, extra)
             };
             let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;

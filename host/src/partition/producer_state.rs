@@ -40,6 +40,9 @@ struct BatchMeta {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 struct ProducerEntry {
     epoch: i16,
+    /// When the producer last wrote here (ms since the epoch), for expiry.
+    #[serde(default)]
+    last_write_ms: i64,
     /// Oldest first; at most [`BATCHES_REMEMBERED`].
     batches: VecDeque<BatchMeta>,
 }
@@ -88,12 +91,13 @@ impl ProducerStates {
         }
     }
 
-    /// Records a batch that was appended at `base_offset`.
-    pub fn record(&mut self, batch: &BatchHeader, base_offset: i64) {
+    /// Records a batch that was appended at `base_offset` at `now_ms`.
+    pub fn record(&mut self, batch: &BatchHeader, base_offset: i64, now_ms: i64) {
         if batch.producer_id < 0 {
             return;
         }
         let entry = self.producers.entry(batch.producer_id).or_default();
+        entry.last_write_ms = entry.last_write_ms.max(now_ms);
         if batch.producer_epoch != entry.epoch {
             entry.epoch = batch.producer_epoch;
             entry.batches.clear();
@@ -106,6 +110,13 @@ impl ProducerStates {
             last_seq: batch.last_sequence(),
             base_offset,
         });
+    }
+
+    /// Forgets producers that have not written for `max_age_ms` (Kafka's
+    /// `producer.id.expiration.ms`), so made-up producer ids cannot grow the state for ever.
+    /// A forgotten producer that comes back gets UNKNOWN_PRODUCER_ID and starts a new epoch.
+    pub fn expire(&mut self, now_ms: i64, max_age_ms: i64) {
+        self.producers.retain(|_, e| now_ms.saturating_sub(e.last_write_ms) <= max_age_ms);
     }
 
     /// Serialises the state for the recovery checkpoint.
@@ -148,14 +159,14 @@ mod tests {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(&header(1, 0, 5, 1)), SequenceCheck::UnknownProducer);
         assert_eq!(s.check(&header(1, 0, 0, 2)), SequenceCheck::Append);
-        s.record(&header(1, 0, 0, 2), 100);
+        s.record(&header(1, 0, 0, 2), 100, 0);
         assert_eq!(s.check(&header(1, 0, 0, 2)), SequenceCheck::Duplicate { base_offset: 100 });
         assert_eq!(s.check(&header(1, 0, 3, 1)), SequenceCheck::OutOfOrder);
         assert_eq!(s.check(&header(1, 0, 2, 1)), SequenceCheck::Append);
-        s.record(&header(1, 0, 2, 1), 102);
+        s.record(&header(1, 0, 2, 1), 102, 0);
         assert_eq!(s.check(&header(1, 1, 3, 1)), SequenceCheck::OutOfOrder);
         assert_eq!(s.check(&header(1, 1, 0, 1)), SequenceCheck::Append);
-        s.record(&header(1, 1, 0, 1), 103);
+        s.record(&header(1, 1, 0, 1), 103, 0);
         assert_eq!(s.check(&header(1, 0, 3, 1)), SequenceCheck::StaleEpoch);
         assert_eq!(s.check(&header(-1, -1, -1, 1)), SequenceCheck::Append);
     }
@@ -164,12 +175,22 @@ mod tests {
     fn remembers_only_the_last_batches() {
         let mut s = ProducerStates::default();
         for i in 0..10 {
-            s.record(&header(9, 0, i, 1), i64::from(i));
+            s.record(&header(9, 0, i, 1), i64::from(i), 0);
         }
         assert_eq!(s.check(&header(9, 0, 9, 1)), SequenceCheck::Duplicate { base_offset: 9 });
         assert_eq!(s.check(&header(9, 0, 1, 1)), SequenceCheck::OutOfOrder);
         let restored = ProducerStates::from_bytes(&s.to_bytes()).unwrap();
         assert_eq!(restored, s);
+    }
+
+    #[test]
+    fn silent_producers_expire() {
+        let mut s = ProducerStates::default();
+        s.record(&header(1, 0, 0, 1), 0, 1_000);
+        s.record(&header(2, 0, 0, 1), 1, 5_000);
+        s.expire(6_000, 2_000);
+        assert_eq!(s.check(&header(1, 0, 1, 1)), SequenceCheck::UnknownProducer);
+        assert_eq!(s.check(&header(2, 0, 1, 1)), SequenceCheck::Append);
         assert!(ProducerStates::from_bytes(b"{garbage").is_err());
     }
 }
