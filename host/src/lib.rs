@@ -18,6 +18,7 @@ pub mod allocator;
 pub mod config;
 mod clock;
 mod cluster;
+mod durable;
 mod error;
 mod groups;
 mod kafka;

@@ -7,8 +7,7 @@ pub mod retention;
 pub mod topic_config;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -314,7 +313,7 @@ impl Cluster {
         };
         // Serialising strings and integers cannot fail.
         let bytes = serde_json::to_vec_pretty(&file).expect("metadata serialises");
-        write_atomically(&self.config.data_dir, &bytes)?;
+        crate::durable::replace_file(&self.config.data_dir, METADATA_TMP_FILE, METADATA_FILE, &bytes)?;
         Ok(())
     }
 
@@ -385,19 +384,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), Error> {
         return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
-}
-
-/// Replaces `metadata.json` so that a crash leaves either the old or the new file, never a mix.
-fn write_atomically(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(METADATA_TMP_FILE);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    // The new contents must be on disk before the rename makes them the metadata, or a crash could
-    // leave an empty file under the real name.
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(METADATA_FILE))?;
-    // The rename itself lives in the directory; without this a crash may bring back the old file.
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

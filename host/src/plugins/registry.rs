@@ -7,7 +7,6 @@
 //! Every version ever loaded stays, so data written with an old codec stays readable.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -318,15 +317,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes `name` in `dir` via a temp file, so a crash leaves the old or the new contents.
+/// Replaces `dir/name` durably (see [`crate::durable::replace_file`]).
 fn write_durably(dir: &Path, tmp_name: &str, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    let io = |what: String| move |source| Error::Io { what, source };
-    let tmp = dir.join(tmp_name);
-    let mut f = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-    f.write_all(bytes).map_err(io(format!("writing {}", tmp.display())))?;
-    // The contents must be on disk before the rename publishes them.
-    f.sync_all().map_err(io(format!("syncing {}", tmp.display())))?;
-    std::fs::rename(&tmp, dir.join(name)).map_err(io(format!("renaming {}", tmp.display())))?;
-    // The rename lives in the directory: without this a crash could undo it.
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(format!("syncing {}", dir.display())))
+    crate::durable::replace_file(dir, tmp_name, name, bytes).map_err(|source| Error::Io { what: format!("writing {}", dir.join(name).display()), source })
 }
