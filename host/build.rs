@@ -38,8 +38,9 @@ fn main() {
 /// `protoc-bin-vendored`, so no system protoc is needed.
 fn compile_admin_api() {
     println!("cargo:rerun-if-changed=proto/admin.proto");
+    println!("cargo:rerun-if-changed=proto/raft.proto");
     let protoc = protoc_bin_vendored::protoc_bin_path().expect("protoc-bin-vendored ships a protoc for this platform");
     // SAFETY: build scripts are single-threaded; nothing else reads the environment meanwhile.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    tonic_prost_build::configure().compile_protos(&["proto/admin.proto"], &["proto"]).expect("compiling proto/admin.proto");
+    tonic_prost_build::configure().compile_protos(&["proto/admin.proto", "proto/raft.proto"], &["proto"]).expect("compiling the gRPC protocols");
 }

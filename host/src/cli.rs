@@ -119,6 +119,10 @@ pub struct ServeArgs {
     /// This node's id [default: 1].
     #[arg(long, value_name = "N")]
     pub node_id: Option<i32>,
+    /// Every node of the cluster, this one included: `1@host:port,2@host:port,...` (their
+    /// --rpc-addr). Without it the node runs alone, unreplicated.
+    #[arg(long, value_name = "ID@ADDR,...", value_delimiter = ',')]
+    pub peers: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -141,6 +145,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.node_id {
             config.node_id = v;
+        }
+        if let Some(v) = &self.peers {
+            config.peers = v.clone();
         }
     }
 }

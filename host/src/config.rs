@@ -52,6 +52,80 @@ pub struct Config {
     pub groups: GroupsConfig,
     /// WebAssembly plugins.
     pub plugins: PluginsConfig,
+    /// The cluster's nodes as `id@host:port` (their `--rpc-addr`), this node included. Empty:
+    /// a single node without replication.
+    /// Default: []
+    pub peers: Vec<String>,
+    /// Raft replication.
+    pub raft: RaftConfig,
+}
+
+/// Raft timing and queue limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Length of one Raft tick.
+    /// Default: 100
+    pub tick_ms: u64,
+    /// Ticks without a leader before a follower campaigns (randomised up to twice this).
+    /// Default: 5
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    /// Default: 1
+    pub heartbeat_ticks: usize,
+    /// Messages queued per peer before further ones are dropped and the peer reported unreachable.
+    /// Default: 65536
+    pub peer_queue: usize,
+    /// Proposals queued for the Raft driver before produces are refused as busy.
+    /// Default: 65536
+    pub proposal_queue: usize,
+    /// Bytes of recent entries each replica keeps in memory for replication and apply.
+    /// Default: 16777216 (16 MiB)
+    pub entry_cache_bytes: usize,
+    /// Largest append message sent to a follower.
+    /// Default: 4194304 (4 MiB)
+    pub max_append_bytes: u64,
+    /// Append messages in flight per follower.
+    /// Default: 256
+    pub max_inflight_appends: usize,
+    /// How long an admin request waits for its metadata change to apply.
+    /// Default: 10000
+    pub metadata_timeout_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick_ms: 100,
+            election_ticks: 5,
+            heartbeat_ticks: 1,
+            peer_queue: 65536,
+            proposal_queue: 65536,
+            entry_cache_bytes: 16 << 20,
+            max_append_bytes: 4 << 20,
+            max_inflight_appends: 256,
+            metadata_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Parses `--peers` entries: `id@host:port`.
+pub fn parse_peers(peers: &[String]) -> Result<Vec<(u64, SocketAddr)>, ConfigError> {
+    let mut out = Vec::new();
+    for p in peers {
+        let bad = || ConfigError::Invalid(format!("peer {p:?} must look like 1@127.0.0.1:9093"));
+        let (id, addr) = p.split_once('@').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        let addr = addr.trim().parse::<SocketAddr>().or_else(|_| {
+            use std::net::ToSocketAddrs;
+            addr.trim().to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(bad)
+        })?;
+        if id == 0 || out.iter().any(|(i, _)| *i == id) {
+            return Err(ConfigError::Invalid(format!("peer ids must be unique and above 0: {p:?}")));
+        }
+        out.push((id, addr));
+    }
+    Ok(out)
 }
 
 /// Limits and schedules of WebAssembly plugins.
@@ -213,6 +287,8 @@ impl Default for Config {
             log: LogDefaults::default(),
             groups: GroupsConfig::default(),
             plugins: PluginsConfig::default(),
+            peers: Vec::new(),
+            raft: RaftConfig::default(),
         }
     }
 }
@@ -295,6 +371,16 @@ impl Config {
         }
         if self.log.index_interval_bytes == 0 {
             return invalid("log.index-interval-bytes must be at least 1");
+        }
+        let peers = parse_peers(&self.peers)?;
+        if !peers.is_empty() && !peers.iter().any(|(id, _)| i64::try_from(*id).ok() == Some(i64::from(self.node_id))) {
+            return invalid("peers must include this node's own id");
+        }
+        if self.raft.tick_ms == 0 || self.raft.heartbeat_ticks == 0 || self.raft.election_ticks <= self.raft.heartbeat_ticks {
+            return invalid("raft.tick-ms and raft.heartbeat-ticks must be positive and raft.election-ticks larger than heartbeat-ticks");
+        }
+        if self.raft.peer_queue == 0 || self.raft.proposal_queue == 0 || self.raft.max_inflight_appends == 0 {
+            return invalid("raft queues must hold at least one message");
         }
         if self.groups.offsets_topic_partitions < 1 {
             return invalid("groups.offsets-topic-partitions must be at least 1");

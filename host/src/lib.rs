@@ -7,6 +7,7 @@
 //! - `log/`: the on-disk partition log — segments, indexes, recovery.
 //! - `cluster/`: topics, topic configs and producer ids, persisted in the data dir.
 //! - `groups/`: the consumer group coordinator and committed offsets.
+//! - `raft/`: Raft replication — the ready loop, the peer transport, the metadata group.
 //! - [`plugins`]: the WebAssembly plugin host (codecs, snapshot triggers, retention policies).
 //! - `metrics`: Prometheus counters and their HTTP endpoint.
 //! - [`Node`]: starts and stops all of the above.
@@ -27,6 +28,7 @@ mod metrics;
 mod node;
 mod partition;
 pub mod plugins;
+mod raft;
 
 pub use config::Config;
 pub use error::Error;

@@ -6,11 +6,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{debug, info};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Replicas};
+use crate::groups::offsets::OFFSETS_TOPIC;
+use crate::partition::Partition;
+use crate::partition::replica::ReplicaSetup;
+use crate::raft::control::Control;
+use crate::raft::driver::Driver;
+use crate::raft::metadata::Command;
+use crate::raft::transport::{Transport, TransportService};
+use crate::raft::{METADATA_GROUP, Replication};
 use crate::config::Config;
 use crate::error::Error;
 use crate::admin::{self, AdminService};
@@ -21,6 +29,9 @@ use crate::kafka::{self, KafkaContext};
 use crate::metrics::{self, Metrics};
 
 const LOCK_FILE: &str = ".lock";
+/// The metadata group's log: its name in logs and status, and its directory in the data dir.
+const METADATA_LOG: &str = "__cluster_metadata";
+const METADATA_LOG_DIR: &str = "metadata";
 /// How often group timers (session expiry, rebalance deadlines) are checked: the precision of
 /// every group timeout.
 const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
@@ -56,12 +67,20 @@ impl Node {
         let metrics_addr = metrics_listener.local_addr().map_err(io("reading the metrics address".into()))?;
         let advertised = config.advertised_kafka_addr.unwrap_or(kafka_addr);
         let node_id = config.node_id;
+        let peers = crate::config::parse_peers(&config.peers)?;
         let config = Arc::new(config);
+        let (events_tx, events_rx) = mpsc::channel(config.raft.peer_queue);
+        let (proposals_tx, proposals_rx) = mpsc::channel(config.raft.proposal_queue);
+        let replicas = (!peers.is_empty()).then(|| Replicas {
+            voters: peers.iter().map(|(id, _)| *id).collect(),
+            proposals: proposals_tx.clone(),
+            cache_bytes: config.raft.entry_cache_bytes,
+        });
         // Opening partitions, replaying the offsets topic and opening the plugin store read and
         // fsync files: keep them off the async workers.
         let cluster = Arc::new(blocking("opening the data dir", {
-            let config = Arc::clone(&config);
-            move || Cluster::open(config)
+            let (config, replicas) = (Arc::clone(&config), replicas.clone());
+            move || Cluster::open(config, replicas)
         })
         .await?);
         let groups = Arc::new(blocking("loading consumer groups", {
@@ -76,14 +95,49 @@ impl Node {
         })
         .await?);
         let (shutdown, stop) = watch::channel(false);
-        let ctx = Arc::new(KafkaContext { cluster: Arc::clone(&cluster), node_id, advertised, metrics: Arc::clone(&metrics), groups: Arc::clone(&groups), plugins: Arc::clone(&plugins) });
-        let tasks = vec![
+        let mut tasks = Vec::new();
+        let mut transport_service = None;
+        let replication = match replicas {
+            None => None,
+            Some(replicas) => {
+                let me = u64::try_from(node_id).map_err(|_| Error::Io { what: "node id".into(), source: std::io::Error::other("a cluster node id must be positive") })?;
+                let metadata_log = blocking("opening the metadata log", {
+                    let config = Arc::clone(&config);
+                    let setup = ReplicaSetup { group: METADATA_GROUP, voters: replicas.voters.clone(), proposals: proposals_tx.clone(), cache_bytes: config.raft.entry_cache_bytes, offsets_on_write: true };
+                    move || {
+                        let settings = crate::cluster::partition_config(&config, &std::collections::BTreeMap::new());
+                        Partition::open_replica(METADATA_LOG, 0, &config.data_dir.join(METADATA_LOG_DIR), settings, setup).map_err(crate::cluster::Error::from)
+                    }
+                })
+                .await?;
+                let timeout = std::time::Duration::from_millis(config.raft.metadata_timeout_ms);
+                let replication = Arc::new(Replication::new(me, replicas.voters.clone(), events_tx.clone(), timeout));
+                let transport = Transport::start(me, &peers, config.raft.peer_queue, events_tx.clone());
+                let driver = Driver::new(config.raft.clone(), Arc::clone(&cluster), Arc::clone(&replication), transport, metadata_log, events_tx.clone())
+                    .map_err(|e| Error::Io { what: "starting raft".into(), source: std::io::Error::other(e.to_string()) })?;
+                tasks.push(tokio::spawn(driver.run(events_rx, proposals_rx, stop.clone())));
+                tasks.push(tokio::spawn(bootstrap(Arc::clone(&cluster), Arc::clone(&replication), node_id, advertised, config.groups.offsets_topic_partitions, stop.clone())));
+                transport_service = Some(TransportService::server(events_tx.clone(), config.kafka.max_request_bytes.saturating_mul(2) as usize));
+                Some(replication)
+            }
+        };
+        let control = Arc::new(Control::new(Arc::clone(&cluster), replication));
+        let ctx = Arc::new(KafkaContext {
+            cluster: Arc::clone(&cluster),
+            node_id,
+            advertised,
+            metrics: Arc::clone(&metrics),
+            groups: Arc::clone(&groups),
+            plugins: Arc::clone(&plugins),
+            control: Arc::clone(&control),
+        });
+        tasks.extend([
             tokio::spawn(kafka::serve(kafka_listener, ctx, stop.clone())),
             tokio::spawn(tick_groups(groups, stop.clone())),
             tokio::spawn(retention::run(Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&metrics), stop.clone())),
-            tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins), stop.clone())),
+            tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control), transport_service, stop.clone())),
             tokio::spawn(metrics::serve(metrics_listener, metrics, stop)),
-        ];
+        ]);
         info!(%kafka_addr, %metrics_addr, %rpc_addr, data_dir = %config.data_dir.display(), "sluice is serving");
         Ok(Node { kafka_addr, metrics_addr, rpc_addr, cluster, shutdown, tasks, _lock: lock })
     }
@@ -123,6 +177,33 @@ async fn blocking<T: Send + 'static, E: Into<Error> + Send + 'static>(
     match tokio::task::spawn_blocking(open).await {
         Ok(opened) => opened.map_err(Into::into),
         Err(e) => Err(Error::Io { what: what.to_string(), source: std::io::Error::other(e.to_string()) }),
+    }
+}
+
+/// In a cluster: registers this node's Kafka address with the metadata group and makes sure
+/// the offsets topic exists, retrying until both are applied (a leader must be elected first).
+async fn bootstrap(cluster: Arc<Cluster>, replication: Arc<Replication>, node_id: i32, advertised: SocketAddr, offsets_partitions: i32, mut stop: watch::Receiver<bool>) {
+    let retry = std::time::Duration::from_millis(500);
+    let registered = |c: &Cluster| c.brokers().get(&node_id) == Some(&advertised.to_string());
+    while !registered(&cluster) {
+        if let Err(e) = replication.propose(Command::RegisterBroker { node: node_id, addr: advertised.to_string() }).await {
+            debug!(cause = %e, "broker registration pending");
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+    while cluster.topic(OFFSETS_TOPIC).is_none() {
+        let configs = std::collections::BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let command = Command::CreateTopic { name: OFFSETS_TOPIC.into(), id: uuid::Uuid::new_v4(), partitions: offsets_partitions, replication_factor: -1, configs };
+        if let Err(e) = replication.propose(command).await {
+            debug!(cause = %e, "offsets topic creation pending");
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/gen.rs"));
 }
 
+/// A fault-injecting TCP proxy to put between cluster nodes.
+pub mod proxy;
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");

@@ -11,6 +11,9 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::Cluster;
+use crate::raft::control::Control;
+use crate::raft::transport::TransportService;
+use crate::raft::transport::proto::raft_transport_server::RaftTransportServer;
 use crate::cluster::topic_config::PLUGIN_PARAM_PREFIX;
 use crate::plugins::registry::topic_params;
 use crate::plugins::{Params, PluginKind, Plugins};
@@ -27,21 +30,24 @@ use proto::admin_server::{Admin, AdminServer};
 pub struct AdminService {
     cluster: Arc<Cluster>,
     plugins: Arc<Plugins>,
+    control: Arc<Control>,
 }
 
 impl AdminService {
     /// A service over this node's cluster state and plugins.
-    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>) -> AdminService {
-        AdminService { cluster, plugins }
+    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, control: Arc<Control>) -> AdminService {
+        AdminService { cluster, plugins, control }
     }
 }
 
-/// Serves the admin API on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, service: AdminService, mut stop: watch::Receiver<bool>) {
+/// Serves the admin API (and, in a cluster, the Raft transport) on `listener` until `stop`
+/// turns true.
+pub async fn serve(listener: TcpListener, service: AdminService, raft: Option<RaftTransportServer<TransportService>>, mut stop: watch::Receiver<bool>) {
     // A component may be as large as plugins.max-component-bytes, plus the request around it.
     let limit = service.cluster.config().plugins.max_component_bytes + (1 << 20);
     let server = tonic::transport::Server::builder()
         .add_service(AdminServer::new(service).max_decoding_message_size(limit))
+        .add_optional_service(raft)
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         });
@@ -92,12 +98,12 @@ impl AdminService {
     }
 
     /// Replaces a topic's configs after checking its plugin bindings.
-    fn update_topic(&self, topic: &str, change: impl FnOnce(&mut BTreeMap<String, String>)) -> Result<(), Status> {
+    async fn update_topic(&self, topic: &str, change: impl FnOnce(&mut BTreeMap<String, String>)) -> Result<(), Status> {
         let t = self.cluster.topic(topic).ok_or_else(|| Status::not_found(format!("topic {topic} does not exist")))?;
         let mut configs = t.configs.clone();
         change(&mut configs);
         self.plugins.check_topic_configs(&configs).map_err(refused)?;
-        self.cluster.set_topic_configs(topic, configs).map_err(refused)
+        self.control.set_topic_configs(topic, configs).await.map_err(refused)
     }
 }
 
@@ -156,7 +162,8 @@ impl Admin for AdminService {
                 for (k, v) in params {
                     configs.insert(format!("{PLUGIN_PARAM_PREFIX}{k}"), v);
                 }
-            })?;
+            })
+            .await?;
         }
         Ok(Response::new(self.describe_binding(kind, &r.topic)?))
     }
@@ -169,7 +176,8 @@ impl Admin for AdminService {
         }
         self.update_topic(&r.topic, |configs| {
             configs.remove(kind.topic_config());
-        })?;
+        })
+        .await?;
         Ok(Response::new(self.describe_binding(kind, &r.topic)?))
     }
 

@@ -1,7 +1,9 @@
 //! Cluster metadata of this node: the cluster id, topics (id, partition count, config overrides)
 //! and producer-id allocation, persisted in `metadata.json` in the data dir and replaced
 //! atomically on every change. The partitions themselves are opened here and handed out to the
-//! Kafka handlers. (When the Raft issue lands, these changes become entries of the metadata group.)
+//! Kafka handlers. In a cluster every change is an entry of the Raft metadata group
+//! ([`crate::raft::metadata`]) applied here on every node in the same order; `metadata.json` is
+//! then the applied state, recording the last applied index.
 
 pub mod retention;
 pub mod topic_config;
@@ -42,8 +44,11 @@ pub enum Error {
     #[error("{0}")]
     InvalidPartitions(String),
     /// INVALID_REPLICATION_FACTOR.
-    #[error("replication factor {0} is not possible on a single node")]
-    InvalidReplicationFactor(i16),
+    #[error("replication factor {0} is not possible: every partition is replicated on all {1} nodes")]
+    InvalidReplicationFactor(i16, usize),
+    /// A metadata change was not applied in time (REQUEST_TIMED_OUT), or lost with its leader.
+    #[error("metadata change not applied: {0}")]
+    NotApplied(String),
     /// INVALID_CONFIG.
     #[error("{0}")]
     InvalidConfig(String),
@@ -83,6 +88,30 @@ struct MetadataFile {
     cluster_id: String,
     producer_id_block_end: i64,
     topics: Vec<TopicRecord>,
+    /// Replicated: index of the last metadata-group entry applied.
+    #[serde(default)]
+    applied_index: u64,
+    /// Replicated: node id -> advertised Kafka address.
+    #[serde(default)]
+    brokers: BTreeMap<i32, String>,
+}
+
+/// How partitions join Raft groups on a node of a cluster.
+#[derive(Clone)]
+pub struct Replicas {
+    /// Node ids of every node; each partition is replicated on all of them.
+    pub voters: Vec<u64>,
+    /// Where leaders' proposals go.
+    pub proposals: tokio::sync::mpsc::Sender<partition::replica::Proposal>,
+    /// Bytes of recent entries cached per replica.
+    pub cache_bytes: usize,
+}
+
+/// The Raft group of a topic's partition: derived from the topic id, which the metadata group
+/// hands every node, so all nodes agree without a counter. Never 0 (the metadata group).
+pub fn group_of(topic_id: Uuid, partition: i32) -> u64 {
+    let (hi, _) = topic_id.as_u64_pair();
+    (hi ^ partition as u32 as u64) | (1 << 63)
 }
 
 struct ProducerIds {
@@ -100,11 +129,16 @@ pub struct Cluster {
     producer_ids: Mutex<ProducerIds>,
     /// Serialises writers of metadata.json; taken before `topics` and `producer_ids`.
     write_lock: Mutex<()>,
+    replicas: Option<Replicas>,
+    /// Replicated: (next, end) of the block granted to this node.
+    local_producer_ids: Mutex<(i64, i64)>,
+    applied_index: std::sync::atomic::AtomicU64,
+    brokers: RwLock<BTreeMap<i32, String>>,
 }
 
 impl Cluster {
     /// Loads `metadata.json` (or starts a new cluster) and opens every partition.
-    pub fn open(config: Arc<Config>) -> Result<Cluster, Error> {
+    pub fn open(config: Arc<Config>, replicas: Option<Replicas>) -> Result<Cluster, Error> {
         std::fs::create_dir_all(config.data_dir.join(PARTITIONS_DIR))?;
         let path = config.data_dir.join(METADATA_FILE);
         let file = match std::fs::read(&path) {
@@ -113,13 +147,15 @@ impl Cluster {
                 cluster_id: Uuid::new_v4().simple().to_string(),
                 producer_id_block_end: 0,
                 topics: Vec::new(),
+                applied_index: 0,
+                brokers: BTreeMap::new(),
             },
             Err(e) => return Err(e.into()),
         };
         let mut topics = BTreeMap::new();
         for record in &file.topics {
             let partitions = (0..record.partitions)
-                .map(|i| open_partition(&config, &record.name, i, &record.configs))
+                .map(|i| open_partition(&config, replicas.as_ref(), record.id, &record.name, i, &record.configs))
                 .collect::<Result<Vec<_>, _>>()?;
             info!(topic = %record.name, partitions = partitions.len(), "opened topic");
             topics.insert(
@@ -133,6 +169,10 @@ impl Cluster {
             topics: RwLock::new(topics),
             write_lock: Mutex::new(()),
             config,
+            replicas,
+            local_producer_ids: Mutex::new((0, 0)),
+            applied_index: std::sync::atomic::AtomicU64::new(file.applied_index),
+            brokers: RwLock::new(file.brokers.clone()),
         };
         cluster.persist()?;
         Ok(cluster)
@@ -179,8 +219,9 @@ impl Cluster {
         if partitions < 1 || partitions > max {
             return Err(Error::InvalidPartitions(format!("partition count {partitions} is outside 1..={max}")));
         }
-        if replication_factor != 1 {
-            return Err(Error::InvalidReplicationFactor(replication_factor));
+        let nodes = self.replicas.as_ref().map_or(1, |r| r.voters.len());
+        if replication_factor != -1 && replication_factor as i64 != nodes as i64 {
+            return Err(Error::InvalidReplicationFactor(replication_factor, nodes));
         }
         for (k, v) in configs {
             topic_config::validate(k, v).map_err(Error::InvalidConfig)?;
@@ -190,12 +231,17 @@ impl Cluster {
 
     /// Creates a topic; `partitions` and `replication_factor` are already defaulted.
     pub fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, Error> {
+        self.create_topic_with_id(name, Uuid::new_v4(), partitions, replication_factor, configs)
+    }
+
+    /// Creates a topic whose id was chosen by the proposer (the same on every node).
+    pub fn create_topic_with_id(&self, name: &str, id: Uuid, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, Error> {
         let _writer = self.lock_writer();
         self.validate_new_topic(name, partitions, replication_factor, &configs)?;
         let opened = (0..partitions)
-            .map(|i| open_partition(&self.config, name, i, &configs))
+            .map(|i| open_partition(&self.config, self.replicas.as_ref(), id, name, i, &configs))
             .collect::<Result<Vec<_>, _>>()?;
-        let topic = Arc::new(Topic { name: name.to_string(), id: Uuid::new_v4(), configs, partitions: opened });
+        let topic = Arc::new(Topic { name: name.to_string(), id, configs, partitions: opened });
         self.write_topics().insert(name.to_string(), Arc::clone(&topic));
         if let Err(e) = self.persist() {
             self.write_topics().remove(name);
@@ -237,7 +283,7 @@ impl Cluster {
         }
         let mut partitions = topic.partitions.clone();
         let added = (current..count)
-            .map(|i| open_partition(&self.config, name, i, &topic.configs))
+            .map(|i| open_partition(&self.config, self.replicas.as_ref(), topic.id, name, i, &topic.configs))
             .collect::<Result<Vec<_>, _>>()?;
         partitions.extend(added.iter().cloned());
         let grown = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs: topic.configs.clone(), partitions });
@@ -285,6 +331,61 @@ impl Cluster {
         Ok(id)
     }
 
+    /// Replicated: takes the next block of producer ids for the node that asked (every node
+    /// applies this, so blocks never overlap). Returns the block's first id.
+    pub fn take_producer_id_block(&self) -> Result<i64, Error> {
+        let _writer = self.lock_writer();
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        let start = ids.block_end;
+        self.write_metadata(start + PRODUCER_ID_BLOCK)?;
+        ids.block_end = start + PRODUCER_ID_BLOCK;
+        Ok(start)
+    }
+
+    /// Replicated: hands out ids from a block this node was granted, if any are left.
+    pub fn next_local_producer_id(&self) -> Option<i64> {
+        let mut local = self.local_producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, end) = *local;
+        (next < end).then(|| {
+            local.0 += 1;
+            next
+        })
+    }
+
+    /// Replicated: a block granted to this node.
+    pub fn grant_producer_ids(&self, start: i64) {
+        *self.local_producer_ids.lock().unwrap_or_else(|p| p.into_inner()) = (start, start + PRODUCER_ID_BLOCK);
+    }
+
+    /// Whether partitions are Raft replicas.
+    pub fn replicas(&self) -> Option<&Replicas> {
+        self.replicas.as_ref()
+    }
+
+    /// Replicated: the last metadata entry applied.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Replicated: records the last metadata entry applied (durably).
+    pub fn set_applied_index(&self, index: u64) -> Result<(), Error> {
+        let _writer = self.lock_writer();
+        self.applied_index.store(index, std::sync::atomic::Ordering::SeqCst);
+        self.persist()
+    }
+
+    /// Replicated: records a node's Kafka address.
+    pub fn register_broker(&self, node: i32, addr: String) -> Result<(), Error> {
+        let _writer = self.lock_writer();
+        self.brokers.write().unwrap_or_else(|p| p.into_inner()).insert(node, addr);
+        self.persist()
+    }
+
+    /// Replicated: every node's Kafka address.
+    pub fn brokers(&self) -> BTreeMap<i32, String> {
+        self.brokers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Closes every partition (final fsync and checkpoint).
     pub fn close(&self) {
         for topic in self.topics() {
@@ -305,6 +406,8 @@ impl Cluster {
         let file = MetadataFile {
             cluster_id: self.cluster_id.clone(),
             producer_id_block_end,
+            applied_index: self.applied_index(),
+            brokers: self.brokers(),
             topics: self
                 .read_topics()
                 .values()
@@ -354,9 +457,22 @@ fn partition_dir(config: &Config, topic: &str, index: i32) -> PathBuf {
     config.data_dir.join(PARTITIONS_DIR).join(format!("{topic}-{index}"))
 }
 
-fn open_partition(config: &Config, topic: &str, index: i32, overrides: &BTreeMap<String, String>) -> Result<Arc<Partition>, Error> {
+fn open_partition(config: &Config, replicas: Option<&Replicas>, id: Uuid, topic: &str, index: i32, overrides: &BTreeMap<String, String>) -> Result<Arc<Partition>, Error> {
     let dir = partition_dir(config, topic, index);
-    Ok(Partition::open(topic, index, &dir, partition_config(config, overrides))?)
+    let settings = partition_config(config, overrides);
+    Ok(match replicas {
+        None => Partition::open(topic, index, &dir, settings)?,
+        Some(r) => {
+            let setup = partition::replica::ReplicaSetup {
+                group: group_of(id, index),
+                voters: r.voters.clone(),
+                proposals: r.proposals.clone(),
+                cache_bytes: r.cache_bytes,
+                offsets_on_write: false,
+            };
+            Partition::open_replica(topic, index, &dir, settings, setup)?
+        }
+    })
 }
 
 fn close_and_remove(partitions: &[Arc<Partition>]) {

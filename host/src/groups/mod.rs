@@ -83,6 +83,10 @@ pub struct Coordinator {
 impl Coordinator {
     /// Creates the offsets topic if needed and replays it.
     pub fn open(cluster: Arc<Cluster>, config: GroupsConfig) -> Result<Coordinator, Error> {
+        if cluster.topic(OFFSETS_TOPIC).is_none() && cluster.replicas().is_some() {
+            // In a cluster the metadata group creates it once a leader is elected.
+            return Ok(Coordinator { cluster, config, state: Mutex::new(State { groups: HashMap::new(), offsets: HashMap::new(), positions: HashMap::new() }) });
+        }
         if cluster.topic(OFFSETS_TOPIC).is_none() {
             let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
             cluster.create_topic(OFFSETS_TOPIC, config.offsets_topic_partitions, 1, configs)?;
@@ -356,7 +360,7 @@ impl Coordinator {
             warn!(group = group_id, cause = %e, "offset commit append failed");
             ResponseError::CoordinatorNotAvailable.code()
         })?;
-        partition.wait_durable(appended.end_offset).await.map_err(|e| {
+        partition.wait_durable(&appended, true).await.map_err(|e| {
             warn!(group = group_id, cause = %e, "offset commit not made durable");
             ResponseError::CoordinatorNotAvailable.code()
         })?;

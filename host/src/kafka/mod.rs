@@ -30,4 +30,6 @@ pub struct KafkaContext {
     pub groups: Arc<Coordinator>,
     /// The plugin host, for checking plugin bindings in topic configs.
     pub plugins: Arc<Plugins>,
+    /// How cluster metadata is changed (directly, or through the metadata group).
+    pub control: Arc<crate::raft::control::Control>,
 }

@@ -77,6 +77,13 @@ pub enum Error {
         /// Next index to be appended.
         next_index: RaftIndex,
     },
+    /// A raft entry asked for is not in the log: dropped with a prefix, not yet appended, or
+    /// not where the caller's base offset hint says it is.
+    #[error("log: raft entry {index} is not in the log")]
+    EntryNotFound {
+        /// The raft index asked for.
+        index: RaftIndex,
+    },
     /// The recovery point was taken before a truncation, so it no longer describes the log.
     #[error("log: recovery point is stale: the log was truncated after it was taken")]
     StaleRecoveryPoint,

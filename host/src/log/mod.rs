@@ -44,7 +44,7 @@ pub use format::{EntryKind, EntryMeta, Offset, RaftIndex, RecoveryPoint, Term};
 use error::io_err;
 use format::{ENTRY_HEADER_SIZE, FILE_HEADER_SIZE};
 use index::{IndexPolicy, IndexWriter, OffsetEntry, TimeEntry};
-use segment::{ActiveSegment, Probe, Segment, probe, read_payload, verify_payload};
+use segment::{ActiveSegment, HeaderReader, Probe, Segment, probe, read_payload, verify_payload};
 
 /// Sizes and ages of a partition log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,6 +395,19 @@ impl PartitionLog {
             .map_or(FILE_HEADER_SIZE, |e| u64::from(e.position)))
     }
 
+    /// A position in segment `i` before every entry with base offset `offset` or more. The
+    /// index record at `offset` itself may not do: control entries before that data entry
+    /// carry the same base offset.
+    fn position_before(&self, i: usize, offset: Offset) -> Result<u64, Error> {
+        let rel = offset.0.saturating_sub(self.segment(i).base.0);
+        if rel <= 0 {
+            return Ok(FILE_HEADER_SIZE);
+        }
+        let below = u32::try_from(rel - 1).unwrap_or(u32::MAX);
+        Ok(index::floor_offset(self.offset_records(i)?, below)
+            .map_or(FILE_HEADER_SIZE, |e| u64::from(e.position)))
+    }
+
     /// Reads whole entries starting with the one containing `from` and stopping before `upto`
     /// (exclusive; an entry is returned only if it lies wholly below it), returning their
     /// concatenated payloads. Stops before exceeding `max_bytes`, but returns at least one entry
@@ -460,6 +473,141 @@ impl PartitionLog {
                 }
                 pos += h.entry_len();
             }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with the header of every stored entry, oldest first: start-up builds its raft
+    /// index -> (term, offset) table from this without reading the log's data.
+    ///
+    /// Only headers are read, through a buffer, skipping payloads, so payload crcs are not
+    /// checked here (reading an entry checks its own). Each header must decode, fit in its
+    /// segment and follow the one before (raft index, base offset, term); the first that does
+    /// not is [`Error::Corruption`], after `f` has seen those before it.
+    ///
+    /// Entries below the log start are included as long as their segment exists (the first
+    /// segment usually begins before the start, and `drop_prefix` may keep a segment wholly
+    /// below it): they are intact, and the log start bounds Kafka reads, not Raft's first index.
+    /// Callers that want only readable offsets compare `base_offset` with
+    /// [`Self::log_start_offset`].
+    pub fn scan_metas(&self, mut f: impl FnMut(&EntryMeta)) -> Result<(), Error> {
+        let mut follows = None;
+        for i in 0..self.segment_count() {
+            let seg = self.segment(i);
+            let mut reader = HeaderReader::new(seg.file()?, seg.size);
+            // The first entry of a segment starts at its base, so this also checks that
+            // segments join up.
+            let mut next_offset = seg.base;
+            let mut pos = FILE_HEADER_SIZE;
+            loop {
+                let h = match reader.probe(pos).map_err(io_err(&seg.paths.log))? {
+                    Probe::End => break,
+                    Probe::Bad(reason) => return Err(corruption(seg, pos, reason)),
+                    Probe::Entry(h) => h,
+                };
+                let m = h.meta;
+                if let Err(reason) = recovery::check_follows(&m, next_offset, follows) {
+                    return Err(corruption(seg, pos, reason));
+                }
+                f(&m);
+                next_offset = m.next_offset();
+                follows = Some((RaftIndex(m.index.0.saturating_add(1)), m.term));
+                pos += h.entry_len();
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries with raft index in `from..upto`, in order, each with its payload (crc
+    /// checked): what Raft sends to followers and applies. Stops before the payloads would
+    /// exceed `max_bytes` in total, but returns at least entry `from`. `upto` past the log end
+    /// reads to the end; `from >= upto` reads nothing.
+    ///
+    /// `hint` is the base offset of entry `from` (from the table built with
+    /// [`Self::scan_metas`]), which the offset index turns into a position shortly before the
+    /// entry. Like [`Self::scan_metas`], entries below the log start are served while stored.
+    ///
+    /// [`Error::EntryNotFound`] if `from` is not stored: dropped, at or past
+    /// [`Self::next_index`], or not where `hint` says. A bad entry after the first returned
+    /// ends the answer early (the next read starts at it and reports it); a bad first entry is
+    /// [`Error::Corruption`].
+    pub fn read_entries(
+        &self,
+        from: RaftIndex,
+        hint: Offset,
+        upto: RaftIndex,
+        max_bytes: usize,
+    ) -> Result<Vec<(EntryMeta, Vec<u8>)>, Error> {
+        let mut out: Vec<(EntryMeta, Vec<u8>)> = Vec::new();
+        if from >= upto {
+            return Ok(out);
+        }
+        if from >= self.next_index {
+            return Err(Error::EntryNotFound { index: from });
+        }
+        // Control entries carry the base offset of the data entry after them, so entry `from`
+        // may end the segment before the one whose base is `hint`: start in the last segment
+        // below `hint`, before its last data entry below `hint`.
+        let first = self.segment_for(Offset(hint.0.saturating_sub(1)));
+        let mut bytes = 0usize;
+        let mut scratch = Vec::new();
+        for i in first..self.segment_count() {
+            let seg = self.segment(i);
+            let file = seg.file()?;
+            let mut pos = if i == first {
+                self.position_before(i, hint)?
+            } else {
+                FILE_HEADER_SIZE
+            };
+            loop {
+                let h = match probe(file, pos, seg.size).map_err(io_err(&seg.paths.log))? {
+                    Probe::End => break,
+                    Probe::Bad(reason) => return corrupt_or_partial(out, seg, pos, reason),
+                    Probe::Entry(h) => h,
+                };
+                let m = h.meta;
+                match out.last() {
+                    // Before `from`: skipped unread.
+                    None if m.index < from => {
+                        pos += h.entry_len();
+                        continue;
+                    }
+                    None if m.index > from => return Err(Error::EntryNotFound { index: from }),
+                    None => {}
+                    Some((prev, _)) if m.index.0 != prev.index.0.saturating_add(1) => {
+                        let reason =
+                            format!("raft index {} does not follow {}", m.index, prev.index);
+                        return corrupt_or_partial(out, seg, pos, reason);
+                    }
+                    Some(_) => {}
+                }
+                if m.index >= upto {
+                    return Ok(out);
+                }
+                let len = h.payload_len as usize;
+                if !out.is_empty() && bytes.saturating_add(len) > max_bytes {
+                    return Ok(out);
+                }
+                let mut payload = Vec::new();
+                let ok = read_payload(
+                    file,
+                    pos,
+                    &h,
+                    self.config.max_entry_bytes,
+                    &mut payload,
+                    &mut scratch,
+                )
+                .map_err(io_err(&seg.paths.log))?;
+                if !ok {
+                    return corrupt_or_partial(out, seg, pos, "crc mismatch".into());
+                }
+                bytes = bytes.saturating_add(len);
+                out.push((m, payload));
+                pos += h.entry_len();
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::EntryNotFound { index: from });
         }
         Ok(out)
     }
@@ -788,12 +936,12 @@ fn corruption(seg: &Segment, position: u64, reason: String) -> Error {
     }
 }
 
-fn corrupt_or_partial(
-    out: Vec<u8>,
+fn corrupt_or_partial<T>(
+    out: Vec<T>,
     seg: &Segment,
     position: u64,
     reason: String,
-) -> Result<Vec<u8>, Error> {
+) -> Result<Vec<T>, Error> {
     let err = corruption(seg, position, reason);
     if out.is_empty() { Err(err) } else { Ok(out) }
 }
@@ -1647,6 +1795,264 @@ mod tests {
             log.read(control.base_offset, log.next_offset(), usize::MAX)
                 .unwrap(),
             entries[7].1
+        );
+    }
+
+    fn scanned(log: &PartitionLog) -> Vec<EntryMeta> {
+        let mut out = Vec::new();
+        log.scan_metas(|m| out.push(*m)).unwrap();
+        out
+    }
+
+    /// `read_entries` from `from` with the base offset the caller's table would give as hint.
+    fn entries_from(
+        log: &PartitionLog,
+        all: &[(EntryMeta, Vec<u8>)],
+        from: u64,
+        upto: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(EntryMeta, Vec<u8>)>, Error> {
+        let hint = all
+            .iter()
+            .find(|(m, _)| m.index.0 == from)
+            .map_or(log.next_offset(), |(m, _)| m.base_offset);
+        log.read_entries(RaftIndex(from), hint, RaftIndex(upto), max_bytes)
+    }
+
+    /// The entries of `all` with index in `from..upto`.
+    fn in_range(all: &[(EntryMeta, Vec<u8>)], from: u64, upto: u64) -> Vec<(EntryMeta, Vec<u8>)> {
+        all.iter()
+            .filter(|(m, _)| (from..upto).contains(&m.index.0))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn scan_metas_sees_every_stored_entry_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = open(dir.path());
+        assert!(scanned(&log).is_empty());
+        let entries = append_n(&mut log, 80, Term(1), 0);
+        let metas: Vec<_> = entries.iter().map(|(m, _)| *m).collect();
+        assert_eq!(scanned(&log), metas);
+        log.close(b"").unwrap();
+
+        let (mut log, _, _) = open(dir.path());
+        assert!(log.segments().unwrap().len() >= 5);
+        assert_eq!(scanned(&log), metas);
+        // Payloads are not read: a damaged one goes unnoticed here (reading it reports it).
+        let second = log_files(dir.path())[1].clone();
+        let (pos, _) = entries_in(&second)[2];
+        flip_byte(&second, pos + ENTRY_HEADER_SIZE as u64 + 1);
+        assert_eq!(scanned(&log), metas);
+
+        // After a prefix drop, the first kept segment's entries below the start are still seen.
+        let segs = log.segments().unwrap();
+        log.drop_prefix(Offset(segs[2].base_offset.0 + 1)).unwrap();
+        let first_kept = entries_in(&log_files(dir.path())[0])[0].1.index.0 as usize - 1;
+        assert_eq!(metas[first_kept].base_offset, segs[2].base_offset);
+        assert_eq!(scanned(&log), metas[first_kept..]);
+        // And after a truncation, nothing past the cut.
+        log.truncate_from(RaftIndex(70)).unwrap();
+        assert_eq!(scanned(&log), metas[first_kept..69]);
+    }
+
+    #[test]
+    fn scan_metas_reports_bad_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = open(dir.path());
+        let entries = append_n(&mut log, 40, Term(1), 0);
+        drop(log);
+        let second = log_files(dir.path())[1].clone();
+        let (pos, bad) = entries_in(&second)[3];
+        // A raft index that does not follow: the header decodes, but the chain breaks.
+        flip_byte(&second, pos + 24);
+        let (log, _, _) = open(dir.path());
+        let mut seen = Vec::new();
+        match log.scan_metas(|m| seen.push(*m)) {
+            Err(Error::Corruption {
+                segment, position, ..
+            }) => {
+                assert_eq!(segment, second);
+                assert_eq!(position, pos);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        let before = (bad.index.0 - 1) as usize;
+        assert_eq!(
+            seen,
+            entries[..before]
+                .iter()
+                .map(|(m, _)| *m)
+                .collect::<Vec<_>>()
+        );
+        drop(log);
+        // A header that does not decode.
+        flip_byte(&second, pos + 24);
+        flip_byte(&second, pos + 8);
+        let (log, _, _) = open(dir.path());
+        assert!(matches!(
+            log.scan_metas(|_| {}),
+            Err(Error::Corruption { position, .. }) if position == pos
+        ));
+    }
+
+    #[test]
+    fn read_entries_returns_index_ranges_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = open(dir.path());
+        let entries = append_n(&mut log, 60, Term(1), 0);
+        let check = |log: &PartitionLog| {
+            assert!(log.segments().unwrap().len() >= 4);
+            for from in 1..=60 {
+                for upto in [from + 1, from + 4, from + 15, 61, 1000] {
+                    let got = entries_from(log, &entries, from, upto, usize::MAX).unwrap();
+                    assert_eq!(got, in_range(&entries, from, upto), "{from}..{upto}");
+                }
+            }
+        };
+        check(&log);
+        log.close(b"").unwrap();
+        let (log, _, _) = open(dir.path());
+        check(&log);
+        // An empty range reads nothing, even past the end.
+        assert_eq!(entries_from(&log, &entries, 5, 5, 10).unwrap(), vec![]);
+        assert_eq!(entries_from(&log, &entries, 90, 80, 10).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn read_entries_finds_control_entries_sharing_a_base_offset() {
+        // Every data entry but a segment's first gets an offset index record, so the record at
+        // a control entry's base offset points past it.
+        let config = LogConfig {
+            index_interval_bytes: 1,
+            ..cfg()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = open_with(dir.path(), config.clone());
+        let mut all = append_n(&mut log, 3, Term(1), 0); // indexes 1..=3
+        let mut push = |log: &mut PartitionLog, kind: EntryKind| {
+            let meta = EntryMeta {
+                kind,
+                term: Term(1),
+                index: log.next_index(),
+                base_offset: log.next_offset(),
+                record_count: if kind == EntryKind::Data { 2 } else { 0 },
+                max_timestamp: 5000,
+            };
+            let payload = payload_for(meta.index);
+            log.append(meta, &payload, 0).unwrap();
+            all.push((meta, payload));
+        };
+        // Control entries end one segment and start the next, all with the new segment's base.
+        push(&mut log, EntryKind::Control);
+        push(&mut log, EntryKind::Control);
+        log.roll(0).unwrap();
+        push(&mut log, EntryKind::Control);
+        push(&mut log, EntryKind::Data);
+        push(&mut log, EntryKind::Control);
+        push(&mut log, EntryKind::Data);
+        push(&mut log, EntryKind::Data);
+        let base = log.segments().unwrap()[1].base_offset;
+        assert_eq!(all[3].0.base_offset, base);
+        let check = |log: &PartitionLog| {
+            let last = all.len() as u64;
+            for from in 1..=last {
+                for upto in [from + 1, from + 2, last + 1] {
+                    let got = entries_from(log, &all, from, upto, usize::MAX).unwrap();
+                    assert_eq!(got, in_range(&all, from, upto), "{from}..{upto}");
+                }
+            }
+        };
+        check(&log);
+        drop(log);
+        let (log, _, _) = open_with(dir.path(), config);
+        check(&log);
+    }
+
+    #[test]
+    fn read_entries_max_bytes_returns_at_least_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = open(dir.path());
+        let entries = append_n(&mut log, 20, Term(1), 0);
+        let one = entries[0].1.len();
+        let read = |max| entries_from(&log, &entries, 9, 21, max).unwrap();
+        assert_eq!(read(0), in_range(&entries, 9, 10));
+        assert_eq!(read(3 * one - 1), in_range(&entries, 9, 11));
+        assert_eq!(read(3 * one), in_range(&entries, 9, 12));
+        assert_eq!(read(usize::MAX), in_range(&entries, 9, 21));
+    }
+
+    #[test]
+    fn read_entries_reports_entries_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = open(dir.path());
+        let entries = append_n(&mut log, 60, Term(1), 0);
+        let not_found = |r: Result<Vec<(EntryMeta, Vec<u8>)>, Error>, index: u64| {
+            assert!(
+                matches!(r, Err(Error::EntryNotFound { index: i }) if i == RaftIndex(index)),
+                "{index}: {r:?}"
+            );
+        };
+        not_found(entries_from(&log, &entries, 0, 5, usize::MAX), 0);
+        not_found(entries_from(&log, &entries, 61, 70, usize::MAX), 61);
+        // A hint past the entry: it is not where the caller said.
+        let wrong = entries[40].0.base_offset;
+        not_found(
+            log.read_entries(RaftIndex(20), wrong, RaftIndex(30), usize::MAX),
+            20,
+        );
+        // A hint before it only costs a longer scan.
+        assert_eq!(
+            log.read_entries(RaftIndex(20), Offset(0), RaftIndex(30), usize::MAX)
+                .unwrap(),
+            in_range(&entries, 20, 30)
+        );
+
+        let segs = log.segments().unwrap();
+        log.drop_prefix(segs[2].base_offset).unwrap();
+        let first_kept = entries_in(&log_files(dir.path())[0])[0].1.index.0;
+        not_found(entries_from(&log, &entries, 1, 5, usize::MAX), 1);
+        not_found(
+            entries_from(&log, &entries, first_kept - 1, 61, usize::MAX),
+            first_kept - 1,
+        );
+        assert_eq!(
+            entries_from(&log, &entries, first_kept, 61, usize::MAX).unwrap(),
+            in_range(&entries, first_kept, 61)
+        );
+    }
+
+    #[test]
+    fn read_entries_checks_crcs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = open(dir.path());
+        let entries = append_n(&mut log, 40, Term(1), 0);
+        drop(log);
+        let second = log_files(dir.path())[1].clone();
+        let (pos, bad) = entries_in(&second)[2];
+        flip_byte(&second, pos + ENTRY_HEADER_SIZE as u64 + 1);
+        let (log, _, _) = open(dir.path());
+        let bad = bad.index.0;
+        match entries_from(&log, &entries, bad, 41, usize::MAX) {
+            Err(Error::Corruption {
+                segment, position, ..
+            }) => {
+                assert_eq!(segment, second);
+                assert_eq!(position, pos);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        // Entries before it are returned, and the answer stops there.
+        assert_eq!(
+            entries_from(&log, &entries, bad - 3, 41, usize::MAX).unwrap(),
+            in_range(&entries, bad - 3, bad)
+        );
+        // Skipped entries before `from` are not read.
+        assert_eq!(
+            log.read_entries(RaftIndex(bad + 1), Offset(0), RaftIndex(41), usize::MAX)
+                .unwrap(),
+            in_range(&entries, bad + 1, 41)
         );
     }
 }

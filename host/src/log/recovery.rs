@@ -232,7 +232,7 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>, Error> {
 
 /// Whether `meta` may follow an entry ending at `next_offset`, with the given next raft index
 /// and last term (if known). `Err` says why not.
-fn check_follows(
+pub(super) fn check_follows(
     meta: &EntryMeta,
     next_offset: Offset,
     follows: Option<(RaftIndex, Term)>,

@@ -23,6 +23,10 @@ use super::{EntryKind, EntryMeta, Error, Offset};
 /// Size of the reads that check a payload's crc without holding the whole payload.
 const CRC_CHUNK: usize = 64 << 10;
 
+/// Size of the reads of [`HeaderReader`]: holds the headers of many small entries, and a large
+/// payload skipped costs at most one such read past it.
+const SCAN_CHUNK: usize = 64 << 10;
+
 /// The three files of a segment.
 #[derive(Debug, Clone)]
 pub(super) struct SegmentPaths {
@@ -399,17 +403,73 @@ pub(super) fn probe(file: &File, pos: u64, file_len: u64) -> io::Result<Probe> {
     if !pread(file, &mut h, pos)? {
         return Ok(Probe::Bad("file ends inside an entry header".into()));
     }
-    let header = match decode_entry_header(&h) {
+    Ok(check_header(&h, left))
+}
+
+/// Decodes header bytes read with `left` bytes of file from their start.
+fn check_header(h: &[u8; ENTRY_HEADER_SIZE], left: u64) -> Probe {
+    let header = match decode_entry_header(h) {
         Ok(header) => header,
-        Err(reason) => return Ok(Probe::Bad(reason)),
+        Err(reason) => return Probe::Bad(reason),
     };
     if header.entry_len() > left {
-        return Ok(Probe::Bad(format!(
+        return Probe::Bad(format!(
             "entry of {} bytes extends past end of file ({left} bytes left)",
             header.entry_len()
-        )));
+        ));
     }
-    Ok(Probe::Entry(header))
+    Probe::Entry(header)
+}
+
+/// [`probe`] for walking a whole file forward: headers come from a buffer filled by large reads,
+/// so a scan that skips payloads costs one read per buffer, not one per entry (start-up reads
+/// every header of every segment).
+pub(super) struct HeaderReader<'a> {
+    file: &'a File,
+    file_len: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    buf_start: u64,
+}
+
+impl<'a> HeaderReader<'a> {
+    pub fn new(file: &'a File, file_len: u64) -> Self {
+        HeaderReader {
+            file,
+            file_len,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
+    }
+
+    /// Same answer as `probe(file, pos, file_len)`.
+    pub fn probe(&mut self, pos: u64) -> io::Result<Probe> {
+        if pos == self.file_len {
+            return Ok(Probe::End);
+        }
+        let left = self.file_len.saturating_sub(pos);
+        if left < ENTRY_HEADER_SIZE as u64 {
+            return Ok(Probe::Bad(format!(
+                "torn entry header: {left} bytes before end of file"
+            )));
+        }
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if pos < self.buf_start || pos + ENTRY_HEADER_SIZE as u64 > buf_end {
+            // A short buffer at the end of the file; `left` is at least a header.
+            let n = left.min(SCAN_CHUNK as u64) as usize;
+            self.buf.resize(n, 0);
+            if !pread(self.file, &mut self.buf, pos)? {
+                self.buf.clear();
+                return Ok(Probe::Bad("file ends before its recorded length".into()));
+            }
+            self.buf_start = pos;
+        }
+        // `at + ENTRY_HEADER_SIZE <= buf.len()`: checked above, or a fresh fill of at least a header.
+        let at = (pos - self.buf_start) as usize;
+        let mut h = [0u8; ENTRY_HEADER_SIZE];
+        h.copy_from_slice(&self.buf[at..at + ENTRY_HEADER_SIZE]);
+        Ok(check_header(&h, left))
+    }
 }
 
 /// Checks the payload crc of the entry at `pos` in chunks, without holding the payload.

@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod producer_state;
+pub mod replica;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -48,6 +49,12 @@ pub enum Error {
     /// The partition was closed (shutdown or topic deletion).
     #[error("partition is closed")]
     Closed,
+    /// This replica is not (or no longer) the partition's leader.
+    #[error("this node is not the partition's leader")]
+    NotLeader,
+    /// Too many proposals are queued for replication.
+    #[error("replication queue full")]
+    Busy,
 }
 
 /// Storage settings of one partition, from the topic's configs.
@@ -76,6 +83,9 @@ pub struct Appended {
     pub end_offset: i64,
     /// A retried idempotent batch that was already stored: nothing new was written.
     pub duplicate: bool,
+    /// The leadership it was proposed under (0 on a single node); the acknowledgement fails if
+    /// that leadership ends first, since the entry may then never commit.
+    pub lease: u64,
 }
 
 /// Records read for a fetch.
@@ -93,14 +103,23 @@ pub struct ReadResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Durability {
     /// Invariant: high_watermark <= log end offset; with `on-ack`, everything below it is fsynced.
+    /// Replicated: everything below it is committed (on a majority's disks).
     high_watermark: i64,
     failed: bool,
+    /// Replicated: the leadership this replica holds and serves writes under (0: none).
+    lease: u64,
+    /// Replicated leader: the end of what is fsynced here, for acks=1.
+    persisted: i64,
 }
 
 struct Inner {
     /// `None` once closed.
     log: Option<PartitionLog>,
+    /// Replicated: the state of everything written to `log`. Single node: also what appends
+    /// check against.
     producers: ProducerStates,
+    /// `Some` for a replica of a Raft group.
+    raft: Option<replica::RaftLog>,
 }
 
 /// A partition replica on this node.
@@ -127,6 +146,10 @@ pub struct Partition {
 impl Partition {
     /// Opens (recovering) or creates the partition in `dir` and starts its flusher.
     pub fn open(topic: &str, index: i32, dir: &Path, config: PartitionConfig) -> Result<Arc<Partition>, Error> {
+        Partition::open_with(topic, index, dir, config, None)
+    }
+
+    fn open_with(topic: &str, index: i32, dir: &Path, config: PartitionConfig, raft: Option<replica::ReplicaSetup>) -> Result<Arc<Partition>, Error> {
         let mut replayed = ProducerStates::default();
         let mut tail: Vec<(BatchHeader, i64)> = Vec::new();
         let (log, extra) = PartitionLog::open(dir, config.log.clone(), |meta, payload| {
@@ -157,7 +180,7 @@ impl Partition {
         // before they count as committed, so a power loss now cannot take back what we serve.
         let (file, point) = log.sync_target();
         file.sync_data().map_err(|source| crate::log::Error::Io { path: dir.to_path_buf(), source })?;
-        let (durability, _) = watch::channel(Durability { high_watermark: point.next_offset.0, failed: false });
+        let (durability, _) = watch::channel(Durability { high_watermark: point.next_offset.0, failed: false, lease: 0, persisted: 0 });
         let partition = Arc::new(Partition {
             topic: topic.to_string(),
             index,
@@ -167,14 +190,19 @@ impl Partition {
             checkpoint_interval: config.checkpoint_interval,
             producer_expiration_ms: config.producer_expiration_ms,
             max_message_bytes: AtomicU32::new(config.max_message_bytes),
-            inner: Mutex::new(Inner { log: Some(log), producers: replayed }),
+            inner: Mutex::new(Inner { log: Some(log), producers: replayed, raft: None }),
             durability,
             flush_wanted: Notify::new(),
             closing: AtomicBool::new(false),
             failure: Mutex::new(None),
             checkpoint_lock: Mutex::new(()),
         });
-        tokio::spawn(Arc::clone(&partition).flush_loop());
+        match raft {
+            Some(setup) => partition.attach_raft(setup)?,
+            None => {
+                tokio::spawn(Arc::clone(&partition).flush_loop());
+            }
+        }
         Ok(partition)
     }
 
@@ -215,73 +243,59 @@ impl Partition {
         let headers = parse_batches(records, self.max_message_bytes.load(Ordering::Relaxed))?;
         let mut inner = self.lock();
         let inner = &mut *inner;
+        if let Some(raft) = inner.raft.as_mut() {
+            return raft.propose(records, &headers, now_ms);
+        }
         let log = inner.log.as_mut().ok_or(Error::Closed)?;
         let next = log.next_offset().0;
-        if let [single] = headers.as_slice() {
-            match inner.producers.check(single) {
-                SequenceCheck::Append => {}
-                SequenceCheck::Duplicate { base_offset } => {
-                    let end_offset = base_offset + i64::from(single.offset_count);
-                    return Ok(Appended { base_offset, end_offset, duplicate: true });
-                }
-                failed => return Err(Error::Sequence(failed)),
-            }
-        } else {
-            // Each batch is checked against the state its predecessors in this set leave.
-            let mut staged = inner.producers.clone();
-            let mut offset = next;
-            for h in &headers {
-                match staged.check(h) {
-                    SequenceCheck::Append => staged.record(h, offset, now_ms),
-                    SequenceCheck::Duplicate { .. } => return Err(Error::DuplicateInSet),
-                    failed => return Err(Error::Sequence(failed)),
-                }
-                offset += i64::from(h.offset_count);
-            }
+        if let Some(duplicate) = check_sequences(&inner.producers, &headers, next, now_ms)? {
+            return Ok(duplicate);
         }
-        let mut payload = records.to_vec();
-        let mut offset = next;
-        let mut max_timestamp = i64::MIN;
-        for h in &headers {
-            batch::assign_offset(&mut payload[h.position..h.position + h.size], offset, SINGLE_NODE_TERM.0 as i32);
-            offset += i64::from(h.offset_count);
-            max_timestamp = max_timestamp.max(h.max_timestamp);
-        }
-        let record_count = u32::try_from(offset - next)
-            .map_err(|_| BatchError::Corrupt(format!("{} records in one request", offset - next)))?;
+        let stamped = stamp(records, &headers, next, SINGLE_NODE_TERM.0 as i32)?;
         let meta = EntryMeta {
             kind: EntryKind::Data,
             term: SINGLE_NODE_TERM,
             index: log.next_index(),
             base_offset: Offset(next),
-            record_count,
-            max_timestamp,
+            record_count: stamped.record_count,
+            max_timestamp: stamped.max_timestamp,
         };
-        log.append(meta, &payload, now_ms)?;
+        log.append(meta, &stamped.payload, now_ms)?;
         let mut at = next;
         for h in &headers {
             inner.producers.record(h, at, now_ms);
             at += i64::from(h.offset_count);
         }
+        let offset = stamped.end_offset;
         match self.policy {
             FlushPolicy::OnAck => self.flush_wanted.notify_one(),
             FlushPolicy::Interval => self.durability.send_modify(|d| d.high_watermark = offset),
         }
-        Ok(Appended { base_offset: next, end_offset: offset, duplicate: false })
+        Ok(Appended { base_offset: next, end_offset: offset, duplicate: false, lease: 0 })
     }
 
-    /// Waits until everything below `end_offset` is durable (per the flush policy).
-    pub async fn wait_durable(&self, end_offset: i64) -> Result<(), Error> {
+    /// Waits until an append is acknowledged: committed (`all_replicas`, or on a single node:
+    /// durable per the flush policy) or persisted by this leader (acks=1). Fails with
+    /// [`Error::NotLeader`] if the leadership it was proposed under ends first.
+    pub async fn wait_durable(&self, appended: &Appended, all_replicas: bool) -> Result<(), Error> {
         let mut rx = self.durability.subscribe();
+        let end = appended.end_offset;
+        let replicated = appended.lease != 0;
         let seen = rx
-            .wait_for(|d| d.failed || d.high_watermark >= end_offset)
+            .wait_for(|d| {
+                let reached = if replicated && !all_replicas { d.persisted >= end || d.high_watermark >= end } else { d.high_watermark >= end };
+                d.failed || reached || (replicated && d.lease != appended.lease)
+            })
             .await
             .map_err(|_| Error::Closed)?;
         if seen.failed {
             drop(seen);
             return Err(self.storage_failure());
         }
-        Ok(())
+        if seen.high_watermark >= end || (replicated && !all_replicas && seen.persisted >= end) {
+            return Ok(());
+        }
+        Err(Error::NotLeader)
     }
 
     /// A receiver that changes whenever the high watermark moves (for long-poll fetches).
@@ -357,11 +371,17 @@ impl Partition {
         let _writing = self.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         let extra = inner.producers.to_bytes();
+        let replicated = inner.raft.take().is_some();
         if let Some(log) = inner.log.take() {
             let end = log.next_offset().0;
             log.close(&extra)?;
-            // Everything is fsynced now: producers still waiting get their acknowledgement.
-            self.durability.send_modify(|d| d.high_watermark = d.high_watermark.max(end));
+            if replicated {
+                // Synced is not committed: waiting producers learn the leadership ended.
+                self.durability.send_modify(|d| d.lease = 0);
+            } else {
+                // Everything is fsynced now: producers still waiting get their acknowledgement.
+                self.durability.send_modify(|d| d.high_watermark = d.high_watermark.max(end));
+            }
         }
         Ok(())
     }
@@ -462,4 +482,53 @@ impl Partition {
             }
         }
     }
+}
+
+/// A produce record set with offsets and leader epoch written in.
+pub(crate) struct Stamped {
+    pub payload: Vec<u8>,
+    pub end_offset: i64,
+    pub record_count: u32,
+    pub max_timestamp: i64,
+}
+
+/// Checks idempotent sequences of a record set that would start at offset `next`. Returns the
+/// answer for a retried single batch that is already stored (or in flight).
+pub(crate) fn check_sequences(producers: &ProducerStates, headers: &[BatchHeader], next: i64, now_ms: i64) -> Result<Option<Appended>, Error> {
+    if let [single] = headers {
+        return match producers.check(single) {
+            SequenceCheck::Append => Ok(None),
+            SequenceCheck::Duplicate { base_offset } => {
+                let end_offset = base_offset + i64::from(single.offset_count);
+                Ok(Some(Appended { base_offset, end_offset, duplicate: true, lease: 0 }))
+            }
+            failed => Err(Error::Sequence(failed)),
+        };
+    }
+    // Each batch is checked against the state its predecessors in this set leave.
+    let mut staged = producers.clone();
+    let mut offset = next;
+    for h in headers {
+        match staged.check(h) {
+            SequenceCheck::Append => staged.record(h, offset, now_ms),
+            SequenceCheck::Duplicate { .. } => return Err(Error::DuplicateInSet),
+            failed => return Err(Error::Sequence(failed)),
+        }
+        offset += i64::from(h.offset_count);
+    }
+    Ok(None)
+}
+
+/// Copies `records` and writes each batch's base offset (from `next` on) and leader epoch.
+pub(crate) fn stamp(records: &[u8], headers: &[BatchHeader], next: i64, leader_epoch: i32) -> Result<Stamped, Error> {
+    let mut payload = records.to_vec();
+    let mut offset = next;
+    let mut max_timestamp = i64::MIN;
+    for h in headers {
+        batch::assign_offset(&mut payload[h.position..h.position + h.size], offset, leader_epoch);
+        offset += i64::from(h.offset_count);
+        max_timestamp = max_timestamp.max(h.max_timestamp);
+    }
+    let record_count = u32::try_from(offset - next).map_err(|_| BatchError::Corrupt(format!("{} records in one request", offset - next)))?;
+    Ok(Stamped { payload, end_offset: offset, record_count, max_timestamp })
 }

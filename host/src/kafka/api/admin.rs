@@ -24,7 +24,7 @@ pub const SOURCE_TOPIC: i8 = 1;
 /// DescribeConfigs' `config_source` for the broker's default.
 pub const SOURCE_DEFAULT: i8 = 5;
 
-pub fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+pub async fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: CreateTopicsRequest = decode_body(request)?;
     let mut response = CreateTopicsResponse::default();
     for topic in body.topics {
@@ -53,7 +53,7 @@ pub fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fra
         } else if body.validate_only {
             ctx.cluster.validate_new_topic(&name, partitions, replication_factor, &configs).map(|()| None)
         } else {
-            ctx.cluster.create_topic(&name, partitions, replication_factor, configs.clone()).map(Some)
+            ctx.control.create_topic(&name, partitions, replication_factor, configs.clone()).await.map(Some)
         };
         match outcome {
             Ok(created) => {
@@ -108,7 +108,7 @@ pub async fn delete_topics(ctx: &KafkaContext, request: &Request) -> Result<Byte
                 if topic.name == OFFSETS_TOPIC {
                     result.error_code = code(ResponseError::InvalidTopicException);
                     result.error_message = message(format!("{OFFSETS_TOPIC} is internal and cannot be deleted"));
-                } else if let Err(e) = ctx.cluster.delete_topic(&topic.name) {
+                } else if let Err(e) = ctx.control.delete_topic(&topic.name).await {
                     result.error_code = cluster_error_code(&e);
                     result.error_message = message(e.to_string());
                 } else {
@@ -121,7 +121,7 @@ pub async fn delete_topics(ctx: &KafkaContext, request: &Request) -> Result<Byte
     respond(request, &response)
 }
 
-pub fn create_partitions(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+pub async fn create_partitions(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: CreatePartitionsRequest = decode_body(request)?;
     let mut response = CreatePartitionsResponse::default();
     for topic in body.topics {
@@ -133,7 +133,7 @@ pub fn create_partitions(ctx: &KafkaContext, request: &Request) -> Result<Bytes,
         } else if topic.assignments.is_some() {
             Err(crate::cluster::Error::InvalidPartitions("manual replica assignment is not supported".into()))
         } else {
-            ctx.cluster.create_partitions(topic.name.as_str(), topic.count, body.validate_only)
+            ctx.control.create_partitions(topic.name.as_str(), topic.count, body.validate_only).await
         };
         if let Err(e) = outcome {
             result.error_code = cluster_error_code(&e);

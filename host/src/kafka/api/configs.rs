@@ -83,7 +83,7 @@ pub fn describe(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameErr
     respond(request, &response)
 }
 
-pub fn incremental_alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+pub async fn incremental_alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: IncrementalAlterConfigsRequest = decode_body(request)?;
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in body.resources {
@@ -93,7 +93,7 @@ pub fn incremental_alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes,
         let outcome = if resource.resource_type != RESOURCE_TOPIC {
             Err((code(ResponseError::InvalidRequest), "only topic configs can be altered; broker settings live in the node's configuration".to_string()))
         } else {
-            alter_topic(ctx, resource.resource_name.as_str(), &resource.configs, body.validate_only)
+            alter_topic(ctx, resource.resource_name.as_str(), &resource.configs, body.validate_only).await
         };
         if let Err((error_code, why)) = outcome {
             result.error_code = error_code;
@@ -104,7 +104,7 @@ pub fn incremental_alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes,
     respond(request, &response)
 }
 
-pub fn alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+pub async fn alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: AlterConfigsRequest = decode_body(request)?;
     let mut response = AlterConfigsResponse::default();
     for resource in body.resources {
@@ -119,7 +119,7 @@ pub fn alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError>
                 .iter()
                 .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
                 .collect();
-            replace_topic_configs(ctx, resource.resource_name.as_str(), configs, body.validate_only)
+            replace_topic_configs(ctx, resource.resource_name.as_str(), configs, body.validate_only).await
         };
         if let Err((error_code, why)) = outcome {
             result.error_code = error_code;
@@ -130,7 +130,7 @@ pub fn alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError>
     respond(request, &response)
 }
 
-fn alter_topic(
+async fn alter_topic(
     ctx: &KafkaContext,
     name: &str,
     changes: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
@@ -175,11 +175,11 @@ fn alter_topic(
             other => return Err(invalid(format!("unknown config operation {other}"))),
         }
     }
-    replace_topic_configs(ctx, name, configs, validate_only)
+    replace_topic_configs(ctx, name, configs, validate_only).await
 }
 
 /// Validates a topic's complete new set of overrides and, unless only validating, stores it.
-fn replace_topic_configs(ctx: &KafkaContext, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), (i16, String)> {
+async fn replace_topic_configs(ctx: &KafkaContext, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<(), (i16, String)> {
     if ctx.cluster.topic(name).is_none() {
         return Err((code(ResponseError::UnknownTopicOrPartition), format!("topic {name} does not exist")));
     }
@@ -192,7 +192,7 @@ fn replace_topic_configs(ctx: &KafkaContext, name: &str, configs: BTreeMap<Strin
     if validate_only {
         return Ok(());
     }
-    ctx.cluster.set_topic_configs(name, configs).map_err(|e| (cluster_error_code(&e), e.to_string()))
+    ctx.control.set_topic_configs(name, configs).await.map_err(|e| (cluster_error_code(&e), e.to_string()))
 }
 
 fn broker_configs(ctx: &KafkaContext) -> Vec<(&'static str, String, ConfigType)> {

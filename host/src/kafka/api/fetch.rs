@@ -115,6 +115,9 @@ fn build(topics: &[(TopicName, Vec<Target>)], max_bytes: usize, read_committed: 
 
 fn read_partition(target: &Target, remaining: usize) -> Result<(Bytes, i64, i64), i16> {
     let partition = target.partition.as_ref().ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+    if !partition.is_leader() {
+        return Err(code(ResponseError::NotLeaderOrFollower));
+    }
     let high_watermark = partition.high_watermark();
     let log_start = partition.log_start_offset().map_err(|e| partition_error_code(&e))?;
     if target.offset < log_start || target.offset > high_watermark {

@@ -37,11 +37,13 @@ fn text(s: &str) -> StrBytes {
 pub fn find_coordinator(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: FindCoordinatorRequest = decode_body(request)?;
     let mut response = FindCoordinatorResponse::default();
-    let host = text(&ctx.advertised.ip().to_string());
-    let port = i32::from(ctx.advertised.port());
     let transactions = body.key_type != KEY_TYPE_GROUP;
-    let error = if transactions { code(ResponseError::CoordinatorNotAvailable) } else { 0 };
-    let why = transactions.then(|| "only consumer group coordinators exist here; transactions are not supported".to_string());
+    let find = |key: &str| -> Result<(i32, String, i32), (i16, String)> {
+        if transactions {
+            return Err((code(ResponseError::CoordinatorNotAvailable), "only consumer group coordinators exist here; transactions are not supported".to_string()));
+        }
+        coordinator_of(ctx, key).ok_or((code(ResponseError::CoordinatorNotAvailable), "the group's offsets partition has no leader yet".to_string()))
+    };
     if request.header.request_api_version >= 4 {
         response.coordinators = body
             .coordinator_keys
@@ -49,22 +51,53 @@ pub fn find_coordinator(ctx: &KafkaContext, request: &Request) -> Result<Bytes, 
             .map(|key| {
                 let mut c = Coordinator::default();
                 c.key = key.clone();
-                c.node_id = BrokerId(if transactions { -1 } else { ctx.node_id });
-                c.host = if transactions { StrBytes::default() } else { host.clone() };
-                c.port = if transactions { -1 } else { port };
-                c.error_code = error;
-                c.error_message = why.clone().and_then(message);
+                match find(key.as_str()) {
+                    Ok((id, host, port)) => {
+                        c.node_id = BrokerId(id);
+                        c.host = text(&host);
+                        c.port = port;
+                    }
+                    Err((error, why)) => {
+                        c.node_id = BrokerId(-1);
+                        c.port = -1;
+                        c.error_code = error;
+                        c.error_message = message(why);
+                    }
+                }
                 c
             })
             .collect();
     } else {
-        response.error_code = error;
-        response.error_message = why.and_then(message);
-        response.node_id = BrokerId(if transactions { -1 } else { ctx.node_id });
-        response.host = if transactions { StrBytes::default() } else { host };
-        response.port = if transactions { -1 } else { port };
+        match find(body.key.as_str()) {
+            Ok((id, host, port)) => {
+                response.node_id = BrokerId(id);
+                response.host = text(&host);
+                response.port = port;
+            }
+            Err((error, why)) => {
+                response.node_id = BrokerId(-1);
+                response.port = -1;
+                response.error_code = error;
+                response.error_message = message(why);
+            }
+        }
     }
     respond(request, &response)
+}
+
+/// The broker leading the offsets partition of `group`: (id, host, port).
+fn coordinator_of(ctx: &KafkaContext, group: &str) -> Option<(i32, String, i32)> {
+    let me = (ctx.node_id, ctx.advertised.ip().to_string(), i32::from(ctx.advertised.port()));
+    let Some(r) = ctx.control.replication() else { return Some(me) };
+    let topic = ctx.cluster.topic(crate::groups::offsets::OFFSETS_TOPIC)?;
+    let index = crate::groups::offsets::partition_for(group, topic.partitions.len() as i32);
+    let leader = r.leadership(crate::cluster::group_of(topic.id, index)).leader;
+    let leader = i32::try_from(leader).ok().filter(|l| *l > 0)?;
+    if leader == ctx.node_id {
+        return Some(me);
+    }
+    let addr: std::net::SocketAddr = ctx.cluster.brokers().get(&leader)?.parse().ok()?;
+    Some((leader, addr.ip().to_string(), i32::from(addr.port())))
 }
 
 pub async fn join_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {

@@ -26,7 +26,9 @@ pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError
             p.partition_index = requested.partition_index;
             p.timestamp = -1;
             p.offset = -1;
-            p.leader_epoch = SINGLE_NODE_TERM.0 as i32;
+            if request.header.request_api_version >= 4 {
+                p.leader_epoch = leader_epoch(ctx, topic.name.as_str(), requested.partition_index);
+            }
             match lookup(ctx, topic.name.as_str(), requested.partition_index, requested.timestamp) {
                 Ok((offset, timestamp)) => {
                     p.offset = offset;
@@ -41,9 +43,20 @@ pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError
     respond(request, &response)
 }
 
+/// The partition's current leader epoch (the Raft term in a cluster).
+fn leader_epoch(ctx: &KafkaContext, topic: &str, index: i32) -> i32 {
+    match (ctx.control.replication(), ctx.cluster.topic(topic)) {
+        (Some(r), Some(t)) => i32::try_from(r.leadership(crate::cluster::group_of(t.id, index)).term).unwrap_or(-1),
+        _ => SINGLE_NODE_TERM.0 as i32,
+    }
+}
+
 /// (offset, timestamp) for one partition; (-1, -1) when no record is that recent.
 fn lookup(ctx: &KafkaContext, topic: &str, index: i32, timestamp: i64) -> Result<(i64, i64), i16> {
     let partition = ctx.cluster.partition(topic, index).ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+    if !partition.is_leader() {
+        return Err(code(ResponseError::NotLeaderOrFollower));
+    }
     match timestamp {
         LATEST => Ok((partition.high_watermark(), -1)),
         EARLIEST => partition.log_start_offset().map(|o| (o, -1)).map_err(|e| partition_error_code(&e)),

@@ -3,6 +3,7 @@
 //! is enabled and the client allows it.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,34 +17,43 @@ use crate::cluster::Topic;
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
 use crate::partition::SINGLE_NODE_TERM;
+use crate::raft::METADATA_GROUP;
 
-pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: MetadataRequest = decode_body(request)?;
     let version = request.header.request_api_version;
     let mut response = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(ctx.node_id);
-    broker.host = StrBytes::from_string(ctx.advertised.ip().to_string());
-    broker.port = i32::from(ctx.advertised.port());
-    response.brokers = vec![broker];
+    response.brokers = brokers(ctx)
+        .into_iter()
+        .map(|(id, host, port)| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(id);
+            broker.host = StrBytes::from_string(host);
+            broker.port = port;
+            broker
+        })
+        .collect();
     response.cluster_id = Some(StrBytes::from_string(ctx.cluster.cluster_id().to_string()));
-    response.controller_id = BrokerId(ctx.node_id);
+    response.controller_id = BrokerId(match ctx.control.replication() {
+        None => ctx.node_id,
+        Some(r) => i32::try_from(r.leadership(METADATA_GROUP).leader).ok().filter(|l| *l > 0).unwrap_or(-1),
+    });
     // v0 has no null topic list: an empty list means "all topics" there.
     let requested = match body.topics {
         Some(topics) if !(version == 0 && topics.is_empty()) => Some(topics),
         _ => None,
     };
     response.topics = match requested {
-        None => ctx.cluster.topics().iter().map(|t| describe(t, ctx.node_id)).collect(),
-        Some(topics) => topics
-            .into_iter()
-            .map(|requested| {
+        None => ctx.cluster.topics().iter().map(|t| describe(ctx, t)).collect(),
+        Some(topics) => {
+            let mut out = Vec::with_capacity(topics.len());
+            for requested in topics {
                 let found = match &requested.name {
-                    Some(name) => lookup_or_create(ctx, name.as_str(), body.allow_auto_topic_creation || version < 4),
+                    Some(name) => lookup_or_create(ctx, name.as_str(), body.allow_auto_topic_creation || version < 4).await,
                     None => ctx.cluster.topic_by_id(requested.topic_id).ok_or(code(ResponseError::UnknownTopicId)),
                 };
-                match found {
-                    Ok(topic) => describe(&topic, ctx.node_id),
+                out.push(match found {
+                    Ok(topic) => describe(ctx, &topic),
                     Err(error_code) => {
                         let mut t = MetadataResponseTopic::default();
                         t.error_code = error_code;
@@ -51,14 +61,34 @@ pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError
                         t.topic_id = requested.topic_id;
                         t
                     }
-                }
-            })
-            .collect(),
+                });
+            }
+            out
+        }
     };
     respond(request, &response)
 }
 
-fn lookup_or_create(ctx: &KafkaContext, name: &str, client_allows: bool) -> Result<Arc<Topic>, i16> {
+/// (id, host, port) of every broker: this node alone, or every node that registered with the
+/// metadata group.
+fn brokers(ctx: &KafkaContext) -> Vec<(i32, String, i32)> {
+    let me = (ctx.node_id, ctx.advertised.ip().to_string(), i32::from(ctx.advertised.port()));
+    if ctx.control.replication().is_none() {
+        return vec![me];
+    }
+    let mut out: Vec<(i32, String, i32)> = ctx
+        .cluster
+        .brokers()
+        .into_iter()
+        .filter(|(id, _)| *id != ctx.node_id)
+        .filter_map(|(id, addr)| addr.parse::<SocketAddr>().ok().map(|a| (id, a.ip().to_string(), i32::from(a.port()))))
+        .collect();
+    out.push(me);
+    out.sort();
+    out
+}
+
+async fn lookup_or_create(ctx: &KafkaContext, name: &str, client_allows: bool) -> Result<Arc<Topic>, i16> {
     if let Some(topic) = ctx.cluster.topic(name) {
         return Ok(topic);
     }
@@ -66,7 +96,7 @@ fn lookup_or_create(ctx: &KafkaContext, name: &str, client_allows: bool) -> Resu
         return Err(code(ResponseError::UnknownTopicOrPartition));
     }
     let partitions = ctx.cluster.config().kafka.default_partitions;
-    match ctx.cluster.create_topic(name, partitions, 1, BTreeMap::new()) {
+    match ctx.control.create_topic(name, partitions, -1, BTreeMap::new()).await {
         Ok(topic) => Ok(topic),
         // Another request created it first.
         Err(crate::cluster::Error::TopicExists(_)) => ctx.cluster.topic(name).ok_or(code(ResponseError::UnknownTopicOrPartition)),
@@ -74,8 +104,9 @@ fn lookup_or_create(ctx: &KafkaContext, name: &str, client_allows: bool) -> Resu
     }
 }
 
-/// A topic as Metadata reports it: this node leads every partition.
-pub fn describe(topic: &Topic, node_id: i32) -> MetadataResponseTopic {
+/// A topic as Metadata reports it: each partition's leader, replicas and in-sync replicas (on a
+/// single node, this node for all three).
+pub fn describe(ctx: &KafkaContext, topic: &Topic) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     t.topic_id = topic.id;
@@ -84,13 +115,36 @@ pub fn describe(topic: &Topic, node_id: i32) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|p| {
-            let leader = BrokerId(node_id);
             let mut m = MetadataResponsePartition::default();
             m.partition_index = p.index();
-            m.leader_id = leader;
-            m.leader_epoch = SINGLE_NODE_TERM.0 as i32;
-            m.replica_nodes = vec![leader];
-            m.isr_nodes = vec![leader];
+            match ctx.control.replication() {
+                None => {
+                    let leader = BrokerId(ctx.node_id);
+                    m.leader_id = leader;
+                    m.leader_epoch = SINGLE_NODE_TERM.0 as i32;
+                    m.replica_nodes = vec![leader];
+                    m.isr_nodes = vec![leader];
+                }
+                Some(r) => {
+                    let view = r.leadership(crate::cluster::group_of(topic.id, p.index()));
+                    let node = |id: u64| BrokerId(i32::try_from(id).unwrap_or(-1));
+                    m.replica_nodes = r.voters().iter().map(|v| node(*v)).collect();
+                    if view.leader == 0 {
+                        m.error_code = code(ResponseError::LeaderNotAvailable);
+                        m.leader_id = BrokerId(-1);
+                        m.isr_nodes = m.replica_nodes.clone();
+                    } else {
+                        m.leader_id = node(view.leader);
+                        // Followers only know the leader; its own view names who is caught up.
+                        m.isr_nodes = if view.leader == r.me() {
+                            r.voters().iter().filter(|v| **v == r.me() || view.caught_up & (1 << (**v % 64)) != 0).map(|v| node(*v)).collect()
+                        } else {
+                            m.replica_nodes.clone()
+                        };
+                    }
+                    m.leader_epoch = i32::try_from(view.term).unwrap_or(i32::MAX);
+                }
+            }
             m
         })
         .collect();

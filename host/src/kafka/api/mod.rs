@@ -60,16 +60,16 @@ pub fn supported_versions(api: ApiKey) -> Option<VersionRange> {
 pub async fn handle(ctx: &KafkaContext, request: Request) -> Result<Option<Bytes>, FrameError> {
     match request.api_key {
         ApiKey::ApiVersions => api_versions::handle(&request).map(Some),
-        ApiKey::Metadata => metadata::handle(ctx, &request).map(Some),
+        ApiKey::Metadata => metadata::handle(ctx, &request).await.map(Some),
         ApiKey::Produce => produce::handle(ctx, &request).await,
         ApiKey::Fetch => fetch::handle(ctx, &request).await.map(Some),
         ApiKey::ListOffsets => list_offsets::handle(ctx, &request).map(Some),
-        ApiKey::CreateTopics => admin::create_topics(ctx, &request).map(Some),
+        ApiKey::CreateTopics => admin::create_topics(ctx, &request).await.map(Some),
         ApiKey::DeleteTopics => admin::delete_topics(ctx, &request).await.map(Some),
-        ApiKey::CreatePartitions => admin::create_partitions(ctx, &request).map(Some),
+        ApiKey::CreatePartitions => admin::create_partitions(ctx, &request).await.map(Some),
         ApiKey::DescribeConfigs => configs::describe(ctx, &request).map(Some),
-        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(ctx, &request).map(Some),
-        ApiKey::AlterConfigs => configs::alter(ctx, &request).map(Some),
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(ctx, &request).await.map(Some),
+        ApiKey::AlterConfigs => configs::alter(ctx, &request).await.map(Some),
         ApiKey::FindCoordinator => groups::find_coordinator(ctx, &request).map(Some),
         ApiKey::JoinGroup => groups::join_group(ctx, &request).await.map(Some),
         ApiKey::SyncGroup => groups::sync_group(ctx, &request).await.map(Some),
@@ -80,7 +80,7 @@ pub async fn handle(ctx: &KafkaContext, request: Request) -> Result<Option<Bytes
         ApiKey::ListGroups => groups::list_groups(ctx, &request).map(Some),
         ApiKey::DescribeGroups => groups::describe_groups(ctx, &request).map(Some),
         ApiKey::DeleteGroups => groups::delete_groups(ctx, &request).await.map(Some),
-        ApiKey::InitProducerId => producer_id::handle(ctx, &request).map(Some),
+        ApiKey::InitProducerId => producer_id::handle(ctx, &request).await.map(Some),
         other => Err(FrameError::UnknownApi(other as i16)),
     }
 }
@@ -113,7 +113,8 @@ fn cluster_error_code(error: &crate::cluster::Error) -> i16 {
         E::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         E::InvalidTopic(..) => ResponseError::InvalidTopicException,
         E::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        E::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        E::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
+        E::NotApplied(_) => ResponseError::RequestTimedOut,
         E::InvalidConfig(_) => ResponseError::InvalidConfig,
         E::Io(_) | E::Partition(_) | E::Corrupt(_) => ResponseError::KafkaStorageError,
     })
@@ -136,6 +137,8 @@ fn partition_error_code(error: &crate::partition::Error) -> i16 {
         E::Log(crate::log::Error::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
         E::Log(_) | E::StorageFailed(_) => ResponseError::KafkaStorageError,
         E::Closed => ResponseError::UnknownTopicOrPartition,
+        E::NotLeader => ResponseError::NotLeaderOrFollower,
+        E::Busy => ResponseError::RequestTimedOut,
     })
 }
 

@@ -57,7 +57,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
             p.log_start_offset = -1;
             match outcome {
                 Outcome::Appended(partition, appended) => {
-                    match tokio::time::timeout_at(deadline, partition.wait_durable(appended.end_offset)).await {
+                    match tokio::time::timeout_at(deadline, partition.wait_durable(&appended, acks == -1)).await {
                         Ok(Ok(())) => {
                             p.base_offset = appended.base_offset;
                             p.log_start_offset = partition.log_start_offset().unwrap_or(-1);

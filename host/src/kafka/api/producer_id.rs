@@ -11,7 +11,7 @@ use super::{code, respond};
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
 
-pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: InitProducerIdRequest = decode_body(request)?;
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
@@ -19,12 +19,12 @@ pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError
     if body.transactional_id.is_some() {
         response.error_code = code(ResponseError::InvalidRequest);
     } else {
-        match ctx.cluster.allocate_producer_id() {
+        match ctx.control.allocate_producer_id().await {
             Ok(id) => {
                 response.producer_id = ProducerId(id);
                 response.producer_epoch = 0;
             }
-            Err(_) => response.error_code = code(ResponseError::KafkaStorageError),
+            Err(e) => response.error_code = super::cluster_error_code(&e),
         }
     }
     respond(request, &response)

@@ -1,0 +1,82 @@
+//! Cluster changes as the Kafka handlers and the admin API make them: applied directly on a
+//! single node, proposed to the metadata group (and awaited until applied here) in a cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::Replication;
+use super::metadata::{Command, Outcome};
+use crate::cluster::{Cluster, Error, Topic};
+
+/// The way this node changes cluster metadata.
+pub struct Control {
+    cluster: Arc<Cluster>,
+    replication: Option<Arc<Replication>>,
+}
+
+impl Control {
+    /// `replication` is `None` on a single node.
+    pub fn new(cluster: Arc<Cluster>, replication: Option<Arc<Replication>>) -> Control {
+        Control { cluster, replication }
+    }
+
+    /// The replication handle, in a cluster.
+    pub fn replication(&self) -> Option<&Arc<Replication>> {
+        self.replication.as_ref()
+    }
+
+    /// Creates a topic; returns it as applied here.
+    pub async fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, Error> {
+        let Some(r) = &self.replication else {
+            return self.cluster.create_topic(name, partitions, replication_factor, configs);
+        };
+        // Checked here first so the common refusals need no round through the metadata group.
+        self.cluster.validate_new_topic(name, partitions, replication_factor, &configs)?;
+        let id = Uuid::new_v4();
+        let command = Command::CreateTopic { name: name.to_string(), id, partitions, replication_factor, configs };
+        r.propose(command).await?;
+        self.cluster.topic_by_id(id).ok_or_else(|| Error::UnknownTopic(name.to_string()))
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), Error> {
+        match &self.replication {
+            None => self.cluster.delete_topic(name),
+            Some(r) => r.propose(Command::DeleteTopic { name: name.to_string() }).await.map(drop),
+        }
+    }
+
+    /// Grows a topic.
+    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), Error> {
+        match &self.replication {
+            Some(r) if !validate_only => r.propose(Command::CreatePartitions { name: name.to_string(), count }).await.map(drop),
+            _ => self.cluster.create_partitions(name, count, validate_only),
+        }
+    }
+
+    /// Replaces a topic's config overrides (already validated).
+    pub async fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<(), Error> {
+        match &self.replication {
+            None => self.cluster.set_topic_configs(name, configs),
+            Some(r) => r.propose(Command::SetTopicConfigs { name: name.to_string(), configs }).await.map(drop),
+        }
+    }
+
+    /// A new producer id, unique in the cluster.
+    pub async fn allocate_producer_id(&self) -> Result<i64, Error> {
+        let Some(r) = &self.replication else {
+            return self.cluster.allocate_producer_id();
+        };
+        loop {
+            if let Some(id) = self.cluster.next_local_producer_id() {
+                return Ok(id);
+            }
+            match r.propose(Command::AllocateProducerIds).await? {
+                Outcome::ProducerIds(start) => self.cluster.grant_producer_ids(start),
+                other => return Err(Error::NotApplied(format!("unexpected outcome {other:?}"))),
+            }
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The ready loop: one task per node drives every Raft group on it.
+//!
+//! Each round it takes everything waiting (peer messages, proposals, ticks), then handles each
+//! group's `Ready`:
+//! - a leader's messages go out at once, before its own fsync (Raft thesis 10.2.1), so the
+//!   followers' disks and the leader's work in parallel;
+//! - new entries and the hard state are written to the page cache, and the ready is advanced
+//!   with `advance_append_async`;
+//! - committed entries are applied (the high watermark moves; metadata changes reach the
+//!   cluster state).
+//!
+//! Persistence is group commit across groups: one background round fsyncs every replica written
+//! since the last round, then reports back (`on_persist_ready`), and only then are the messages
+//! that must follow persistence (votes, append responses) sent. While a round runs the loop
+//! keeps going, so the disk and the network overlap.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft::prelude::{Entry, Message};
+use raft::{RawNode, StateRole, Storage};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use super::metadata::{self, Command, Envelope, Outcome};
+use super::transport::Transport;
+use super::{Event, GroupStatus, Leadership, METADATA_GROUP, Replication};
+use crate::clock::now_ms;
+use crate::cluster::{self, Cluster};
+use crate::config::RaftConfig;
+use crate::partition::Partition;
+use crate::partition::replica::{Proposal, ReplicaStorage, SyncTarget};
+
+/// Events handled per round at most, so readies are produced regularly under load.
+const MAX_EVENTS_PER_ROUND: usize = 4096;
+
+/// A ready whose persistence is pending.
+struct Pending {
+    number: u64,
+    /// Sent once the ready is on disk.
+    messages: Vec<Message>,
+    /// Whether it wrote anything that needs an fsync.
+    needs_sync: bool,
+    /// Whether the hard state's term or vote changed (its file must be fsynced too).
+    sync_state: bool,
+}
+
+struct Group {
+    id: u64,
+    node: RawNode<ReplicaStorage>,
+    partition: Arc<Partition>,
+    /// Readies not yet persisted, oldest first.
+    pending: VecDeque<Pending>,
+    /// Highest ready number handed to a persist round.
+    queued: u64,
+    /// Once elected: the index of our first entry; applying it makes us a serving leader.
+    leader_start: Option<u64>,
+    /// The term we were last elected in.
+    elected_term: u64,
+    leadership: Leadership,
+}
+
+/// Runs the loop until `stop`.
+pub struct Driver {
+    me: u64,
+    config: RaftConfig,
+    cluster: Arc<Cluster>,
+    replication: Arc<Replication>,
+    transport: Transport,
+    groups: HashMap<u64, Group>,
+    events_tx: mpsc::Sender<Event>,
+    persisting: bool,
+    logger: slog::Logger,
+}
+
+impl Driver {
+    /// Builds the driver for the metadata replica and every partition of `cluster`.
+    pub fn new(
+        config: RaftConfig,
+        cluster: Arc<Cluster>,
+        replication: Arc<Replication>,
+        transport: Transport,
+        metadata_log: Arc<Partition>,
+        events_tx: mpsc::Sender<Event>,
+    ) -> Result<Driver, raft::Error> {
+        let mut driver = Driver {
+            me: replication.me(),
+            config,
+            cluster: Arc::clone(&cluster),
+            replication,
+            transport,
+            groups: HashMap::new(),
+            events_tx,
+            persisting: false,
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+        };
+        driver.add_group(METADATA_GROUP, metadata_log, Some(cluster.applied_index()))?;
+        for topic in cluster.topics() {
+            for p in &topic.partitions {
+                driver.add_group(cluster::group_of(topic.id, p.index()), Arc::clone(p), None)?;
+            }
+        }
+        Ok(driver)
+    }
+
+    fn add_group(&mut self, id: u64, partition: Arc<Partition>, applied: Option<u64>) -> Result<(), raft::Error> {
+        let storage = ReplicaStorage(Arc::clone(&partition));
+        let state = storage.initial_state()?;
+        // Data groups have applied everything committed (the high watermark is derived from
+        // the log); the metadata group resumes after what metadata.json has.
+        let applied = applied.unwrap_or(state.hard_state.commit);
+        if applied > state.hard_state.commit {
+            let mut hs = state.hard_state.clone();
+            hs.commit = applied;
+            partition.save_hard_state(&hs).map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(std::io::Error::other(e.to_string())))))?;
+        }
+        let config = raft::Config {
+            id: self.me,
+            election_tick: self.config.election_ticks,
+            heartbeat_tick: self.config.heartbeat_ticks,
+            applied,
+            max_size_per_msg: self.config.max_append_bytes,
+            max_inflight_msgs: self.config.max_inflight_appends,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let node = RawNode::new(&config, storage, &self.logger)?;
+        self.groups.insert(id, Group { id, node, partition, pending: VecDeque::new(), queued: 0, leader_start: None, elected_term: 0, leadership: Leadership::default() });
+        Ok(())
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>, mut proposals: mpsc::Receiver<Proposal>, mut stop: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                _ = ticks.tick() => {
+                    for g in self.groups.values_mut() {
+                        g.node.tick();
+                    }
+                }
+                Some(e) = events.recv() => self.handle(e),
+                Some(p) = proposals.recv() => self.propose(p),
+            }
+            for _ in 0..MAX_EVENTS_PER_ROUND {
+                match events.try_recv() {
+                    Ok(e) => self.handle(e),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..MAX_EVENTS_PER_ROUND {
+                match proposals.try_recv() {
+                    Ok(p) => self.propose(p),
+                    Err(_) => break,
+                }
+            }
+            let ids: Vec<u64> = self.groups.keys().copied().collect();
+            for id in ids {
+                self.handle_ready(id);
+            }
+            self.start_persist_round();
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Messages(batch) => {
+                for (group, msg) in batch {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        let _ = g.node.step(msg);
+                    }
+                }
+            }
+            Event::Unreachable { peer } => {
+                for g in self.groups.values_mut() {
+                    g.node.report_unreachable(peer);
+                }
+            }
+            Event::ProposeMeta { request, data } => {
+                let proposed = self.groups.get_mut(&METADATA_GROUP).map(|g| g.node.propose(Vec::new(), data));
+                if !matches!(proposed, Some(Ok(()))) {
+                    self.replication.complete(request, Err(cluster::Error::NotApplied("no metadata leader is known yet".into())));
+                }
+            }
+            Event::Persisted(Ok(rounds)) => {
+                self.persisting = false;
+                for (group, number, point) in rounds {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.partition.persisted(&point);
+                        finish_persisted(g, number, &self.transport);
+                    }
+                }
+            }
+            Event::Persisted(Err(cause)) => {
+                // Raft cannot go on without its disk: what is not durable must not be
+                // acknowledged, so the node stops rather than serve from a broken log.
+                error!(%cause, "fsync failed; stopping the node");
+                std::process::exit(70);
+            }
+            Event::TransferLeader { group, to } => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.node.transfer_leader(to);
+                }
+            }
+            Event::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn propose(&mut self, p: Proposal) {
+        let Some(g) = self.groups.get_mut(&p.group) else { return };
+        // A proposal built under an ended leadership would leave a gap in the offsets.
+        if g.partition.lease() != p.lease || g.node.raft.state != StateRole::Leader {
+            return;
+        }
+        if g.node.propose(Vec::new(), p.data).is_err() {
+            g.partition.step_down();
+        }
+    }
+
+    fn handle_ready(&mut self, id: u64) {
+        let Some(g) = self.groups.get_mut(&id) else { return };
+        if !g.node.has_ready() {
+            return;
+        }
+        let mut rd = g.node.ready();
+        if rd.ss().is_some() || rd.hs().is_some() {
+            let leader = g.node.raft.leader_id;
+            let term = g.node.raft.term;
+            if g.node.raft.state == StateRole::Leader {
+                if g.elected_term != term {
+                    g.elected_term = term;
+                    g.leader_start = Some(g.node.raft.raft_log.last_index());
+                    info!(group = id, term, "elected leader");
+                }
+            } else {
+                g.leader_start = None;
+                g.partition.step_down();
+            }
+            let view = Leadership { leader, term, caught_up: g.leadership.caught_up };
+            if view != g.leadership {
+                g.leadership = view;
+                self.replication.set_leadership(id, view);
+            }
+        }
+        for msg in rd.take_messages() {
+            send(&self.transport, id, msg, &mut g.node);
+        }
+        if !rd.snapshot().is_empty() {
+            warn!(group = id, "snapshots are not supported yet; ignored");
+        }
+        let entries = rd.take_entries();
+        let mut needs_sync = false;
+        if !entries.is_empty() {
+            needs_sync = true;
+            if let Err(e) = g.partition.write_entries(&entries, now_ms()) {
+                error!(group = id, cause = %e, "writing raft entries failed; stopping the node");
+                std::process::exit(70);
+            }
+        }
+        let mut sync_state = false;
+        if let Some(hs) = rd.hs() {
+            if let Err(e) = g.partition.save_hard_state(hs) {
+                error!(group = id, cause = %e, "writing the raft hard state failed; stopping the node");
+                std::process::exit(70);
+            }
+            sync_state = rd.must_sync();
+            needs_sync |= sync_state;
+        }
+        let committed = rd.take_committed_entries();
+        let persisted_messages = rd.take_persisted_messages();
+        let number = rd.number();
+        g.node.advance_append_async(rd);
+        g.pending.push_back(Pending { number, messages: persisted_messages, needs_sync, sync_state });
+        if !needs_sync && g.pending.len() == 1 {
+            // Nothing to wait for: this ready is as durable as its predecessors.
+            finish_persisted(g, number, &self.transport);
+        }
+        if let Some(last) = committed.last().map(|e| e.index) {
+            self.apply(id, committed);
+            if let Some(g) = self.groups.get_mut(&id) {
+                g.node.advance_apply_to(last);
+            }
+        }
+        self.update_caught_up(id);
+    }
+
+    fn apply(&mut self, id: u64, committed: Vec<Entry>) {
+        let Some(last) = committed.last().map(|e| e.index) else { return };
+        if id == METADATA_GROUP {
+            for entry in &committed {
+                self.apply_metadata(entry);
+            }
+        }
+        let Some(g) = self.groups.get_mut(&id) else { return };
+        g.partition.commit_to(last);
+        if let Some(start) = g.leader_start
+            && last >= start
+            && g.node.raft.state == StateRole::Leader
+        {
+            g.leader_start = None;
+            g.partition.become_leader(g.node.raft.term);
+            info!(group = id, term = g.node.raft.term, "serving as leader");
+        }
+    }
+
+    fn apply_metadata(&mut self, entry: &Entry) {
+        if entry.data.is_empty() || entry.index <= self.cluster.applied_index() {
+            return;
+        }
+        let envelope = match Envelope::decode(&entry.data) {
+            Ok(e) => e,
+            Err(cause) => {
+                error!(index = entry.index, %cause, "skipping an undecodable metadata entry");
+                return;
+            }
+        };
+        let outcome = metadata::apply(&self.cluster, &envelope.command);
+        match &outcome {
+            Ok(Outcome::Partitions(topic_id, range)) => {
+                if let Some(topic) = self.cluster.topic_by_id(*topic_id) {
+                    for i in range.clone() {
+                        if let Some(p) = topic.partitions.get(i as usize) {
+                            let group = cluster::group_of(*topic_id, i);
+                            if let Err(e) = self.add_group(group, Arc::clone(p), None) {
+                                error!(group, cause = %e, "could not start a partition's raft group");
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Outcome::Deleted(topic_id, count)) => {
+                for i in 0..*count {
+                    let group = cluster::group_of(*topic_id, i);
+                    self.groups.remove(&group);
+                    self.replication.set_leadership(group, Leadership::default());
+                }
+            }
+            Ok(_) => {}
+            Err(e) if !matches!(envelope.command, Command::CreateTopic { .. } | Command::DeleteTopic { .. }) => {
+                warn!(index = entry.index, cause = %e, "metadata change refused");
+            }
+            Err(_) => {}
+        }
+        if let Err(e) = self.cluster.set_applied_index(entry.index) {
+            error!(cause = %e, "recording the applied metadata index failed; stopping the node");
+            std::process::exit(70);
+        }
+        if envelope.origin == self.me {
+            self.replication.complete(envelope.request, outcome);
+        }
+    }
+
+    /// Starts a group-commit round over every replica with unsynced writes, if none is running.
+    fn start_persist_round(&mut self) {
+        if self.persisting {
+            return;
+        }
+        let mut round: Vec<(u64, u64, SyncTarget, bool)> = Vec::new();
+        for (&id, g) in self.groups.iter_mut() {
+            let Some(last) = g.pending.iter().rev().find(|p| p.needs_sync && p.number > g.queued) else { continue };
+            let number = last.number;
+            let sync_state = g.pending.iter().any(|p| p.number > g.queued && p.sync_state);
+            match g.partition.sync_target() {
+                Ok(target) => round.push((id, number, target, sync_state)),
+                Err(e) => {
+                    warn!(group = id, cause = %e, "replica closed while persisting");
+                    continue;
+                }
+            }
+            g.queued = number;
+        }
+        if round.is_empty() {
+            return;
+        }
+        self.persisting = true;
+        let events = self.events_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut done = Vec::with_capacity(round.len());
+            for (group, number, target, sync_state) in round {
+                if let Err(e) = target.log.sync_data() {
+                    let _ = events.blocking_send(Event::Persisted(Err(e.to_string())));
+                    return;
+                }
+                if sync_state && let Err(e) = target.state.sync_data() {
+                    let _ = events.blocking_send(Event::Persisted(Err(e.to_string())));
+                    return;
+                }
+                done.push((group, number, target.point));
+            }
+            let _ = events.blocking_send(Event::Persisted(Ok(done)));
+        });
+    }
+
+    /// Leader's count of followers whose log matches its last index (the ISR Metadata shows).
+    fn update_caught_up(&mut self, id: u64) {
+        let Some(g) = self.groups.get_mut(&id) else { return };
+        if g.node.raft.state != StateRole::Leader {
+            return;
+        }
+        let last = g.node.raft.raft_log.last_index();
+        let caught_up = g
+            .node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(peer, pr)| **peer != self.me && pr.matched + 1 >= last)
+            .fold(0u64, |mask, (peer, _)| mask | (1u64 << (peer % 64)));
+        if caught_up != g.leadership.caught_up {
+            g.leadership.caught_up = caught_up;
+            self.replication.set_leadership(id, g.leadership);
+        }
+    }
+
+    fn status(&self) -> Vec<GroupStatus> {
+        let mut out: Vec<GroupStatus> = self
+            .groups
+            .iter()
+            .map(|(&id, g)| {
+                let raft = &g.node.raft;
+                let last = raft.raft_log.last_index();
+                let lag = if raft.state == StateRole::Leader {
+                    let mut lag: Vec<(u64, u64)> = raft.prs().iter().filter(|(p, _)| **p != self.me).map(|(p, pr)| (*p, last.saturating_sub(pr.matched))).collect();
+                    lag.sort();
+                    lag
+                } else {
+                    Vec::new()
+                };
+                GroupStatus {
+                    group: id,
+                    name: g.partition.topic().to_string(),
+                    partition: g.partition.index(),
+                    leader: raft.leader_id,
+                    term: raft.term,
+                    commit: raft.raft_log.committed,
+                    applied: raft.raft_log.applied,
+                    last_index: last,
+                    lag,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (a.name.as_str(), a.partition).cmp(&(b.name.as_str(), b.partition)));
+        out
+    }
+}
+
+/// Sends a message; a full queue counts as an unreachable peer.
+fn send(transport: &Transport, group: u64, msg: Message, node: &mut RawNode<ReplicaStorage>) {
+    let to = msg.to;
+    if !transport.send(group, msg) {
+        node.report_unreachable(to);
+    }
+}
+
+/// Marks readies up to `number` persisted, plus any following ones that needed no fsync, and
+/// sends the messages that were waiting for that.
+fn finish_persisted(g: &mut Group, number: u64, transport: &Transport) {
+    let mut upto = 0;
+    let mut messages = Vec::new();
+    while let Some(front) = g.pending.front() {
+        if front.number > number && front.needs_sync {
+            break;
+        }
+        let Some(p) = g.pending.pop_front() else { break };
+        upto = p.number;
+        messages.extend(p.messages);
+    }
+    if upto == 0 {
+        return;
+    }
+    g.node.on_persist_ready(upto);
+    for msg in messages {
+        let to = msg.to;
+        if !transport.send(g.id, msg) {
+            g.node.report_unreachable(to);
+        }
+    }
+}

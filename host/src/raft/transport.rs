@@ -1,0 +1,160 @@
+//! Node-to-node transport for every Raft group: one long-lived gRPC stream per peer, each frame
+//! carrying every message queued for that peer across all groups (so heartbeats and appends of
+//! many partitions share a frame), behind a bounded queue. A full queue or a broken stream is
+//! reported to the driver, which calls `report_unreachable` so the leader probes the peer
+//! again instead of streaming into the void.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::prelude::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, warn};
+
+use super::Event;
+
+/// The generated protocol types and service traits.
+pub mod proto {
+    #![allow(missing_docs)]
+    tonic::include_proto!("sluice.raft.v1");
+}
+
+use proto::raft_transport_client::RaftTransportClient;
+use proto::raft_transport_server::{RaftTransport, RaftTransportServer};
+use proto::{Frame, GroupMessage, StreamEnd};
+
+/// Messages coalesced into one frame at most.
+const MAX_FRAME_MESSAGES: usize = 4096;
+/// Wait before reconnecting to a peer whose stream broke.
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+
+/// Sends Raft messages to peers.
+pub struct Transport {
+    peers: HashMap<u64, mpsc::Sender<(u64, Message)>>,
+}
+
+impl Transport {
+    /// Starts one sender task per peer. `queue` bounds the messages waiting for each peer.
+    pub fn start(me: u64, peers: &[(u64, SocketAddr)], queue: usize, events: mpsc::Sender<Event>) -> Transport {
+        let mut senders = HashMap::new();
+        for &(id, addr) in peers {
+            if id == me {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(queue);
+            tokio::spawn(run_peer(me, id, addr, rx, events.clone()));
+            senders.insert(id, tx);
+        }
+        Transport { peers: senders }
+    }
+
+    /// Queues a message; `false` if the peer is unknown or its queue is full.
+    pub fn send(&self, group: u64, msg: Message) -> bool {
+        match self.peers.get(&msg.to) {
+            Some(tx) => tx.try_send((group, msg)).is_ok(),
+            None => false,
+        }
+    }
+}
+
+async fn run_peer(me: u64, peer: u64, addr: SocketAddr, mut rx: mpsc::Receiver<(u64, Message)>, events: mpsc::Sender<Event>) {
+    let endpoint = format!("http://{addr}");
+    loop {
+        let client = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
+            Ok(e) => e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true),
+            Err(e) => {
+                warn!(peer, %addr, cause = %e, "bad peer address");
+                return;
+            }
+        };
+        let channel = match client.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(peer, cause = %e, "peer unreachable");
+                // Messages queued meanwhile are stale: drop them and tell Raft.
+                if drain_and_report(&mut rx, peer, &events).await {
+                    return;
+                }
+                tokio::time::sleep(RECONNECT_DELAY).await;
+                continue;
+            }
+        };
+        let (frames, frames_rx) = mpsc::channel::<Frame>(4);
+        let mut client = RaftTransportClient::new(channel).max_encoding_message_size(usize::MAX);
+        let call = tokio::spawn(async move { client.stream(Request::new(ReceiverStream::new(frames_rx))).await });
+        loop {
+            let Some(first) = rx.recv().await else { return };
+            let mut messages = Vec::with_capacity(16);
+            push(&mut messages, first);
+            while messages.len() < MAX_FRAME_MESSAGES {
+                match rx.try_recv() {
+                    Ok(m) => push(&mut messages, m),
+                    Err(_) => break,
+                }
+            }
+            if frames.send(Frame { from: me, messages }).await.is_err() {
+                break;
+            }
+        }
+        let _ = call.await;
+        if events.send(Event::Unreachable { peer }).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+fn push(out: &mut Vec<GroupMessage>, (group, msg): (u64, Message)) {
+    match msg.write_to_bytes() {
+        Ok(bytes) => out.push(GroupMessage { group, message: bytes }),
+        Err(e) => warn!(cause = %e, "raft message not encodable; dropped"),
+    }
+}
+
+/// Drops queued messages and reports the peer unreachable. Returns true once the node stops.
+async fn drain_and_report(rx: &mut mpsc::Receiver<(u64, Message)>, peer: u64, events: &mpsc::Sender<Event>) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(_) => continue,
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => return true,
+        }
+    }
+    events.send(Event::Unreachable { peer }).await.is_err()
+}
+
+/// The receiving side: hands every message to the driver.
+pub struct TransportService {
+    events: mpsc::Sender<Event>,
+}
+
+impl TransportService {
+    /// A service feeding `events`; `max_message` bounds one frame.
+    pub fn server(events: mpsc::Sender<Event>, max_message: usize) -> RaftTransportServer<TransportService> {
+        RaftTransportServer::new(TransportService { events }).max_decoding_message_size(max_message)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for TransportService {
+    async fn stream(&self, request: Request<Streaming<Frame>>) -> Result<Response<StreamEnd>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(frame) = stream.message().await? {
+            let mut batch = Vec::with_capacity(frame.messages.len());
+            for m in frame.messages {
+                match Message::parse_from_bytes(&m.message) {
+                    Ok(msg) => batch.push((m.group, msg)),
+                    Err(e) => return Err(Status::invalid_argument(format!("undecodable raft message from node {}: {e}", frame.from))),
+                }
+            }
+            if self.events.send(Event::Messages(batch)).await.is_err() {
+                return Err(Status::unavailable("node is stopping"));
+            }
+        }
+        Ok(Response::new(StreamEnd {}))
+    }
+}
