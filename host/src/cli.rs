@@ -22,6 +22,40 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load, list and bind WebAssembly plugins on a running node.
     Plugin(PluginArgs),
+    /// Inspect a running cluster through one node's admin API.
+    Cluster(ClusterArgs),
+}
+
+/// Flags of `sluice cluster`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// The node's admin API address (its --rpc-addr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9093", env = "SLUICE_RPC_ADDR", global = true)]
+    pub rpc_addr: SocketAddr,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// `sluice cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes, and every Raft group as this node sees it: leader, term, commit and applied
+    /// indexes, and (where this node leads) each follower's lag in entries.
+    Status,
+    /// Hand leadership of a partition (or, without --topic, of the metadata group) to a node.
+    /// Send it to the current leader.
+    TransferLeader {
+        /// Topic [default: the metadata group].
+        #[arg(long)]
+        topic: Option<String>,
+        /// Partition.
+        #[arg(long, default_value_t = 0)]
+        partition: i32,
+        /// Node id to hand leadership to.
+        #[arg(long)]
+        to: u64,
+    },
 }
 
 /// Flags of `sluice plugin`.

@@ -1,6 +1,7 @@
 //! The `sluice` binary.
 
 mod cli;
+mod cluster_cli;
 mod plugin_cli;
 
 use std::io::IsTerminal;
@@ -31,6 +32,10 @@ fn main() -> anyhow::Result<()> {
         Command::Plugin(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
             runtime.block_on(plugin_cli::run(args))
+        }
+        Command::Cluster(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+            runtime.block_on(cluster_cli::run(args))
         }
     }
 }

@@ -35,6 +35,65 @@ pub struct Metrics {
     plugin_loaded: IntGaugeVec,
     /// Segments deleted by retention.
     pub retention_deleted_segments: IntCounter,
+    /// Raft, by group (`topic-partition`, or `__cluster_metadata`).
+    pub raft: RaftMetrics,
+}
+
+/// Raft metrics, labelled by group.
+pub struct RaftMetrics {
+    /// Times this node became a group's leader.
+    pub elections: IntCounterVec,
+    /// Messages sent, by group and type (append, heartbeat, vote, ...).
+    pub sent: IntCounterVec,
+    /// Messages received, by group and type.
+    pub received: IntCounterVec,
+    /// Entries written to the group's log on this node.
+    pub entries: IntCounterVec,
+    /// Current term.
+    pub term: IntGaugeVec,
+    /// Commit index.
+    pub commit: IntGaugeVec,
+    /// Applied index.
+    pub applied: IntGaugeVec,
+    /// On the leader: entries each follower is behind.
+    pub follower_lag: IntGaugeVec,
+    /// On the leader: from proposal to commit.
+    pub commit_seconds: HistogramVec,
+}
+
+impl RaftMetrics {
+    fn new() -> RaftMetrics {
+        let counter = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+        let gauge = |name: &str, help: &str, labels: &[&str]| IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+        RaftMetrics {
+            elections: counter("raft_leader_elections_total", "Times this node became the group's leader", &["group"]),
+            sent: counter("raft_messages_sent_total", "Raft messages sent, by type", &["group", "type"]),
+            received: counter("raft_messages_received_total", "Raft messages received, by type", &["group", "type"]),
+            entries: counter("raft_log_entries_total", "Entries written to the group's log here", &["group"]),
+            term: gauge("raft_term", "Current term", &["group"]),
+            commit: gauge("raft_commit_index", "Commit index", &["group"]),
+            applied: gauge("raft_applied_index", "Applied index", &["group"]),
+            follower_lag: gauge("raft_follower_lag_entries", "Entries a follower is behind the leader (leader's view)", &["group", "follower"]),
+            commit_seconds: HistogramVec::new(
+                HistogramOpts::new("raft_proposal_commit_seconds", "From a leader's proposal to its commit")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                &["group"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn register(&self, r: &Registry) {
+        r.register(Box::new(self.elections.clone())).expect("unique metric");
+        r.register(Box::new(self.sent.clone())).expect("unique metric");
+        r.register(Box::new(self.received.clone())).expect("unique metric");
+        r.register(Box::new(self.entries.clone())).expect("unique metric");
+        r.register(Box::new(self.term.clone())).expect("unique metric");
+        r.register(Box::new(self.commit.clone())).expect("unique metric");
+        r.register(Box::new(self.applied.clone())).expect("unique metric");
+        r.register(Box::new(self.follower_lag.clone())).expect("unique metric");
+        r.register(Box::new(self.commit_seconds.clone())).expect("unique metric");
+    }
 }
 
 impl Metrics {
@@ -71,6 +130,7 @@ impl Metrics {
             .expect("valid metric"),
             plugin_loaded: IntGaugeVec::new(Opts::new("plugin_loaded", "Compiled plugin versions, by plugin"), &["plugin", "version", "kind", "sha256"]).expect("valid metric"),
             retention_deleted_segments: counter("retention_deleted_segments_total", "Segments deleted by retention"),
+            raft: RaftMetrics::new(),
             requests,
             request_seconds,
             registry,
@@ -90,6 +150,7 @@ impl Metrics {
         r.register(Box::new(metrics.plugin_call_seconds.clone())).expect("unique metric");
         r.register(Box::new(metrics.plugin_loaded.clone())).expect("unique metric");
         r.register(Box::new(metrics.retention_deleted_segments.clone())).expect("unique metric");
+        metrics.raft.register(r);
         metrics
     }
 

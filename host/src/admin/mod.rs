@@ -181,6 +181,50 @@ impl Admin for AdminService {
         Ok(Response::new(self.describe_binding(kind, &r.topic)?))
     }
 
+    async fn cluster_status(&self, _request: Request<proto::ClusterStatusRequest>) -> Result<Response<proto::ClusterStatusResponse>, Status> {
+        let r = self.control.replication().ok_or_else(|| Status::failed_precondition("this node runs alone, without --peers"))?;
+        let groups = r
+            .status()
+            .await
+            .into_iter()
+            .map(|g| proto::GroupState {
+                group: g.group,
+                topic: g.name,
+                partition: g.partition,
+                leader: g.leader,
+                term: g.term,
+                commit: g.commit,
+                applied: g.applied,
+                last_index: g.last_index,
+                lag: g.lag.into_iter().map(|(node, entries)| proto::FollowerLag { node, entries }).collect(),
+            })
+            .collect();
+        let brokers = self.cluster.brokers().into_iter().map(|(id, kafka_addr)| proto::BrokerAddress { id, kafka_addr }).collect();
+        Ok(Response::new(proto::ClusterStatusResponse { node: r.me(), brokers, groups }))
+    }
+
+    async fn transfer_leader(&self, request: Request<proto::TransferLeaderRequest>) -> Result<Response<proto::TransferLeaderResponse>, Status> {
+        let req = request.into_inner();
+        let r = self.control.replication().ok_or_else(|| Status::failed_precondition("this node runs alone, without --peers"))?;
+        if !r.voters().contains(&req.to) {
+            return Err(Status::invalid_argument(format!("node {} is not in the cluster", req.to)));
+        }
+        let group = if req.topic.is_empty() {
+            crate::raft::METADATA_GROUP
+        } else {
+            let topic = self.cluster.topic(&req.topic).ok_or_else(|| Status::not_found(format!("topic {} does not exist", req.topic)))?;
+            if req.partition < 0 || req.partition as usize >= topic.partitions.len() {
+                return Err(Status::not_found(format!("topic {} has no partition {}", req.topic, req.partition)));
+            }
+            crate::cluster::group_of(topic.id, req.partition)
+        };
+        if r.leadership(group).leader != r.me() {
+            return Err(Status::failed_precondition("this node does not lead that group; ask its leader"));
+        }
+        r.transfer_leader(group, req.to).await;
+        Ok(Response::new(proto::TransferLeaderResponse {}))
+    }
+
     async fn describe(&self, request: Request<proto::DescribeRequest>) -> Result<Response<proto::Binding>, Status> {
         let r = request.into_inner();
         Ok(Response::new(self.describe_binding(kind(&r.kind)?, &r.topic)?))

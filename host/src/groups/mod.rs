@@ -119,6 +119,15 @@ impl Coordinator {
         Ok(Coordinator { cluster, config, state: Mutex::new(State { groups: HashMap::new(), offsets, positions: HashMap::new() }) })
     }
 
+    /// Whether this node coordinates `group_id`: it leads the group's offsets partition (always,
+    /// on a single node). Members of a group whose coordinator moved get NOT_COORDINATOR and
+    /// look it up again.
+    pub fn is_coordinator(&self, group_id: &str) -> bool {
+        let Some(topic) = self.cluster.topic(OFFSETS_TOPIC) else { return false };
+        let index = offsets::partition_for(group_id, topic.partitions.len() as i32);
+        topic.partitions.get(index as usize).is_some_and(|p| p.is_leader())
+    }
+
     /// Advances every group's timers (session expiry, rebalance deadlines).
     pub fn tick(&self) {
         let now = Instant::now();
@@ -132,6 +141,9 @@ impl Coordinator {
         let member_id = req.member_id.clone();
         if !valid_group_id(group_id) {
             return self.join_error(ResponseError::InvalidGroupId, &member_id);
+        }
+        if !self.is_coordinator(group_id) {
+            return self.join_error(ResponseError::NotCoordinator, &member_id);
         }
         let reply = {
             let mut state = self.lock();
@@ -151,6 +163,9 @@ impl Coordinator {
 
     /// Handles SyncGroup; waits for the leader's assignments.
     pub async fn sync(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32, assignments: Vec<(String, Bytes)>) -> SyncOutcome {
+        if !self.is_coordinator(group_id) {
+            return sync_error(ResponseError::NotCoordinator);
+        }
         let reply = {
             let mut state = self.lock();
             match state.groups.get_mut(group_id) {
@@ -166,6 +181,9 @@ impl Coordinator {
 
     /// Handles Heartbeat; returns the error code.
     pub fn heartbeat(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> i16 {
+        if !self.is_coordinator(group_id) {
+            return ResponseError::NotCoordinator.code();
+        }
         match self.lock().groups.get_mut(group_id) {
             Some(group) => group.heartbeat(member_id, instance_id, generation, Instant::now()),
             None => ResponseError::UnknownMemberId.code(),
@@ -185,6 +203,9 @@ impl Coordinator {
         let mut codes = vec![0i16; commits.len()];
         if !valid_group_id(group_id) {
             return vec![ResponseError::InvalidGroupId.code(); commits.len()];
+        }
+        if !self.is_coordinator(group_id) {
+            return vec![ResponseError::NotCoordinator.code(); commits.len()];
         }
         {
             let mut state = self.lock();
@@ -241,6 +262,41 @@ impl Coordinator {
             }
         }
         codes
+    }
+
+    /// Replicated: applies an offsets-topic entry as it commits, on every replica, so whichever
+    /// node becomes a group's coordinator already has its offsets. `base_offset` is the entry's
+    /// first offset.
+    pub fn apply_committed(&self, base_offset: i64, batches: &[u8]) {
+        let records = match offsets::decode_batches(Bytes::copy_from_slice(batches)) {
+            Ok((records, _)) => records,
+            Err(cause) => {
+                warn!(base_offset, %cause, "undecodable offsets-topic entry skipped");
+                return;
+            }
+        };
+        let mut state = self.lock();
+        let State { offsets, positions, .. } = &mut *state;
+        for (i, (key, value)) in records.into_iter().enumerate() {
+            let position = base_offset + i as i64;
+            if positions.get(&key).is_some_and(|newer| *newer >= position) {
+                continue;
+            }
+            positions.insert(key.clone(), position);
+            match value {
+                Some(v) => {
+                    offsets.entry(key.group).or_default().insert((key.topic, key.partition), v);
+                }
+                None => {
+                    if let Some(o) = offsets.get_mut(&key.group) {
+                        o.remove(&(key.topic, key.partition));
+                        if o.is_empty() {
+                            offsets.remove(&key.group);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Committed offsets of a group: of the listed partitions, or all of them (`None`).

@@ -23,9 +23,12 @@ use super::{EntryKind, EntryMeta, Error, Offset};
 /// Size of the reads that check a payload's crc without holding the whole payload.
 const CRC_CHUNK: usize = 64 << 10;
 
-/// Size of the reads of [`HeaderReader`]: holds the headers of many small entries, and a large
-/// payload skipped costs at most one such read past it.
+/// Size of the reads of [`HeaderReader`] among small entries: the headers of many per read.
 const SCAN_CHUNK: usize = 64 << 10;
+
+/// Size of the reads of [`HeaderReader`] after an entry longer than this: a whole chunk would
+/// mostly copy payload that is then skipped.
+const SCAN_PAGE: usize = 4 << 10;
 
 /// The three files of a segment.
 #[derive(Debug, Clone)]
@@ -430,6 +433,8 @@ pub(super) struct HeaderReader<'a> {
     buf: Vec<u8>,
     /// File position of `buf[0]`.
     buf_start: u64,
+    /// Position of the previous header asked for, to tell small entries from large ones.
+    last_pos: Option<u64>,
 }
 
 impl<'a> HeaderReader<'a> {
@@ -439,11 +444,14 @@ impl<'a> HeaderReader<'a> {
             file_len,
             buf: Vec::new(),
             buf_start: 0,
+            last_pos: None,
         }
     }
 
     /// Same answer as `probe(file, pos, file_len)`.
     pub fn probe(&mut self, pos: u64) -> io::Result<Probe> {
+        let stride = self.last_pos.map_or(0, |last| pos.saturating_sub(last));
+        self.last_pos = Some(pos);
         if pos == self.file_len {
             return Ok(Probe::End);
         }
@@ -455,8 +463,14 @@ impl<'a> HeaderReader<'a> {
         }
         let buf_end = self.buf_start + self.buf.len() as u64;
         if pos < self.buf_start || pos + ENTRY_HEADER_SIZE as u64 > buf_end {
-            // A short buffer at the end of the file; `left` is at least a header.
-            let n = left.min(SCAN_CHUNK as u64) as usize;
+            // Entry sizes tend to repeat, so the last one predicts how much is worth reading.
+            // Shorter at the end of the file; `left` is at least a header.
+            let want = if stride > SCAN_PAGE as u64 {
+                SCAN_PAGE
+            } else {
+                SCAN_CHUNK
+            };
+            let n = left.min(want as u64) as usize;
             self.buf.resize(n, 0);
             if !pread(self.file, &mut self.buf, pos)? {
                 self.buf.clear();
@@ -464,7 +478,7 @@ impl<'a> HeaderReader<'a> {
             }
             self.buf_start = pos;
         }
-        // `at + ENTRY_HEADER_SIZE <= buf.len()`: checked above, or a fresh fill of at least a header.
+        // In bounds: checked above, or a fresh fill of at least a header.
         let at = (pos - self.buf_start) as usize;
         let mut h = [0u8; ENTRY_HEADER_SIZE];
         h.copy_from_slice(&self.buf[at..at + ENTRY_HEADER_SIZE]);

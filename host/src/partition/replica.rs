@@ -96,6 +96,7 @@ pub(crate) struct RaftLog {
     proposals: mpsc::Sender<Proposal>,
     leases: u64,
     offsets_on_write: bool,
+    last_checkpoint: std::time::Instant,
 }
 
 /// Encodes a data entry.
@@ -152,6 +153,7 @@ impl RaftLog {
             proposals: setup.proposals,
             leases: 0,
             offsets_on_write: setup.offsets_on_write,
+            last_checkpoint: std::time::Instant::now(),
         })
     }
 
@@ -376,6 +378,31 @@ impl Partition {
             d.persisted = d.persisted.max(end);
             raised
         });
+    }
+
+    /// Writes the recovery checkpoint for a synced `point` if one is due, so a restart scans
+    /// only the tail. Blocking (fsyncs); the driver calls it from its persist round.
+    pub fn checkpoint_if_due(&self, point: &RecoveryPoint) {
+        let (writer, extra) = {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            let Some(raft) = inner.raft.as_mut() else { return };
+            if raft.last_checkpoint.elapsed() < self.checkpoint_interval {
+                return;
+            }
+            raft.last_checkpoint = std::time::Instant::now();
+            let Some(log) = inner.log.as_ref() else { return };
+            inner.producers.expire(crate::clock::now_ms(), self.producer_expiration_ms);
+            match log.checkpoint_writer(point) {
+                Ok(w) => (w, inner.producers.to_bytes()),
+                Err(_) => return, // truncated meanwhile: the next round writes one
+            }
+        };
+        let _writing = self.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let written = writer.write(&extra).and_then(|()| self.lock().log.as_ref().map_or(Ok(()), |log| log.checkpoint_written(point)));
+        if let Err(e) = written {
+            tracing::warn!(topic = %self.topic, partition = self.index, cause = %e, "checkpoint write failed");
+        }
     }
 
     /// Raises the high watermark to the end of committed entry `index`.

@@ -16,9 +16,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use raft::prelude::{Entry, Message};
+use raft::prelude::{Entry, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -30,10 +30,15 @@ use crate::clock::now_ms;
 use crate::cluster::{self, Cluster};
 use crate::config::RaftConfig;
 use crate::partition::Partition;
-use crate::partition::replica::{Proposal, ReplicaStorage, SyncTarget};
+use crate::groups::Coordinator;
+use crate::metrics::Metrics;
+use crate::groups::offsets::OFFSETS_TOPIC;
+use crate::partition::replica::{Proposal, ReplicaStorage, SyncTarget, decode_entry};
 
 /// Events handled per round at most, so readies are produced regularly under load.
 const MAX_EVENTS_PER_ROUND: usize = 4096;
+/// Proposals per group whose commit latency is measured at once; beyond it some go unmeasured.
+const MAX_TIMED_PROPOSALS: usize = 65536;
 
 /// A ready whose persistence is pending.
 struct Pending {
@@ -48,6 +53,10 @@ struct Pending {
 
 struct Group {
     id: u64,
+    /// `topic-partition`, the metrics label.
+    label: String,
+    /// Leader: (index, when proposed) of proposals not yet committed, oldest first.
+    proposed: VecDeque<(u64, Instant)>,
     node: RawNode<ReplicaStorage>,
     partition: Arc<Partition>,
     /// Readies not yet persisted, oldest first.
@@ -72,6 +81,9 @@ pub struct Driver {
     events_tx: mpsc::Sender<Event>,
     persisting: bool,
     logger: slog::Logger,
+    /// Fed the offsets topic's committed entries.
+    coordinator: Arc<Coordinator>,
+    metrics: Arc<Metrics>,
 }
 
 impl Driver {
@@ -83,6 +95,8 @@ impl Driver {
         transport: Transport,
         metadata_log: Arc<Partition>,
         events_tx: mpsc::Sender<Event>,
+        coordinator: Arc<Coordinator>,
+        metrics: Arc<Metrics>,
     ) -> Result<Driver, raft::Error> {
         let mut driver = Driver {
             me: replication.me(),
@@ -94,6 +108,8 @@ impl Driver {
             events_tx,
             persisting: false,
             logger: slog::Logger::root(slog::Discard, slog::o!()),
+            coordinator,
+            metrics,
         };
         driver.add_group(METADATA_GROUP, metadata_log, Some(cluster.applied_index()))?;
         for topic in cluster.topics() {
@@ -127,7 +143,9 @@ impl Driver {
             ..Default::default()
         };
         let node = RawNode::new(&config, storage, &self.logger)?;
-        self.groups.insert(id, Group { id, node, partition, pending: VecDeque::new(), queued: 0, leader_start: None, elected_term: 0, leadership: Leadership::default() });
+        let label = format!("{}-{}", partition.topic(), partition.index());
+        let label = if id == METADATA_GROUP { partition.topic().to_string() } else { label };
+        self.groups.insert(id, Group { id, label, proposed: VecDeque::new(), node, partition, pending: VecDeque::new(), queued: 0, leader_start: None, elected_term: 0, leadership: Leadership::default() });
         Ok(())
     }
 
@@ -172,6 +190,7 @@ impl Driver {
             Event::Messages(batch) => {
                 for (group, msg) in batch {
                     if let Some(g) = self.groups.get_mut(&group) {
+                        self.metrics.raft.received.with_label_values(&[g.label.as_str(), message_type(&msg)]).inc();
                         let _ = g.node.step(msg);
                     }
                 }
@@ -192,7 +211,7 @@ impl Driver {
                 for (group, number, point) in rounds {
                     if let Some(g) = self.groups.get_mut(&group) {
                         g.partition.persisted(&point);
-                        finish_persisted(g, number, &self.transport);
+                        finish_persisted(g, number, &self.transport, &self.metrics);
                     }
                 }
             }
@@ -221,6 +240,10 @@ impl Driver {
         }
         if g.node.propose(Vec::new(), p.data).is_err() {
             g.partition.step_down();
+            return;
+        }
+        if g.proposed.len() < MAX_TIMED_PROPOSALS {
+            g.proposed.push_back((g.node.raft.raft_log.last_index(), Instant::now()));
         }
     }
 
@@ -236,11 +259,13 @@ impl Driver {
             if g.node.raft.state == StateRole::Leader {
                 if g.elected_term != term {
                     g.elected_term = term;
+                    self.metrics.raft.elections.with_label_values(&[g.label.as_str()]).inc();
                     g.leader_start = Some(g.node.raft.raft_log.last_index());
                     info!(group = id, term, "elected leader");
                 }
             } else {
                 g.leader_start = None;
+                g.proposed.clear();
                 g.partition.step_down();
             }
             let view = Leadership { leader, term, caught_up: g.leadership.caught_up };
@@ -250,7 +275,7 @@ impl Driver {
             }
         }
         for msg in rd.take_messages() {
-            send(&self.transport, id, msg, &mut g.node);
+            send(&self.transport, g.id, &g.label, msg, &mut g.node, &self.metrics);
         }
         if !rd.snapshot().is_empty() {
             warn!(group = id, "snapshots are not supported yet; ignored");
@@ -259,6 +284,7 @@ impl Driver {
         let mut needs_sync = false;
         if !entries.is_empty() {
             needs_sync = true;
+            self.metrics.raft.entries.with_label_values(&[g.label.as_str()]).inc_by(entries.len() as u64);
             if let Err(e) = g.partition.write_entries(&entries, now_ms()) {
                 error!(group = id, cause = %e, "writing raft entries failed; stopping the node");
                 std::process::exit(70);
@@ -280,8 +306,11 @@ impl Driver {
         g.pending.push_back(Pending { number, messages: persisted_messages, needs_sync, sync_state });
         if !needs_sync && g.pending.len() == 1 {
             // Nothing to wait for: this ready is as durable as its predecessors.
-            finish_persisted(g, number, &self.transport);
+            finish_persisted(g, number, &self.transport, &self.metrics);
         }
+        let raft = &g.node.raft;
+        self.metrics.raft.term.with_label_values(&[g.label.as_str()]).set(raft.term as i64);
+        self.metrics.raft.commit.with_label_values(&[g.label.as_str()]).set(raft.raft_log.committed as i64);
         if let Some(last) = committed.last().map(|e| e.index) {
             self.apply(id, committed);
             if let Some(g) = self.groups.get_mut(&id) {
@@ -299,6 +328,21 @@ impl Driver {
             }
         }
         let Some(g) = self.groups.get_mut(&id) else { return };
+        self.metrics.raft.applied.with_label_values(&[g.label.as_str()]).set(last as i64);
+        while g.proposed.front().is_some_and(|(index, _)| *index <= last) {
+            if let Some((_, at)) = g.proposed.pop_front() {
+                self.metrics.raft.commit_seconds.with_label_values(&[g.label.as_str()]).observe(at.elapsed().as_secs_f64());
+            }
+        }
+        if g.partition.topic() == OFFSETS_TOPIC {
+            for entry in &committed {
+                if let Some((base, count, _, batches)) = decode_entry(&entry.data)
+                    && count > 0
+                {
+                    self.coordinator.apply_committed(base, batches);
+                }
+            }
+        }
         g.partition.commit_to(last);
         if let Some(start) = g.leader_start
             && last >= start
@@ -362,13 +406,13 @@ impl Driver {
         if self.persisting {
             return;
         }
-        let mut round: Vec<(u64, u64, SyncTarget, bool)> = Vec::new();
+        let mut round: Vec<(u64, u64, SyncTarget, bool, Arc<Partition>)> = Vec::new();
         for (&id, g) in self.groups.iter_mut() {
             let Some(last) = g.pending.iter().rev().find(|p| p.needs_sync && p.number > g.queued) else { continue };
             let number = last.number;
             let sync_state = g.pending.iter().any(|p| p.number > g.queued && p.sync_state);
             match g.partition.sync_target() {
-                Ok(target) => round.push((id, number, target, sync_state)),
+                Ok(target) => round.push((id, number, target, sync_state, Arc::clone(&g.partition))),
                 Err(e) => {
                     warn!(group = id, cause = %e, "replica closed while persisting");
                     continue;
@@ -383,7 +427,7 @@ impl Driver {
         let events = self.events_tx.clone();
         tokio::task::spawn_blocking(move || {
             let mut done = Vec::with_capacity(round.len());
-            for (group, number, target, sync_state) in round {
+            for (group, number, target, sync_state, partition) in round {
                 if let Err(e) = target.log.sync_data() {
                     let _ = events.blocking_send(Event::Persisted(Err(e.to_string())));
                     return;
@@ -392,6 +436,7 @@ impl Driver {
                     let _ = events.blocking_send(Event::Persisted(Err(e.to_string())));
                     return;
                 }
+                partition.checkpoint_if_due(&target.point);
                 done.push((group, number, target.point));
             }
             let _ = events.blocking_send(Event::Persisted(Ok(done)));
@@ -405,6 +450,11 @@ impl Driver {
             return;
         }
         let last = g.node.raft.raft_log.last_index();
+        for (peer, pr) in g.node.raft.prs().iter() {
+            if *peer != self.me {
+                self.metrics.raft.follower_lag.with_label_values(&[g.label.as_str(), &peer.to_string()]).set(last.saturating_sub(pr.matched) as i64);
+            }
+        }
         let caught_up = g
             .node
             .raft
@@ -451,16 +501,34 @@ impl Driver {
 }
 
 /// Sends a message; a full queue counts as an unreachable peer.
-fn send(transport: &Transport, group: u64, msg: Message, node: &mut RawNode<ReplicaStorage>) {
+fn send(transport: &Transport, group: u64, label: &str, msg: Message, node: &mut RawNode<ReplicaStorage>, metrics: &Metrics) {
     let to = msg.to;
+    metrics.raft.sent.with_label_values(&[label, message_type(&msg)]).inc();
     if !transport.send(group, msg) {
         node.report_unreachable(to);
     }
 }
 
+/// The metrics label of a message's type.
+fn message_type(msg: &Message) -> &'static str {
+    match msg.get_msg_type() {
+        MessageType::MsgAppend => "append",
+        MessageType::MsgAppendResponse => "append_response",
+        MessageType::MsgHeartbeat => "heartbeat",
+        MessageType::MsgHeartbeatResponse => "heartbeat_response",
+        MessageType::MsgRequestVote => "vote",
+        MessageType::MsgRequestVoteResponse => "vote_response",
+        MessageType::MsgRequestPreVote => "pre_vote",
+        MessageType::MsgRequestPreVoteResponse => "pre_vote_response",
+        MessageType::MsgPropose => "propose",
+        MessageType::MsgTimeoutNow => "timeout_now",
+        _ => "other",
+    }
+}
+
 /// Marks readies up to `number` persisted, plus any following ones that needed no fsync, and
 /// sends the messages that were waiting for that.
-fn finish_persisted(g: &mut Group, number: u64, transport: &Transport) {
+fn finish_persisted(g: &mut Group, number: u64, transport: &Transport, metrics: &Metrics) {
     let mut upto = 0;
     let mut messages = Vec::new();
     while let Some(front) = g.pending.front() {
@@ -476,9 +544,6 @@ fn finish_persisted(g: &mut Group, number: u64, transport: &Transport) {
     }
     g.node.on_persist_ready(upto);
     for msg in messages {
-        let to = msg.to;
-        if !transport.send(g.id, msg) {
-            g.node.report_unreachable(to);
-        }
+        send(transport, g.id, &g.label, msg, &mut g.node, metrics);
     }
 }
