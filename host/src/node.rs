@@ -113,7 +113,7 @@ impl Node {
                 let timeout = std::time::Duration::from_millis(config.raft.metadata_timeout_ms);
                 let replication = Arc::new(Replication::new(me, replicas.voters.clone(), events_tx.clone(), timeout));
                 let transport = Transport::start(me, &peers, config.raft.peer_queue, events_tx.clone());
-                let driver = Driver::new(config.raft.clone(), Arc::clone(&cluster), Arc::clone(&replication), transport, metadata_log, events_tx.clone(), Arc::clone(&groups), Arc::clone(&metrics))
+                let driver = Driver::new(config.raft.clone(), Arc::clone(&cluster), Arc::clone(&replication), transport, metadata_log, events_tx.clone(), Arc::clone(&groups), Arc::clone(&metrics), Arc::clone(&plugins))
                     .map_err(|e| Error::Io { what: "starting raft".into(), source: std::io::Error::other(e.to_string()) })?;
                 tasks.push(tokio::spawn(driver.run(events_rx, proposals_rx, stop.clone())));
                 tasks.push(tokio::spawn(bootstrap(Arc::clone(&cluster), Arc::clone(&replication), node_id, advertised, config.groups.offsets_topic_partitions, stop.clone())));

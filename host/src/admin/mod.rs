@@ -112,12 +112,7 @@ impl Admin for AdminService {
     async fn load_plugin(&self, request: Request<proto::LoadPluginRequest>) -> Result<Response<proto::Plugin>, Status> {
         let r = request.into_inner();
         let kind = if r.kind.is_empty() { None } else { Some(kind(&r.kind)?) };
-        let plugins = Arc::clone(&self.plugins);
-        // Compiling a component takes tens of milliseconds of CPU: not on the async workers.
-        let info = tokio::task::spawn_blocking(move || plugins.load(&r.component, kind, &r.name, &r.version))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(refused)?;
+        let info = self.control.load_plugin(&self.plugins, r.component, kind, r.name, r.version).await.map_err(refused)?;
         Ok(Response::new(proto::Plugin {
             name: info.name,
             version: info.version,
@@ -150,12 +145,7 @@ impl Admin for AdminService {
         let kind = kind(&r.kind)?;
         let params = params(r.params);
         if r.topic.is_empty() {
-            let plugins = Arc::clone(&self.plugins);
-            let spec = r.plugin.clone();
-            tokio::task::spawn_blocking(move || plugins.set_default(kind, &spec, params))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(refused)?;
+            self.control.set_default_binding(&self.plugins, kind, r.plugin.clone(), params).await.map_err(refused)?;
         } else {
             self.update_topic(&r.topic, |configs| {
                 configs.insert(kind.topic_config().to_string(), r.plugin.clone());

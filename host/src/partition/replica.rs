@@ -99,7 +99,8 @@ pub(crate) struct RaftLog {
     last_checkpoint: std::time::Instant,
 }
 
-/// Encodes a data entry.
+/// Encodes a data entry: base offset at bytes 0..8, record count at 8..12, max timestamp at
+/// 12..20, then the batches.
 pub fn encode_entry(base_offset: i64, record_count: u32, max_timestamp: i64, batches: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(ENTRY_PREFIX + batches.len());
     data.extend_from_slice(&base_offset.to_be_bytes());
@@ -528,5 +529,143 @@ impl Storage for ReplicaStorage {
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         // Snapshots come with a later change; until then a follower catches up from the log.
         Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::FlushPolicy;
+    use crate::log::LogConfig;
+    use crate::partition::PartitionConfig;
+    use crate::partition::batch::tests::batch;
+
+    fn settings(segment_bytes: u64) -> PartitionConfig {
+        PartitionConfig {
+            log: LogConfig { segment_bytes, segment_ms: 3_600_000, index_interval_bytes: 256, max_entry_bytes: 1 << 20 },
+            max_message_bytes: 1 << 20,
+            flush_policy: FlushPolicy::OnAck,
+            flush_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_secs(3600),
+            producer_expiration_ms: i64::MAX,
+        }
+    }
+
+    fn open(dir: &Path, cache_bytes: usize) -> (Arc<Partition>, mpsc::Receiver<Proposal>) {
+        let (tx, rx) = mpsc::channel(16);
+        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes, offsets_on_write: false };
+        (Partition::open_replica("t", 0, dir, settings(4096), setup).unwrap(), rx)
+    }
+
+    /// Entries 1..=n: a leader no-op at 1, then data entries of `records` records each.
+    fn entries(n: u64, term: u64, records: i32) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut next = 0i64;
+        for index in 1..=n {
+            let mut e = Entry::default();
+            e.index = index;
+            e.term = term;
+            if index > 1 {
+                let mut b = batch(records, -1, -1, -1);
+                crate::partition::batch::assign_offset(&mut b, next, term as i32);
+                e.data = encode_entry(next, records as u32, 1_700_000_000_000, &b).into();
+                next += i64::from(records);
+            }
+            out.push(e);
+        }
+        out
+    }
+
+    #[test]
+    fn hard_state_round_trips_and_corruption_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.path().join("s")).unwrap();
+        assert_eq!(read_hard_state(&file).unwrap(), HardState::default());
+        let mut hs = HardState::default();
+        hs.term = 9;
+        hs.vote = 2;
+        hs.commit = 1234;
+        file.write_all_at(&encode_hard_state(&hs), 0).unwrap();
+        assert_eq!(read_hard_state(&file).unwrap(), hs);
+        file.write_all_at(&[0xff], 13).unwrap();
+        assert!(read_hard_state(&file).is_err());
+    }
+
+    #[test]
+    fn storage_serves_written_entries_from_cache_log_and_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = entries(60, 2, 3);
+        {
+            // A tiny cache: most reads go to the segments (4 KiB each, so several).
+            let (p, _rx) = open(dir.path(), 300);
+            p.write_entries(&written, 0).unwrap();
+            let storage = ReplicaStorage(Arc::clone(&p));
+            assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (1, 60));
+            for low in [1, 2, 17, 59] {
+                let got = storage.entries(low, 61, None, GetEntriesContext::empty(false)).unwrap();
+                assert_eq!(got, written[low as usize - 1..], "from {low}");
+            }
+            assert_eq!(storage.term(0).unwrap(), 0);
+            assert_eq!(storage.term(60).unwrap(), 2);
+            assert!(storage.term(61).is_err());
+            p.close().unwrap();
+        }
+        let (p, _rx) = open(dir.path(), 1 << 20);
+        let storage = ReplicaStorage(p);
+        assert_eq!(storage.last_index().unwrap(), 60);
+        assert_eq!(storage.entries(1, 61, None, GetEntriesContext::empty(false)).unwrap(), written);
+        // max_size bounds the answer but never below one entry.
+        assert_eq!(storage.entries(5, 61, Some(1), GetEntriesContext::empty(false)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_new_leaders_entries_replace_a_conflicting_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _rx) = open(dir.path(), 1 << 20);
+        p.write_entries(&entries(10, 1, 2), 0).unwrap();
+        // The new leader (term 3) agrees up to index 6 and has its own entries after.
+        let replacement: Vec<Entry> = entries(8, 3, 5).split_off(6).into_iter().map(|mut e| {
+            let (_, count, ts, b) = decode_entry(&e.data).unwrap();
+            let mut b = b.to_vec();
+            crate::partition::batch::assign_offset(&mut b, 10, 3);
+            e.data = encode_entry(10, count, ts, &b).into();
+            e
+        }).collect();
+        p.write_entries(&replacement[..1], 0).unwrap();
+        let storage = ReplicaStorage(Arc::clone(&p));
+        assert_eq!(storage.last_index().unwrap(), 7);
+        assert_eq!(storage.term(6).unwrap(), 1);
+        assert_eq!(storage.term(7).unwrap(), 3);
+        assert_eq!(storage.entries(7, 8, None, GetEntriesContext::empty(false)).unwrap(), replacement[..1]);
+        // The offsets continue from entry 6: 5 data entries of 2 records, then 5 records.
+        p.commit_to(7);
+        assert_eq!(p.high_watermark(), 15);
+    }
+
+    #[test]
+    fn only_a_serving_leader_proposes_and_it_numbers_the_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, mut rx) = open(dir.path(), 1 << 20);
+        p.write_entries(&entries(3, 4, 2), 0).unwrap();
+        let records = batch(3, 11, 0, 0);
+        assert!(matches!(p.append(&records, 0), Err(Error::NotLeader)));
+        p.become_leader(5);
+        let appended = p.append(&records, 0).unwrap();
+        assert_eq!((appended.base_offset, appended.end_offset), (4, 7));
+        assert_ne!(appended.lease, 0);
+        let proposal = rx.try_recv().unwrap();
+        assert_eq!((proposal.group, proposal.lease), (7, appended.lease));
+        let (base, count, _, batches) = decode_entry(&proposal.data).unwrap();
+        assert_eq!((base, count), (4, 3));
+        assert_eq!(i64::from_be_bytes(batches[0..8].try_into().unwrap()), 4);
+        assert_eq!(i32::from_be_bytes(batches[12..16].try_into().unwrap()), 5, "leader epoch is the term");
+        // A retry while the first is in flight is a duplicate of it, not a second write.
+        let retry = p.append(&records, 0).unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, 4);
+        p.step_down();
+        assert!(matches!(p.append(&batch(1, 11, 0, 3), 0), Err(Error::NotLeader)));
     }
 }

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use uuid::Uuid;
 
 use super::Replication;
 use super::metadata::{Command, Outcome};
 use crate::cluster::{Cluster, Error, Topic};
+use crate::plugins::{Params, PluginInfo, PluginKind, Plugins};
 
 /// The way this node changes cluster metadata.
 pub struct Control {
@@ -62,6 +64,37 @@ impl Control {
             None => self.cluster.set_topic_configs(name, configs),
             Some(r) => r.propose(Command::SetTopicConfigs { name: name.to_string(), configs }).await.map(drop),
         }
+    }
+
+    /// Loads a plugin: here, or through the metadata group on every node.
+    pub async fn load_plugin(&self, plugins: &Arc<Plugins>, component: Vec<u8>, kind: Option<PluginKind>, name: String, version: String) -> Result<PluginInfo, String> {
+        let Some(r) = &self.replication else {
+            let plugins = Arc::clone(plugins);
+            // Compiling a component takes tens of milliseconds of CPU: not on the async workers.
+            return tokio::task::spawn_blocking(move || plugins.load(&component, kind, &name, &version))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string());
+        };
+        let sha256 = crate::plugins::registry::sha256_hex(&component);
+        let component = base64::engine::general_purpose::STANDARD.encode(&component);
+        match r.propose(Command::LoadPlugin { name, version, kind, sha256, component }).await {
+            Ok(Outcome::PluginLoaded(info)) => Ok(info),
+            Ok(other) => Err(format!("unexpected outcome {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Sets the cluster-wide default binding of a kind.
+    pub async fn set_default_binding(&self, plugins: &Arc<Plugins>, kind: PluginKind, plugin: String, params: Params) -> Result<(), String> {
+        let Some(r) = &self.replication else {
+            let plugins = Arc::clone(plugins);
+            return tokio::task::spawn_blocking(move || plugins.set_default(kind, &plugin, params))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string());
+        };
+        r.propose(Command::SetDefaultBinding { kind, plugin, params }).await.map(drop).map_err(|e| e.to_string())
     }
 
     /// A new producer id, unique in the cluster.

@@ -32,6 +32,7 @@ use crate::config::RaftConfig;
 use crate::partition::Partition;
 use crate::groups::Coordinator;
 use crate::metrics::Metrics;
+use crate::plugins::Plugins;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::partition::replica::{Proposal, ReplicaStorage, SyncTarget, decode_entry};
 
@@ -84,6 +85,7 @@ pub struct Driver {
     /// Fed the offsets topic's committed entries.
     coordinator: Arc<Coordinator>,
     metrics: Arc<Metrics>,
+    plugins: Arc<Plugins>,
 }
 
 impl Driver {
@@ -97,6 +99,7 @@ impl Driver {
         events_tx: mpsc::Sender<Event>,
         coordinator: Arc<Coordinator>,
         metrics: Arc<Metrics>,
+        plugins: Arc<Plugins>,
     ) -> Result<Driver, raft::Error> {
         let mut driver = Driver {
             me: replication.me(),
@@ -110,6 +113,7 @@ impl Driver {
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             coordinator,
             metrics,
+            plugins,
         };
         driver.add_group(METADATA_GROUP, metadata_log, Some(cluster.applied_index()))?;
         for topic in cluster.topics() {
@@ -151,6 +155,7 @@ impl Driver {
 
     /// Runs until `stop` turns true.
     pub async fn run(mut self, mut events: mpsc::Receiver<Event>, mut proposals: mpsc::Receiver<Proposal>, mut stop: watch::Receiver<bool>) {
+        let mut batch = ProposalBatch::new(self.config.max_append_bytes as usize);
         let mut ticks = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -163,7 +168,7 @@ impl Driver {
                     }
                 }
                 Some(e) = events.recv() => self.handle(e),
-                Some(p) = proposals.recv() => self.propose(p),
+                Some(p) = proposals.recv() => batch.push(p),
             }
             for _ in 0..MAX_EVENTS_PER_ROUND {
                 match events.try_recv() {
@@ -173,9 +178,12 @@ impl Driver {
             }
             for _ in 0..MAX_EVENTS_PER_ROUND {
                 match proposals.try_recv() {
-                    Ok(p) => self.propose(p),
+                    Ok(p) => batch.push(p),
                     Err(_) => break,
                 }
+            }
+            for p in batch.drain() {
+                self.propose(p);
             }
             let ids: Vec<u64> = self.groups.keys().copied().collect();
             for id in ids {
@@ -365,7 +373,8 @@ impl Driver {
                 return;
             }
         };
-        let outcome = metadata::apply(&self.cluster, &envelope.command);
+        // Applying may compile a plugin: tell the runtime this worker blocks for a while.
+        let outcome = tokio::task::block_in_place(|| metadata::apply(&self.cluster, &self.plugins, &envelope.command));
         match &outcome {
             Ok(Outcome::Partitions(topic_id, range)) => {
                 if let Some(topic) = self.cluster.topic_by_id(*topic_id) {
@@ -500,6 +509,41 @@ impl Driver {
     }
 }
 
+/// Merges a round's proposals: consecutive ones of a group under one leadership become one Raft
+/// entry (their batches are already numbered contiguously), up to a size limit.
+struct ProposalBatch {
+    limit: usize,
+    merged: Vec<Proposal>,
+}
+
+impl ProposalBatch {
+    fn new(limit: usize) -> ProposalBatch {
+        ProposalBatch { limit, merged: Vec::new() }
+    }
+
+    fn push(&mut self, p: Proposal) {
+        let into = self.merged.iter_mut().rev().find(|m| m.group == p.group);
+        if let Some(m) = into
+            && m.lease == p.lease
+            && m.data.len() + p.data.len() <= self.limit
+            && let (Some((base, count, max_ts, _)), Some((next_base, next_count, next_ts, batches))) = (decode_entry(&m.data), decode_entry(&p.data))
+            && base + i64::from(count) == next_base
+            && let Some(total) = count.checked_add(next_count)
+        {
+            // Rewrite the prefix in place (see `encode_entry`) and append the batches.
+            m.data[8..12].copy_from_slice(&total.to_be_bytes());
+            m.data[12..20].copy_from_slice(&max_ts.max(next_ts).to_be_bytes());
+            m.data.extend_from_slice(batches);
+            return;
+        }
+        self.merged.push(p);
+    }
+
+    fn drain(&mut self) -> std::vec::Drain<'_, Proposal> {
+        self.merged.drain(..)
+    }
+}
+
 /// Sends a message; a full queue counts as an unreachable peer.
 fn send(transport: &Transport, group: u64, label: &str, msg: Message, node: &mut RawNode<ReplicaStorage>, metrics: &Metrics) {
     let to = msg.to;
@@ -545,5 +589,37 @@ fn finish_persisted(g: &mut Group, number: u64, transport: &Transport, metrics: 
     g.node.on_persist_ready(upto);
     for msg in messages {
         send(transport, g.id, &g.label, msg, &mut g.node, metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::replica::encode_entry;
+
+    fn proposal(group: u64, lease: u64, base: i64, count: u32, payload: &[u8]) -> Proposal {
+        Proposal { group, lease, data: encode_entry(base, count, base * 10, payload) }
+    }
+
+    #[test]
+    fn contiguous_proposals_of_one_leadership_merge_into_one_entry() {
+        let mut batch = ProposalBatch::new(1 << 20);
+        batch.push(proposal(1, 9, 0, 2, b"ab"));
+        batch.push(proposal(2, 9, 100, 1, b"x"));
+        batch.push(proposal(1, 9, 2, 3, b"cde"));
+        // Another leadership, a gap, and a full entry each start a new one.
+        batch.push(proposal(1, 10, 5, 1, b"f"));
+        batch.push(proposal(2, 9, 102, 1, b"y"));
+        let merged: Vec<Proposal> = batch.drain().collect();
+        assert_eq!(merged.len(), 4);
+        assert_eq!(decode_entry(&merged[0].data), Some((0, 5, 20, &b"abcde"[..])));
+        assert_eq!(decode_entry(&merged[1].data), Some((100, 1, 1000, &b"x"[..])));
+        assert_eq!(merged[2].lease, 10);
+        assert_eq!(decode_entry(&merged[3].data), Some((102, 1, 1020, &b"y"[..])));
+        let mut small = ProposalBatch::new(30);
+        small.push(proposal(1, 1, 0, 1, b"0123456789"));
+        small.push(proposal(1, 1, 1, 1, b"0123456789"));
+        assert_eq!(small.drain().count(), 2);
+        assert_eq!(batch.drain().count(), 0);
     }
 }

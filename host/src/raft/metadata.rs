@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use base64::Engine as _;
+
 use crate::cluster::{self, Cluster};
+use crate::plugins::{Params, PluginInfo, PluginKind, Plugins};
 
 /// A change to cluster metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,10 +57,32 @@ pub enum Command {
     },
     /// A block of producer ids for the proposing node.
     AllocateProducerIds,
+    /// Load a plugin on every node: each verifies the hash and compiles it itself.
+    LoadPlugin {
+        /// Plugin name.
+        name: String,
+        /// Plugin version.
+        version: String,
+        /// Its kind, or `None` to detect it from the exported world.
+        kind: Option<PluginKind>,
+        /// Hex sha256 of the component, checked before compiling.
+        sha256: String,
+        /// The component, base64.
+        component: String,
+    },
+    /// Make a plugin the cluster-wide default of its kind.
+    SetDefaultBinding {
+        /// The kind.
+        kind: PluginKind,
+        /// `name` or `name@version`.
+        plugin: String,
+        /// Its parameters.
+        params: Params,
+    },
 }
 
 /// What applying a command produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     /// Done.
     Done,
@@ -67,6 +92,8 @@ pub enum Outcome {
     Deleted(Uuid, i32),
     /// First id of a producer-id block.
     ProducerIds(i64),
+    /// A plugin was loaded.
+    PluginLoaded(PluginInfo),
 }
 
 /// A command with who proposed it.
@@ -96,8 +123,8 @@ impl Envelope {
 }
 
 /// Applies one command to this node's cluster state. Errors are outcomes too (every node
-/// reaches the same one), returned to the proposer as text.
-pub fn apply(cluster: &Cluster, command: &Command) -> Result<Outcome, cluster::Error> {
+/// reaches the same one), returned to the proposer.
+pub fn apply(cluster: &Cluster, plugins: &Plugins, command: &Command) -> Result<Outcome, cluster::Error> {
     match command {
         Command::RegisterBroker { node, addr } => {
             cluster.register_broker(*node, addr.clone())?;
@@ -123,5 +150,17 @@ pub fn apply(cluster: &Cluster, command: &Command) -> Result<Outcome, cluster::E
             Ok(Outcome::Done)
         }
         Command::AllocateProducerIds => Ok(Outcome::ProducerIds(cluster.take_producer_id_block()?)),
+        Command::LoadPlugin { name, version, kind, sha256, component } => {
+            let refused = |why: String| cluster::Error::InvalidConfig(format!("plugin {name}@{version} refused: {why}"));
+            let bytes = base64::engine::general_purpose::STANDARD.decode(component).map_err(|e| refused(e.to_string()))?;
+            if crate::plugins::registry::sha256_hex(&bytes) != *sha256 {
+                return Err(refused("its bytes do not match their sha256".into()));
+            }
+            plugins.load(&bytes, *kind, name, version).map(Outcome::PluginLoaded).map_err(|e| refused(e.to_string()))
+        }
+        Command::SetDefaultBinding { kind, plugin, params } => {
+            plugins.set_default(*kind, plugin, params.clone()).map_err(|e| cluster::Error::InvalidConfig(e.to_string()))?;
+            Ok(Outcome::Done)
+        }
     }
 }
