@@ -180,10 +180,23 @@ async fn blocking<T: Send + 'static, E: Into<Error> + Send + 'static>(
     }
 }
 
-/// In a cluster: registers this node's Kafka address with the metadata group and makes sure
-/// the offsets topic exists, retrying until both are applied (a leader must be elected first).
+/// In a cluster: settles the cluster id, registers this node's Kafka address with the metadata
+/// group and makes sure the offsets topic exists, retrying until both are applied (a leader must be elected first).
 async fn bootstrap(cluster: Arc<Cluster>, replication: Arc<Replication>, node_id: i32, advertised: SocketAddr, offsets_partitions: i32, mut stop: watch::Receiver<bool>) {
     let retry = std::time::Duration::from_millis(500);
+    let mut cluster_id_settled = false;
+    while !cluster_id_settled {
+        match replication.propose(Command::InitCluster { cluster_id: cluster.cluster_id() }).await {
+            Ok(_) => cluster_id_settled = true,
+            Err(e) => {
+                debug!(cause = %e, "cluster id pending");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
     let registered = |c: &Cluster| c.brokers().get(&node_id) == Some(&advertised.to_string());
     while !registered(&cluster) {
         if let Err(e) = replication.propose(Command::RegisterBroker { node: node_id, addr: advertised.to_string() }).await {

@@ -94,6 +94,9 @@ struct MetadataFile {
     /// Replicated: node id -> advertised Kafka address.
     #[serde(default)]
     brokers: BTreeMap<i32, String>,
+    /// Replicated: the id the metadata group settled on (every node reports the same one).
+    #[serde(default)]
+    shared_cluster_id: Option<String>,
 }
 
 /// How partitions join Raft groups on a node of a cluster.
@@ -124,6 +127,7 @@ struct ProducerIds {
 pub struct Cluster {
     config: Arc<Config>,
     cluster_id: String,
+    shared_cluster_id: RwLock<Option<String>>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Lock order: after `write_lock`.
     producer_ids: Mutex<ProducerIds>,
@@ -149,6 +153,7 @@ impl Cluster {
                 topics: Vec::new(),
                 applied_index: 0,
                 brokers: BTreeMap::new(),
+                shared_cluster_id: None,
             },
             Err(e) => return Err(e.into()),
         };
@@ -165,6 +170,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             cluster_id: file.cluster_id.clone(),
+            shared_cluster_id: RwLock::new(file.shared_cluster_id.clone()),
             producer_ids: Mutex::new(ProducerIds { next: file.producer_id_block_end, block_end: file.producer_id_block_end }),
             topics: RwLock::new(topics),
             write_lock: Mutex::new(()),
@@ -179,8 +185,23 @@ impl Cluster {
     }
 
     /// The cluster's id, generated at first start.
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
+    pub fn cluster_id(&self) -> String {
+        self.shared_cluster_id.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_else(|| self.cluster_id.clone())
+    }
+
+    /// Replicated: adopts the cluster id the metadata group chose first; later proposals (from
+    /// nodes that started at the same time) change nothing. Returns the id in effect.
+    pub fn adopt_cluster_id(&self, id: &str) -> Result<String, Error> {
+        let _writer = self.lock_writer();
+        {
+            let mut shared = self.shared_cluster_id.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(existing) = shared.as_ref() {
+                return Ok(existing.clone());
+            }
+            *shared = Some(id.to_string());
+        }
+        self.persist()?;
+        Ok(id.to_string())
     }
 
     /// The node configuration.
@@ -405,6 +426,7 @@ impl Cluster {
     fn write_metadata(&self, producer_id_block_end: i64) -> Result<(), Error> {
         let file = MetadataFile {
             cluster_id: self.cluster_id.clone(),
+            shared_cluster_id: self.shared_cluster_id.read().unwrap_or_else(|p| p.into_inner()).clone(),
             producer_id_block_end,
             applied_index: self.applied_index(),
             brokers: self.brokers(),

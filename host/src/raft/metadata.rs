@@ -16,6 +16,11 @@ use crate::plugins::{Params, PluginInfo, PluginKind, Plugins};
 /// A change to cluster metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
+    /// Settle the cluster id; the first one applied wins.
+    InitCluster {
+        /// Proposed id.
+        cluster_id: String,
+    },
     /// Announce a node's Kafka address.
     RegisterBroker {
         /// Node id.
@@ -126,6 +131,10 @@ impl Envelope {
 /// reaches the same one), returned to the proposer.
 pub fn apply(cluster: &Cluster, plugins: &Plugins, command: &Command) -> Result<Outcome, cluster::Error> {
     match command {
+        Command::InitCluster { cluster_id } => {
+            cluster.adopt_cluster_id(cluster_id)?;
+            Ok(Outcome::Done)
+        }
         Command::RegisterBroker { node, addr } => {
             cluster.register_broker(*node, addr.clone())?;
             Ok(Outcome::Done)
