@@ -358,9 +358,14 @@ impl Partition {
     pub fn delete_before(&self, new_start: i64) -> Result<usize, Error> {
         let new_start = new_start.min(self.high_watermark());
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let log = inner.log.as_mut().ok_or(Error::Closed)?;
         let before = log.segments()?.len();
         log.drop_prefix(Offset(new_start))?;
+        let start = log.log_start_offset().0;
+        if let Some(raft) = inner.raft.as_mut() {
+            raft.forget_before(start);
+        }
         Ok(before.saturating_sub(log.segments()?.len()))
     }
 

@@ -128,17 +128,12 @@ impl RaftLog {
         let hard_state = read_hard_state(&state_file).map_err(|e| Error::StorageFailed(format!("{}: {e}", dir.join(STATE_FILE).display())))?;
         let mut slots = VecDeque::new();
         let mut first_index = None;
-        let mut prev_term = 0;
         log.scan_metas(|meta: &EntryMeta| {
-            if meta.base_offset.0 < log.log_start_offset().0 && meta.kind == EntryKind::Data {
-                // Dropped by retention but still in the first segment.
-                prev_term = meta.term.0;
-                return;
-            }
             first_index.get_or_insert(meta.index.0);
             slots.push_back(Slot { term: meta.term.0, base: meta.base_offset.0, end: meta.next_offset().0 });
         })?;
         let first_index = first_index.unwrap_or(log.next_index().0);
+        let prev_term = 0;
         Ok(RaftLog {
             group: setup.group,
             voters: setup.voters,
@@ -155,7 +150,14 @@ impl RaftLog {
             leases: 0,
             offsets_on_write: setup.offsets_on_write,
             last_checkpoint: std::time::Instant::now(),
-        })
+        }
+        .forgetting_before(log.log_start_offset().0))
+    }
+
+    fn forgetting_before(mut self, log_start: i64) -> RaftLog {
+        // Entries retention dropped may still sit in the first segment: the same cut as at run time.
+        self.forget_before(log_start);
+        self
     }
 
     fn last_index(&self) -> u64 {
@@ -190,6 +192,24 @@ impl RaftLog {
         }
         leader.next_offset = stamped.end_offset;
         Ok(Appended { base_offset: next, end_offset: stamped.end_offset, duplicate: false, lease: leader.lease })
+    }
+
+    /// Forgets the entries wholly below `log_start` (dropped by retention): Raft sees them as
+    /// compacted. A follower that still needs them cannot catch up until snapshots exist.
+    pub(crate) fn forget_before(&mut self, log_start: i64) {
+        while let Some(front) = self.slots.front().copied() {
+            if front.end > log_start || (front.end == log_start && front.base == log_start) {
+                break;
+            }
+            self.slots.pop_front();
+            self.prev_term = front.term;
+            self.first_index += 1;
+        }
+        while self.cache.front().is_some_and(|e| e.index < self.first_index) {
+            if let Some(e) = self.cache.pop_front() {
+                self.cache_bytes -= e.data.len();
+            }
+        }
     }
 
     fn cache_push(&mut self, entry: Entry) {
@@ -667,5 +687,28 @@ mod tests {
         assert_eq!(retry.base_offset, 4);
         p.step_down();
         assert!(matches!(p.append(&batch(1, 11, 0, 3), 0), Err(Error::NotLeader)));
+    }
+
+    #[test]
+    fn entries_dropped_by_retention_are_compacted_for_raft_also_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = entries(60, 2, 3);
+        let first_kept = {
+            let (p, _rx) = open(dir.path(), 1 << 20);
+            p.write_entries(&written, 0).unwrap();
+            p.commit_to(60);
+            assert!(p.delete_before(150).unwrap() > 0, "whole segments below offset 150 are deleted");
+            let storage = ReplicaStorage(Arc::clone(&p));
+            let first = storage.first_index().unwrap();
+            assert_eq!(first, 52, "entry 52 is the first to start at or after offset 150");
+            assert!(matches!(storage.entries(first - 1, 61, None, GetEntriesContext::empty(false)), Err(raft::Error::Store(StorageError::Compacted))));
+            assert_eq!(storage.entries(first, 61, None, GetEntriesContext::empty(false)).unwrap(), written[first as usize - 1..]);
+            p.close().unwrap();
+            first
+        };
+        let (p, _rx) = open(dir.path(), 1 << 20);
+        let storage = ReplicaStorage(p);
+        assert_eq!(storage.first_index().unwrap(), first_kept);
+        assert_eq!(storage.entries(first_kept, 61, None, GetEntriesContext::empty(false)).unwrap(), written[first_kept as usize - 1..]);
     }
 }
