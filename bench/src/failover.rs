@@ -25,7 +25,7 @@ struct Args {
     /// The `sluice` binary.
     #[arg(long, default_value = "target/release/sluice")]
     binary: PathBuf,
-    /// Directory for the nodes' data (created, and removed at the end).
+    /// Directory for the nodes' data and logs (`nN.log`; `RUST_LOG` sets their level).
     #[arg(long)]
     work: PathBuf,
     /// Leader kills to measure.
@@ -34,6 +34,9 @@ struct Args {
     /// Steady-state time between kills.
     #[arg(long, default_value_t = 3000)]
     settle_ms: u64,
+    /// librdkafka `debug` contexts for the producer (e.g. `eos,msg,broker`), logged to stderr.
+    #[arg(long)]
+    client_debug: Option<String>,
 }
 
 const TOPIC: &str = "failover";
@@ -42,16 +45,18 @@ struct Node {
     id: u64,
     kafka_port: u16,
     args: Vec<String>,
+    log: PathBuf,
     child: Option<Child>,
 }
 
 impl Node {
     fn start(&mut self, binary: &PathBuf) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(binary)
             .args(&self.args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         self.child = Some(child);
@@ -78,7 +83,7 @@ fn free_port() -> Result<u16> {
 
 fn config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap).set("topic.metadata.refresh.interval.ms", "1000");
+    c.set("bootstrap.servers", bootstrap);
     c
 }
 
@@ -114,7 +119,8 @@ async fn main() -> Result<()> {
             "--peers".into(),
             peers.join(","),
         ];
-        let mut node = Node { id: i as u64 + 1, kafka_port, args: args_for, child: None };
+        let log = args.work.join(format!("n{}.log", i + 1));
+        let mut node = Node { id: i as u64 + 1, kafka_port, args: args_for, log, child: None };
         node.start(&args.binary)?;
         nodes.push(node);
     }
@@ -124,14 +130,21 @@ async fn main() -> Result<()> {
     let acked = Arc::new(AtomicU64::new(0));
     let last_ack_ns = Arc::new(AtomicU64::new(0));
     let origin = Instant::now();
-    let producer: FutureProducer = config(&bootstrap)
+    let mut producer_config = config(&bootstrap);
+    if let Some(debug) = &args.client_debug {
+        producer_config.set("debug", debug).set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
+    let producer: FutureProducer<ClientLog> = producer_config
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")
         .set("message.timeout.ms", "60000")
         .set("retry.backoff.ms", "20")
         .set("retry.backoff.max.ms", "100")
-        .create()?;
+        // The node that becomes leader may be the one killed a moment ago: librdkafka's default
+        // reconnect backoff (up to 10 s) would measure the client, not the cluster.
+        .set("reconnect.backoff.max.ms", "1000")
+        .create_with_context(ClientLog { origin })?;
     let writer = {
         let (acked, last_ack_ns) = (Arc::clone(&acked), Arc::clone(&last_ack_ns));
         tokio::spawn(async move {
@@ -155,6 +168,7 @@ async fn main() -> Result<()> {
         let node = nodes.iter_mut().find(|n| n.id == leader_id).context("leader is not one of ours")?;
         node.kill9();
         let killed_at = origin.elapsed().as_nanos() as u64;
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
         let deadline = Instant::now() + Duration::from_secs(60);
         while last_ack_ns.load(Ordering::Relaxed) <= killed_at {
             if Instant::now() > deadline {
@@ -163,7 +177,11 @@ async fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let took = Duration::from_nanos(last_ack_ns.load(Ordering::Relaxed) - killed_at);
-        println!("kill {k}: node {leader_id} killed; next acknowledged write after {:.0} ms", took.as_secs_f64() * 1000.0);
+        println!(
+            "kill {k}: node {leader_id} killed at {:.3} s (unix ms {wall}); next acknowledged write after {:.0} ms",
+            Duration::from_nanos(killed_at).as_secs_f64(),
+            took.as_secs_f64() * 1000.0
+        );
         times.push(took);
         node.start(&args.binary)?;
     }
@@ -179,8 +197,23 @@ async fn main() -> Result<()> {
         acked.load(Ordering::Relaxed)
     );
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&args.work);
     Ok(())
+}
+
+/// Prints librdkafka's own log lines (with `--client-debug`) with the time since start.
+struct ClientLog {
+    origin: Instant,
+}
+
+impl rdkafka::ClientContext for ClientLog {
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        eprintln!("{:>9.3} {fac} {log_message}", self.origin.elapsed().as_secs_f64());
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ClientLog {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
 async fn create_topic(bootstrap: &str) -> Result<()> {

@@ -68,7 +68,7 @@ pub struct RaftConfig {
     /// Default: 100
     pub tick_ms: u64,
     /// Ticks without a leader before a follower campaigns (randomised up to twice this).
-    /// Default: 5
+    /// Default: 4
     pub election_ticks: usize,
     /// Ticks between a leader's heartbeats.
     /// Default: 1
@@ -97,7 +97,7 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             tick_ms: 100,
-            election_ticks: 5,
+            election_ticks: 4,
             heartbeat_ticks: 1,
             peer_queue: 65536,
             proposal_queue: 65536,

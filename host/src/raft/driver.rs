@@ -14,7 +14,7 @@
 //! that must follow persistence (votes, append responses) sent. While a round runs the loop
 //! keeps going, so the disk and the network overlap.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub struct Driver {
     groups: HashMap<u64, Group>,
     events_tx: mpsc::Sender<Event>,
     persisting: bool,
+    /// Peers whose stream broke and that have not been heard from since.
+    down_peers: HashSet<u64>,
     logger: slog::Logger,
     /// Fed the offsets topic's committed entries.
     coordinator: Arc<Coordinator>,
@@ -110,6 +112,7 @@ impl Driver {
             groups: HashMap::new(),
             events_tx,
             persisting: false,
+            down_peers: HashSet::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             coordinator,
             metrics,
@@ -165,6 +168,7 @@ impl Driver {
                 _ = ticks.tick() => {
                     for g in self.groups.values_mut() {
                         g.node.tick();
+                        publish_leadership(g, self.config.heartbeat_ticks, &self.down_peers, &self.replication);
                     }
                 }
                 Some(e) = events.recv() => self.handle(e),
@@ -196,6 +200,9 @@ impl Driver {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Messages(batch) => {
+                if let Some((_, first)) = batch.first() {
+                    self.down_peers.remove(&first.from);
+                }
                 for (group, msg) in batch {
                     if let Some(g) = self.groups.get_mut(&group) {
                         self.metrics.raft.received.with_label_values(&[g.label.as_str(), message_type(&msg)]).inc();
@@ -204,8 +211,10 @@ impl Driver {
                 }
             }
             Event::Unreachable { peer } => {
+                self.down_peers.insert(peer);
                 for g in self.groups.values_mut() {
                     g.node.report_unreachable(peer);
+                    publish_leadership(g, self.config.heartbeat_ticks, &self.down_peers, &self.replication);
                 }
             }
             Event::ProposeMeta { request, data } => {
@@ -262,7 +271,6 @@ impl Driver {
         }
         let mut rd = g.node.ready();
         if rd.ss().is_some() || rd.hs().is_some() {
-            let leader = g.node.raft.leader_id;
             let term = g.node.raft.term;
             if g.node.raft.state == StateRole::Leader {
                 if g.elected_term != term {
@@ -276,11 +284,7 @@ impl Driver {
                 g.proposed.clear();
                 g.partition.step_down();
             }
-            let view = Leadership { leader, term, caught_up: g.leadership.caught_up };
-            if view != g.leadership {
-                g.leadership = view;
-                self.replication.set_leadership(id, view);
-            }
+            publish_leadership(g, self.config.heartbeat_ticks, &self.down_peers, &self.replication);
         }
         for msg in rd.take_messages() {
             send(&self.transport, g.id, &g.label, msg, &mut g.node, &self.metrics);
@@ -554,6 +558,20 @@ impl ProposalBatch {
 
     fn drain(&mut self) -> std::vec::Drain<'_, Proposal> {
         self.merged.drain(..)
+    }
+}
+
+/// Publishes who leads the group, for Metadata and FindCoordinator. A follower whose leader's
+/// stream broke, or that has not heard from it for two heartbeats, reports no leader: clients
+/// then keep refreshing metadata until the election is over instead of waiting on a dead node.
+fn publish_leadership(g: &mut Group, heartbeat_ticks: usize, down_peers: &HashSet<u64>, replication: &Replication) {
+    let raft = &g.node.raft;
+    let silent = raft.state != StateRole::Leader && (raft.election_elapsed > 2 * heartbeat_ticks || down_peers.contains(&raft.leader_id));
+    let leader = if silent { 0 } else { raft.leader_id };
+    let view = Leadership { leader, term: raft.term, caught_up: g.leadership.caught_up };
+    if view != g.leadership {
+        g.leadership = view;
+        replication.set_leadership(g.id, view);
     }
 }
 

@@ -34,9 +34,13 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
         })
         .collect();
     response.cluster_id = Some(StrBytes::from_string(ctx.cluster.cluster_id().to_string()));
-    response.controller_id = BrokerId(match ctx.control.replication() {
-        None => ctx.node_id,
-        Some(r) => i32::try_from(r.leadership(METADATA_GROUP).leader).ok().filter(|l| *l > 0).unwrap_or(-1),
+    // Any node accepts admin requests in a cluster (they go through the metadata group), so
+    // while no metadata leader is known, or clients cannot reach it yet, this node stands in:
+    // clients never wait for a controller.
+    let metadata_leader = ctx.control.replication().map(|r| r.leadership(METADATA_GROUP).leader).and_then(|l| i32::try_from(l).ok());
+    response.controller_id = BrokerId(match metadata_leader {
+        Some(leader) if response.brokers.iter().any(|b| b.node_id.0 == leader) => leader,
+        _ => ctx.node_id,
     });
     // v0 has no null topic list: an empty list means "all topics" there.
     let requested = match body.topics {
