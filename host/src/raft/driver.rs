@@ -168,6 +168,7 @@ impl Driver {
                 _ = ticks.tick() => {
                     for g in self.groups.values_mut() {
                         g.node.tick();
+                        maybe_serve(g);
                         publish_leadership(g, self.config.heartbeat_ticks, &self.down_peers, &self.replication);
                     }
                 }
@@ -327,6 +328,7 @@ impl Driver {
             self.apply(id, committed);
             if let Some(g) = self.groups.get_mut(&id) {
                 g.node.advance_apply_to(last);
+                maybe_serve(g);
             }
         }
         self.update_caught_up(id);
@@ -356,14 +358,6 @@ impl Driver {
             }
         }
         g.partition.commit_to(last);
-        if let Some(start) = g.leader_start
-            && last >= start
-            && g.node.raft.state == StateRole::Leader
-        {
-            g.leader_start = None;
-            g.partition.become_leader(g.node.raft.term);
-            info!(group = id, term = g.node.raft.term, "serving as leader");
-        }
     }
 
     fn apply_metadata(&mut self, entry: &Entry) {
@@ -558,6 +552,22 @@ impl ProposalBatch {
 
     fn drain(&mut self) -> std::vec::Drain<'_, Proposal> {
         self.merged.drain(..)
+    }
+}
+
+/// A leader serves writes once everything up to its first entry of the term is applied, so its
+/// log end and producer state are exact; and again, from its log end, after a refused proposal
+/// (a leadership transfer in progress) made it stop.
+fn maybe_serve(g: &mut Group) {
+    let raft = &g.node.raft;
+    if raft.state != StateRole::Leader || g.partition.lease() != 0 {
+        return;
+    }
+    let ready_at = g.leader_start.unwrap_or_else(|| raft.raft_log.last_index());
+    if raft.raft_log.applied >= ready_at {
+        g.leader_start = None;
+        g.partition.become_leader(raft.term);
+        info!(group = g.id, term = raft.term, "serving as leader");
     }
 }
 
