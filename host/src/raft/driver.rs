@@ -9,10 +9,11 @@
 //! - committed entries are applied (the high watermark moves; metadata changes reach the
 //!   cluster state).
 //!
-//! Persistence is group commit across groups: one background round fsyncs every replica written
-//! since the last round, then reports back (`on_persist_ready`), and only then are the messages
-//! that must follow persistence (votes, append responses) sent. While a round runs the loop
-//! keeps going, so the disk and the network overlap.
+//! Persistence is group commit: each round of the loop starts one background fsync for every
+//! replica written since its last one (all together, at most one in flight per replica); each
+//! reports back (`on_persist_ready`), and only then are the messages that must follow
+//! persistence (votes, append responses) sent. While fsyncs run the loop keeps going, so the
+//! disk and the network overlap.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use crate::groups::Coordinator;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::groups::offsets::OFFSETS_TOPIC;
-use crate::partition::replica::{Proposal, ReplicaStorage, SyncTarget, decode_entry};
+use crate::partition::replica::{Proposal, ReplicaStorage, decode_entry};
 
 /// Events handled per round at most, so readies are produced regularly under load.
 const MAX_EVENTS_PER_ROUND: usize = 4096;
@@ -62,8 +63,10 @@ struct Group {
     partition: Arc<Partition>,
     /// Readies not yet persisted, oldest first.
     pending: VecDeque<Pending>,
-    /// Highest ready number handed to a persist round.
+    /// Highest ready number handed to an fsync.
     queued: u64,
+    /// An fsync of this replica is running.
+    syncing: bool,
     /// Once elected: the index of our first entry; applying it makes us a serving leader.
     leader_start: Option<u64>,
     /// The term we were last elected in.
@@ -80,7 +83,6 @@ pub struct Driver {
     transport: Transport,
     groups: HashMap<u64, Group>,
     events_tx: mpsc::Sender<Event>,
-    persisting: bool,
     /// Peers whose stream broke and that have not been heard from since.
     down_peers: HashSet<u64>,
     logger: slog::Logger,
@@ -111,7 +113,6 @@ impl Driver {
             transport,
             groups: HashMap::new(),
             events_tx,
-            persisting: false,
             down_peers: HashSet::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             coordinator,
@@ -152,7 +153,7 @@ impl Driver {
         let node = RawNode::new(&config, storage, &self.logger)?;
         let label = format!("{}-{}", partition.topic(), partition.index());
         let label = if id == METADATA_GROUP { partition.topic().to_string() } else { label };
-        self.groups.insert(id, Group { id, label, proposed: VecDeque::new(), node, partition, pending: VecDeque::new(), queued: 0, leader_start: None, elected_term: 0, leadership: Leadership::default() });
+        self.groups.insert(id, Group { id, label, proposed: VecDeque::new(), node, partition, pending: VecDeque::new(), queued: 0, syncing: false, leader_start: None, elected_term: 0, leadership: Leadership::default() });
         Ok(())
     }
 
@@ -224,13 +225,11 @@ impl Driver {
                     self.replication.complete(request, Err(cluster::Error::NotApplied("no metadata leader is known yet".into())));
                 }
             }
-            Event::Persisted(Ok(rounds)) => {
-                self.persisting = false;
-                for (group, number, point) in rounds {
-                    if let Some(g) = self.groups.get_mut(&group) {
-                        g.partition.persisted(&point);
-                        finish_persisted(g, number, &self.transport, &self.metrics);
-                    }
+            Event::Persisted(Ok((group, number, point))) => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.syncing = false;
+                    g.partition.persisted(&point);
+                    finish_persisted(g, number, &self.transport, &self.metrics);
                 }
             }
             Event::Persisted(Err(cause)) => {
@@ -408,59 +407,40 @@ impl Driver {
         }
     }
 
-    /// Starts a group-commit round over every replica with unsynced writes, if none is running.
+    /// Starts an fsync for every replica with unsynced writes and none running: each replica
+    /// has at most one in flight (readies persist in order), and all of a round's start
+    /// together, so the disk sees them side by side and no partition waits for another's.
     fn start_persist_round(&mut self) {
-        if self.persisting {
-            return;
-        }
-        let mut round: Vec<(u64, u64, SyncTarget, bool, Arc<Partition>)> = Vec::new();
         for (&id, g) in self.groups.iter_mut() {
+            if g.syncing {
+                continue;
+            }
             let Some(last) = g.pending.iter().rev().find(|p| p.needs_sync && p.number > g.queued) else { continue };
             let number = last.number;
             let sync_state = g.pending.iter().any(|p| p.number > g.queued && p.sync_state);
-            match g.partition.sync_target() {
-                Ok(target) => round.push((id, number, target, sync_state, Arc::clone(&g.partition))),
+            let target = match g.partition.sync_target() {
+                Ok(target) => target,
                 Err(e) => {
                     warn!(group = id, cause = %e, "replica closed while persisting");
                     continue;
                 }
-            }
+            };
             g.queued = number;
-        }
-        if round.is_empty() {
-            return;
-        }
-        self.persisting = true;
-        let events = self.events_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            // Every replica is its own file: fsync them side by side, so the disk sees them
-            // together and the round takes one fsync's time, not one per partition.
-            let outcome = std::thread::scope(|scope| {
-                let syncs: Vec<_> = round
-                    .into_iter()
-                    .map(|(group, number, target, sync_state, partition)| {
-                        scope.spawn(move || -> std::io::Result<(u64, u64, crate::log::RecoveryPoint)> {
-                            target.log.sync_data()?;
-                            if sync_state {
-                                target.state.sync_data()?;
-                            }
-                            partition.checkpoint_if_due(&target.point);
-                            Ok((group, number, target.point))
-                        })
-                    })
-                    .collect();
-                let mut done = Vec::with_capacity(syncs.len());
-                for handle in syncs {
-                    match handle.join() {
-                        Ok(Ok(synced)) => done.push(synced),
-                        Ok(Err(e)) => return Err(e.to_string()),
-                        Err(_) => return Err("an fsync thread panicked".to_string()),
+            g.syncing = true;
+            let events = self.events_tx.clone();
+            let partition = Arc::clone(&g.partition);
+            tokio::task::spawn_blocking(move || {
+                let synced = target.log.sync_data().and_then(|()| if sync_state { target.state.sync_data() } else { Ok(()) });
+                let outcome = match synced {
+                    Ok(()) => {
+                        partition.checkpoint_if_due(&target.point);
+                        Ok((id, number, target.point))
                     }
-                }
-                Ok(done)
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = events.blocking_send(Event::Persisted(outcome));
             });
-            let _ = events.blocking_send(Event::Persisted(outcome));
-        });
+        }
     }
 
     /// Leader's count of followers whose log matches its last index (the ISR Metadata shows).

@@ -42,8 +42,8 @@ pub enum Event {
         /// The encoded [`Envelope`].
         data: Vec<u8>,
     },
-    /// A group-commit round finished: (group, ready number, where the log stood).
-    Persisted(Result<Vec<(u64, u64, RecoveryPoint)>, String>),
+    /// A replica's fsync finished: (group, ready number, where the log stood).
+    Persisted(Result<(u64, u64, RecoveryPoint), String>),
     /// Hand over leadership of a group.
     TransferLeader {
         /// The group.
