@@ -73,6 +73,7 @@ for rep in $(seq "$REPS"); do
     acked=$(tail -1 "$WORK/rf3.log" | field acked)
     # Bytes on disk per byte produced, per replica: what the three nodes wrote over 3 copies.
     python3 -c "print('disk_write_ratio=%.3f' % (($after-$before)/($acked*1024*3)))" | tee -a "$WORK/ratio.log"
+    for i in 1 2 3; do echo "peak_rss_mib=$(($(awk '/^VmHWM/ {print $2}' "/proc/${NODE_PID[$i]}/status") / 1024))" >> "$WORK/rss.log"; done
     for i in 1 2 3; do kill "${NODE_PID[$i]}"; done
     wait 2>/dev/null || true
     PIDS=()
@@ -89,5 +90,6 @@ echo
 echo "single-node MB/s per rep: $(field mb_per_sec < <(grep '^produce' "$WORK/single.log") | tr '\n' ' ')"
 echo "cluster MB/s per rep: $(field mb_per_sec < "$WORK/rf3.log" | tr '\n' ' ')"
 echo "disk bytes written per byte produced per replica: $(field disk_write_ratio < "$WORK/ratio.log" | tr '\n' ' ') (median $(median $(field disk_write_ratio < "$WORK/ratio.log")))"
+echo "peak RSS per cluster node (MiB): $(field peak_rss_mib < "$WORK/rss.log" | tr '\n' ' ')"
 echo
 target/release/sluice-failover --binary target/release/sluice --work "$WORK/failover" --kills "$KILLS"

@@ -80,7 +80,7 @@ pub struct RaftConfig {
     /// Default: 65536
     pub proposal_queue: usize,
     /// Bytes of recent entries each replica keeps in memory for replication and apply.
-    /// Default: 16777216 (16 MiB)
+    /// Default: 4194304 (4 MiB)
     pub entry_cache_bytes: usize,
     /// Largest append message sent to a follower.
     /// Default: 4194304 (4 MiB)
@@ -101,7 +101,7 @@ impl Default for RaftConfig {
             heartbeat_ticks: 1,
             peer_queue: 65536,
             proposal_queue: 65536,
-            entry_cache_bytes: 16 << 20,
+            entry_cache_bytes: 4 << 20,
             max_append_bytes: 4 << 20,
             max_inflight_appends: 256,
             metadata_timeout_ms: 10_000,
