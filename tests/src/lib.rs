@@ -26,6 +26,9 @@ pub mod plugins {
 /// A fault-injecting TCP proxy to put between cluster nodes.
 pub mod proxy;
 
+/// A 3-node cluster of real processes with a fault proxy on every directed link.
+pub mod cluster;
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -42,6 +45,9 @@ pub struct Broker {
     child: Option<Child>,
     metrics_addr: Option<SocketAddr>,
     rpc_addr: Option<SocketAddr>,
+    /// Port for `--rpc-addr`; 0 picks a free one at every start.
+    rpc_port: u16,
+    paused: bool,
 }
 
 impl Broker {
@@ -56,7 +62,26 @@ impl Broker {
             child: None,
             metrics_addr: None,
             rpc_addr: None,
+            rpc_port: 0,
+            paused: false,
         }
+    }
+
+    /// Binds `--rpc-addr` to this fixed port (every start) instead of a free one, so that peers
+    /// can be told where it is before it starts.
+    pub fn rpc_port(mut self, port: u16) -> Broker {
+        self.rpc_port = port;
+        self
+    }
+
+    /// `--node-id`.
+    pub fn node_id(self, id: i32) -> Broker {
+        self.arg("--node-id").arg(&id.to_string())
+    }
+
+    /// `--peers`: `id@host:port,...`, this node included.
+    pub fn peers(self, peers: &str) -> Broker {
+        self.arg("--peers").arg(peers)
     }
 
     /// Adds a command-line argument for every start.
@@ -86,11 +111,18 @@ impl Broker {
             .arg("--metrics-addr")
             .arg("127.0.0.1:0")
             .arg("--rpc-addr")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{}", self.rpc_port))
             .args(&self.extra_args)
             .env("RUST_LOG", std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // The broker reads every SLUICE_* variable as configuration and refuses unknown ones:
+        // keep the harness's own (SLUICE_TEST_LOG...) from it.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SLUICE_TEST_") {
+                command.env_remove(k);
+            }
+        }
         for (k, v) in &self.extra_env {
             command.env(k, v);
         }
@@ -106,6 +138,7 @@ impl Broker {
             for _ in lines {}
         });
         self.child = Some(child);
+        self.paused = false;
         match ready_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) if line.contains("kafka listening on") => {
                 self.metrics_addr = line.rsplit("metrics on ").next().and_then(|a| a.trim().parse().ok());
@@ -164,12 +197,47 @@ impl Broker {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// SIGKILL: no flush, no checkpoint, nothing.
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is stopped by [`Broker::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// SIGSTOP: the process freezes mid-flight; the kernel still accepts connections and
+    /// buffers bytes for it.
+    pub fn pause(&mut self) -> Result<()> {
+        self.signal(libc::SIGSTOP)?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT after [`Broker::pause`].
+    pub fn resume(&mut self) -> Result<()> {
+        self.signal(libc::SIGCONT)?;
+        self.paused = false;
+        Ok(())
+    }
+
+    fn signal(&mut self, signal: libc::c_int) -> Result<()> {
+        let Some(child) = self.child.as_ref() else { bail!("broker not running") };
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+        if unsafe { libc::kill(child.id() as libc::pid_t, signal) } != 0 {
+            bail!("kill({}, {signal}): {}", child.id(), std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no flush, no checkpoint, nothing. (Also ends a paused process.)
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.paused = false;
     }
 
     /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
@@ -178,7 +246,12 @@ impl Broker {
         // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
         unsafe {
             libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            // A stopped process only sees the SIGTERM once it runs again.
+            if self.paused {
+                libc::kill(child.id() as libc::pid_t, libc::SIGCONT);
+            }
         }
+        self.paused = false;
         Ok(child.wait()?.success())
     }
 }
