@@ -421,8 +421,10 @@ impl Partition {
         };
         let _writing = self.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
         let written = writer.write(&extra).and_then(|()| self.lock().log.as_ref().map_or(Ok(()), |log| log.checkpoint_written(point)));
-        if let Err(e) = written {
-            tracing::warn!(topic = %self.topic, partition = self.index, cause = %e, "checkpoint write failed");
+        match written {
+            // A new leader's entries cut the log meanwhile: the next round writes a fresh one.
+            Ok(()) | Err(crate::log::Error::StaleRecoveryPoint) => {}
+            Err(e) => tracing::warn!(topic = %self.topic, partition = self.index, cause = %e, "checkpoint write failed"),
         }
     }
 

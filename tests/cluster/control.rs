@@ -1,0 +1,166 @@
+//! Cluster state made on one node takes effect on every node: topic configs, plugins, consumer
+//! group offsets (which survive their coordinator's death), and what `sluice cluster status`
+//! reports.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use kafka_protocol::messages::FindCoordinatorRequest;
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_tests::cluster::TestCluster;
+use sluice_tests::plugins::ECHO_CODEC_COMPONENT;
+use sluice_tests::{RawClient, client_config};
+
+use crate::{PARTITIONS, PATIENCE, TOPIC, cluster_with_topic, serial};
+
+/// Runs `sluice <args>` against node `i`'s admin API.
+fn cli(cluster: &TestCluster, i: usize, args: &[&str]) -> Result<String> {
+    let rpc = cluster.node(i).rpc_addr().context("node started")?.to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).args(["--rpc-addr", &rpc]).output()?;
+    ensure!(output.status.success(), "sluice {args:?} on node {i}: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Retries `check` until it passes or `PATIENCE` runs out (changes apply asynchronously).
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e.context(format!("{what}: still not true after {PATIENCE:?}"))),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+fn topic_config(bootstrap: &str, key: &str) -> Result<Option<String>> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let described = futures::executor::block_on(admin.describe_configs([&ResourceSpecifier::Topic(TOPIC)], &AdminOptions::new()))?;
+    let resource = described.into_iter().next().context("one resource")?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(resource.get(key).and_then(|entry| entry.value.clone()))
+}
+
+#[test]
+fn configs_and_plugins_changed_on_one_node_apply_on_every_node() -> Result<()> {
+    let _one = serial();
+    let cluster = cluster_with_topic()?;
+
+    // A topic config altered through node 1 is reported by every node.
+    let admin: AdminClient<DefaultClientContext> = client_config(&cluster.node(1).bootstrap()).create()?;
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(TOPIC)).set("retention.ms", "123456");
+    let altered = futures::executor::block_on(admin.alter_configs([&alter], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))?;
+    ensure!(altered.iter().all(|r| r.is_ok()), "alter configs: {altered:?}");
+    for i in 0..3 {
+        eventually(&format!("retention.ms on node {i}"), || {
+            let value = topic_config(&cluster.node(i).bootstrap(), "retention.ms")?;
+            ensure!(value.as_deref() == Some("123456"), "node {i} reports {value:?}");
+            Ok(())
+        })?;
+    }
+
+    // A plugin loaded through node 2 is compiled and listed on every node, and a default
+    // binding made through node 0 is in effect on node 2.
+    let loaded = cli(&cluster, 2, &["plugin", "load", ECHO_CODEC_COMPONENT, "--name", "echo", "--version", "1"])?;
+    ensure!(loaded.contains("loaded codec plugin echo@1"), "{loaded}");
+    for i in 0..3 {
+        eventually(&format!("plugin list on node {i}"), || {
+            let list = cli(&cluster, i, &["plugin", "list"])?;
+            ensure!(list.lines().any(|l| l.contains("echo") && l.contains("loaded")), "node {i} lists:\n{list}");
+            Ok(())
+        })?;
+    }
+    cli(&cluster, 0, &["plugin", "bind", "--kind", "codec", "echo@1"])?;
+    eventually("the default codec on node 2", || {
+        let binding = cli(&cluster, 2, &["plugin", "describe", "--kind", "codec"])?;
+        ensure!(binding.contains("echo@1"), "node 2 describes: {binding}");
+        Ok(())
+    })?;
+
+    // Every node's status names the three brokers and agrees on each partition's leader.
+    let mut leaders = Vec::new();
+    for i in 0..3 {
+        let status = cli(&cluster, i, &["cluster", "status"])?;
+        ensure!(status.starts_with(&format!("node {}", i + 1)), "{status}");
+        ensure!(status.lines().filter(|l| l.starts_with("broker ")).count() == 3, "node {i} status:\n{status}");
+        let rows: Vec<(String, String)> = status
+            .lines()
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                (cols.len() >= 8 && cols[1] == TOPIC).then(|| (cols[2].to_string(), cols[3].to_string()))
+            })
+            .collect();
+        ensure!(rows.len() == PARTITIONS as usize, "node {i} shows {} rows for {TOPIC}:\n{status}", rows.len());
+        leaders.push(rows);
+    }
+    eprintln!("leaders by partition, as each node reports them: {leaders:?}");
+    ensure!(leaders.windows(2).all(|w| w[0] == w[1]), "nodes disagree on leaders: {leaders:?}");
+    Ok(())
+}
+
+fn group_consumer(bootstrap: &str, group: &str) -> Result<BaseConsumer> {
+    let mut config: ClientConfig = client_config(bootstrap);
+    config.set("group.id", group).set("enable.auto.commit", "false");
+    Ok(config.create()?)
+}
+
+/// The node (index) coordinating `group`, as the first live node that answers names it.
+fn coordinator(cluster: &TestCluster, group: &str) -> Result<usize> {
+    for i in cluster.live().collect::<Vec<_>>() {
+        let mut client = match RawClient::connect(cluster.node(i).addr()) {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        let mut request = FindCoordinatorRequest::default();
+        request.key = StrBytes::from_string(group.to_string());
+        if let Ok(response) = client.send(3, &request)
+            && response.error_code == 0
+            && response.node_id.0 > 0
+        {
+            return Ok(response.node_id.0 as usize - 1);
+        }
+    }
+    bail!("no node named a coordinator for {group}")
+}
+
+#[test]
+fn committed_offsets_survive_their_coordinators_death() -> Result<()> {
+    let _one = serial();
+    let mut cluster = cluster_with_topic()?;
+    let group = "survivors";
+    // Kafka accepts commits past the log end, so an empty topic will do.
+    let mut committed = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        committed.add_partition_offset(TOPIC, p, Offset::Offset(i64::from(p) * 7))?;
+    }
+    eventually("a commit through the cluster", || {
+        let consumer = group_consumer(&cluster.bootstrap(), group)?;
+        consumer.commit(&committed, CommitMode::Sync)?;
+        Ok(())
+    })?;
+    let victim = eventually("a coordinator", || coordinator(&cluster, group))?;
+    eprintln!("killing node {victim}, the coordinator of {group}");
+    cluster.kill9(victim);
+    let read = eventually("the committed offsets from the new coordinator", || {
+        let consumer = group_consumer(&cluster.live_bootstrap(), group)?;
+        let mut wanted = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            wanted.add_partition(TOPIC, p);
+        }
+        let got = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+        for p in 0..PARTITIONS {
+            let offset = got.find_partition(TOPIC, p).map(|e| e.offset());
+            ensure!(offset == Some(Offset::Offset(i64::from(p) * 7)), "partition {p}: {offset:?}");
+        }
+        Ok(got)
+    })?;
+    let new_coordinator = coordinator(&cluster, group)?;
+    ensure!(new_coordinator != victim, "the dead node {victim} is still named coordinator");
+    eprintln!("node {new_coordinator} coordinates {group} now and returned {read:?}");
+    Ok(())
+}
