@@ -7,6 +7,9 @@
 //! (group commit) and then raises the high watermark. Producers with acks=1/-1 wait for the high
 //! watermark to pass their batch; consumers never see data above it, so nothing a consumer read
 //! can vanish in a crash.
+//!
+//! In a cluster the partition is a Raft replica instead ([`replica`]): there is no flusher, the
+//! Raft driver writes and fsyncs entries, and the high watermark is the commit point.
 
 pub mod batch;
 pub mod producer_state;

@@ -310,11 +310,6 @@ impl Partition {
         Ok(())
     }
 
-    /// This replica's Raft group, if it is in one.
-    pub fn raft_group(&self) -> Option<u64> {
-        self.lock().raft.as_ref().map(|r| r.group)
-    }
-
     /// Whether this replica may serve reads and writes (always, on a single node).
     pub fn is_leader(&self) -> bool {
         let inner = self.lock();
