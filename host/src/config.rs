@@ -444,4 +444,20 @@ mod tests {
         config.log.segment_bytes = 10;
         assert!(config.validate().is_err());
     }
+
+    #[test]
+    fn peers_are_parsed_and_checked() {
+        let peers = |list: &[&str]| list.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let parsed = parse_peers(&peers(&["1@127.0.0.1:9093", " 2@127.0.0.1:9094"])).unwrap();
+        assert_eq!(parsed, vec![(1, "127.0.0.1:9093".parse().unwrap()), (2, "127.0.0.1:9094".parse().unwrap())]);
+        for bad in [&["127.0.0.1:9093"][..], &["x@127.0.0.1:9093"], &["0@127.0.0.1:9093"], &["1@nowhere"], &["1@127.0.0.1:1", "1@127.0.0.1:2"]] {
+            assert!(parse_peers(&peers(bad)).is_err(), "{bad:?}");
+        }
+        let mut config = Config { node_id: 3, peers: peers(&["1@127.0.0.1:9093", "2@127.0.0.1:9094"]), ..Config::default() };
+        assert!(config.validate().is_err(), "a node must be one of its peers");
+        config.node_id = 2;
+        config.validate().unwrap();
+        config.raft.election_ticks = config.raft.heartbeat_ticks;
+        assert!(config.validate().is_err(), "elections must take longer than heartbeats");
+    }
 }
