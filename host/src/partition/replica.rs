@@ -124,7 +124,12 @@ pub fn decode_entry(data: &[u8]) -> Option<(i64, u32, i64, &[u8])> {
 impl RaftLog {
     fn load(dir: &Path, log: &PartitionLog, setup: ReplicaSetup) -> Result<RaftLog, Error> {
         let io = |source| crate::log::Error::Io { path: dir.join(STATE_FILE), source };
+        let existed = dir.join(STATE_FILE).exists();
         let state_file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(STATE_FILE)).map_err(io)?;
+        if !existed {
+            // The file's name must survive a power loss too, or a vote fsynced into it could vanish.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
         let hard_state = read_hard_state(&state_file).map_err(|e| Error::StorageFailed(format!("{}: {e}", dir.join(STATE_FILE).display())))?;
         let mut slots = VecDeque::new();
         let mut first_index = None;
