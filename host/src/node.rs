@@ -183,16 +183,14 @@ async fn blocking<T: Send + 'static, E: Into<Error> + Send + 'static>(
 /// In a cluster: settles the cluster id, registers this node's Kafka address with the metadata
 /// group and makes sure the offsets topic exists, retrying until both are applied (a leader must be elected first).
 async fn bootstrap(cluster: Arc<Cluster>, replication: Arc<Replication>, node_id: i32, advertised: SocketAddr, offsets_partitions: i32, mut stop: watch::Receiver<bool>) {
-    let retry = std::time::Duration::from_millis(500);
     let mut cluster_id_settled = false;
     while !cluster_id_settled {
         match replication.propose(Command::InitCluster { cluster_id: cluster.cluster_id() }).await {
             Ok(_) => cluster_id_settled = true,
             Err(e) => {
                 debug!(cause = %e, "cluster id pending");
-                tokio::select! {
-                    _ = tokio::time::sleep(retry) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                if pause_unless_stopping(&mut stop).await {
+                    return;
                 }
             }
         }
@@ -201,9 +199,8 @@ async fn bootstrap(cluster: Arc<Cluster>, replication: Arc<Replication>, node_id
     while !registered(&cluster) {
         if let Err(e) = replication.propose(Command::RegisterBroker { node: node_id, addr: advertised.to_string() }).await {
             debug!(cause = %e, "broker registration pending");
-            tokio::select! {
-                _ = tokio::time::sleep(retry) => {}
-                _ = stop.wait_for(|s| *s) => return,
+            if pause_unless_stopping(&mut stop).await {
+                return;
             }
         }
     }
@@ -212,11 +209,18 @@ async fn bootstrap(cluster: Arc<Cluster>, replication: Arc<Replication>, node_id
         let command = Command::CreateTopic { name: OFFSETS_TOPIC.into(), id: uuid::Uuid::new_v4(), partitions: offsets_partitions, replication_factor: -1, configs };
         if let Err(e) = replication.propose(command).await {
             debug!(cause = %e, "offsets topic creation pending");
-            tokio::select! {
-                _ = tokio::time::sleep(retry) => {}
-                _ = stop.wait_for(|s| *s) => return,
+            if pause_unless_stopping(&mut stop).await {
+                return;
             }
         }
+    }
+}
+
+/// Waits before a bootstrap step is retried; true if the node is stopping instead.
+async fn pause_unless_stopping(stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => false,
+        _ = stop.wait_for(|s| *s) => true,
     }
 }
 

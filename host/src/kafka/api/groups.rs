@@ -87,17 +87,15 @@ pub fn find_coordinator(ctx: &KafkaContext, request: &Request) -> Result<Bytes, 
 
 /// The broker leading the offsets partition of `group`: (id, host, port).
 fn coordinator_of(ctx: &KafkaContext, group: &str) -> Option<(i32, String, i32)> {
-    let me = (ctx.node_id, ctx.advertised.ip().to_string(), i32::from(ctx.advertised.port()));
-    let Some(r) = ctx.control.replication() else { return Some(me) };
-    let topic = ctx.cluster.topic(crate::groups::offsets::OFFSETS_TOPIC)?;
-    let index = crate::groups::offsets::partition_for(group, topic.partitions.len() as i32);
-    let leader = r.leadership(crate::cluster::group_of(topic.id, index)).leader;
-    let leader = i32::try_from(leader).ok().filter(|l| *l > 0)?;
-    if leader == ctx.node_id {
-        return Some(me);
-    }
-    let addr: std::net::SocketAddr = ctx.cluster.brokers().get(&leader)?.parse().ok()?;
-    Some((leader, addr.ip().to_string(), i32::from(addr.port())))
+    let leader = match ctx.control.replication() {
+        None => ctx.node_id,
+        Some(r) => {
+            let topic = ctx.cluster.topic(crate::groups::offsets::OFFSETS_TOPIC)?;
+            let index = crate::groups::offsets::partition_for(group, topic.partitions.len() as i32);
+            i32::try_from(r.leadership(crate::cluster::group_of(topic.id, index)).leader).ok().filter(|l| *l > 0)?
+        }
+    };
+    super::metadata::brokers(ctx).into_iter().find(|(id, _, _)| *id == leader)
 }
 
 pub async fn join_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {

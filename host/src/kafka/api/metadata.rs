@@ -75,7 +75,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
 
 /// (id, host, port) of every broker: this node alone, or every node that registered with the
 /// metadata group.
-fn brokers(ctx: &KafkaContext) -> Vec<(i32, String, i32)> {
+pub(super) fn brokers(ctx: &KafkaContext) -> Vec<(i32, String, i32)> {
     let me = (ctx.node_id, ctx.advertised.ip().to_string(), i32::from(ctx.advertised.port()));
     if ctx.control.replication().is_none() {
         return vec![me];
