@@ -1,6 +1,7 @@
 //! Builds the plugins shipped inside the `sluice` binary (the cluster's defaults) for
 //! wasm32-wasip2, which emits components directly, and generates `builtin_plugins.rs` with
-//! their bytes. Each plugin is built in release mode in a target dir inside `OUT_DIR`.
+//! their bytes. Each plugin is built in release mode in the guests' own target dir (see
+//! `guest_target_dir`).
 
 use std::path::PathBuf;
 
@@ -23,7 +24,7 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed=build-support/guests.rs");
     let crates: Vec<&str> = SHIPPED.iter().map(|(krate, _, _)| *krate).collect();
-    let components = build_guests(&workspace, &out_dir.join("wasm"), &crates, &["plugins", "plugin-sdk", "wit"]);
+    let components = build_guests(&workspace, &out_dir, &crates, &["plugins", "plugin-sdk", "wit"]);
     let version = std::env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION");
     let mut generated = String::from("/// The plugins shipped in this binary: (name, version, kind, component bytes).\n");
     generated.push_str("pub const BUILTIN: &[(&str, &str, PluginKind, &[u8])] = &[\n");

@@ -22,7 +22,7 @@ fn main() {
     let workspace = manifest_dir.parent().expect("tests/ is inside the workspace").to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed=../host/build-support/guests.rs");
-    let components = build_guests(&workspace, &out_dir.join("wasm"), TEST_PLUGINS, &["tests/plugins", "plugin-sdk", "wit"]);
+    let components = build_guests(&workspace, &out_dir, TEST_PLUGINS, &["tests/plugins", "plugin-sdk", "wit"]);
     let mut generated = String::new();
     let mut names = Vec::new();
     for (krate, wasm) in TEST_PLUGINS.iter().zip(components) {

@@ -1,13 +1,16 @@
 // Shared by the build scripts of `sluice` (host/build.rs) and `sluice-tests` (tests/build.rs),
 // which `include!` it: builds plugin crates of this workspace as wasm32-wasip2 components.
 
-/// Builds `crates` for wasm32-wasip2 in release mode into `target_dir` (so the outer build's
-/// target dir and lock are never touched), reruns the build script when `watched` workspace
+/// Builds `crates` for wasm32-wasip2 in release mode into the guests' own target dir (so the
+/// outer build's lock is never touched), reruns the build script when `watched` workspace
 /// folders change, and returns each crate's component path, in order.
-fn build_guests(workspace: &std::path::Path, target_dir: &std::path::Path, crates: &[&str], watched: &[&str]) -> Vec<std::path::PathBuf> {
+fn build_guests(workspace: &std::path::Path, out_dir: &std::path::Path, crates: &[&str], watched: &[&str]) -> Vec<std::path::PathBuf> {
+    let target_dir = guest_target_dir(out_dir);
+    let target_dir = target_dir.as_path();
     for folder in watched {
         println!("cargo:rerun-if-changed={}", workspace.join(folder).display());
     }
+    ensure_wasm_target();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = std::process::Command::new(cargo);
     build.current_dir(workspace).args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
@@ -36,4 +39,39 @@ fn build_guests(workspace: &std::path::Path, target_dir: &std::path::Path, crate
             wasm
         })
         .collect()
+}
+
+/// One target dir for every build script's guests, beside the outer profile's `build/`
+/// (OUT_DIR is `<target>/<profile>/build/<crate>-<hash>/out`), so the host-side tools guests
+/// need (wit-bindgen's macros) are compiled once, not once per build script. Cargo's lock on
+/// that dir serialises the build scripts that share it.
+fn guest_target_dir(out_dir: &std::path::Path) -> std::path::PathBuf {
+    match out_dir.ancestors().nth(3) {
+        Some(profile_dir) if out_dir.ancestors().nth(2).is_some_and(|build| build.ends_with("build")) => profile_dir.join("wasm-guests"),
+        _ => out_dir.join("wasm"),
+    }
+}
+
+/// rustup installs the targets `rust-toolchain.toml` lists only along with the toolchain, so a
+/// toolchain installed before stays without wasm32-wasip2: add it when the sysroot lacks it.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let installed = || {
+        std::process::Command::new(&rustc)
+            .args(["--print", "sysroot"])
+            .output()
+            .ok()
+            .map(|out| std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("lib/rustlib/wasm32-wasip2"))
+            .is_some_and(|dir| dir.is_dir())
+    };
+    if installed() {
+        return;
+    }
+    println!("cargo:warning=adding the wasm32-wasip2 target to this toolchain (rustup target add wasm32-wasip2)");
+    // Two build scripts may get here at once; rustup serialises installs, and a second one that
+    // finds the target present succeeds too.
+    let added = std::process::Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+    if !installed() {
+        panic!("the wasm32-wasip2 target is missing and `rustup target add wasm32-wasip2` did not add it ({added:?})");
+    }
 }
