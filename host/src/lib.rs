@@ -5,9 +5,11 @@
 //! - `kafka/`: the wire server — framing, then one handler module per API family.
 //! - `partition/`: one partition replica — batch validation, idempotent producers, group commit.
 //! - `log/`: the on-disk partition log — segments, indexes, recovery.
-//! - `cluster/`: topics, topic configs and producer ids, persisted in the data dir.
+//! - `cluster/`: topics, topic configs and producer ids, persisted in the data dir; the metadata
+//!   group's commands and state machine.
 //! - `groups/`: the consumer group coordinator and committed offsets.
-//! - `raft/`: Raft replication — the ready loop, the peer transport, the metadata group.
+//! - `raft/`: Raft replication — the ready loop, a replica's Raft storage, the peer transport,
+//!   and the state-machine trait committed entries are applied through.
 //! - [`plugins`]: the WebAssembly plugin host (codecs, snapshot triggers, retention policies).
 //! - `metrics`: Prometheus counters and their HTTP endpoint.
 //! - [`Node`]: starts and stops all of the above.
@@ -35,6 +37,9 @@ pub use error::Error;
 pub use kafka::frame;
 pub use metrics::Metrics;
 pub use node::Node;
+/// The node-to-node wire protocol (Raft traffic on `--rpc-addr`), for tools and tests that
+/// speak to a node as a peer would.
+pub use crate::raft::transport::proto as raft_proto;
 
 // Unit tests decode hostile frames in-process, so they need the broker's allocator too.
 #[cfg(test)]

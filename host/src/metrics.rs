@@ -47,6 +47,8 @@ pub struct RaftMetrics {
     pub sent: IntCounterVec,
     /// Messages received, by group and type.
     pub received: IntCounterVec,
+    /// Peer messages refused before raft-rs saw them, by reason.
+    pub refused: IntCounterVec,
     /// Entries written to the group's log on this node.
     pub entries: IntCounterVec,
     /// Current term.
@@ -69,6 +71,7 @@ impl RaftMetrics {
             elections: counter("raft_leader_elections_total", "Times this node became the group's leader", &["group"]),
             sent: counter("raft_messages_sent_total", "Raft messages sent, by type", &["group", "type"]),
             received: counter("raft_messages_received_total", "Raft messages received, by type", &["group", "type"]),
+            refused: counter("raft_messages_refused_total", "Peer messages refused as malformed or inconsistent, by reason", &["reason"]),
             entries: counter("raft_log_entries_total", "Entries written to the group's log here", &["group"]),
             term: gauge("raft_term", "Current term", &["group"]),
             commit: gauge("raft_commit_index", "Commit index", &["group"]),
@@ -87,6 +90,7 @@ impl RaftMetrics {
         r.register(Box::new(self.elections.clone())).expect("unique metric");
         r.register(Box::new(self.sent.clone())).expect("unique metric");
         r.register(Box::new(self.received.clone())).expect("unique metric");
+        r.register(Box::new(self.refused.clone())).expect("unique metric");
         r.register(Box::new(self.entries.clone())).expect("unique metric");
         r.register(Box::new(self.term.clone())).expect("unique metric");
         r.register(Box::new(self.commit.clone())).expect("unique metric");

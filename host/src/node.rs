@@ -10,20 +10,21 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use crate::cluster::control::Control;
+use crate::cluster::metadata::{Command, MetadataMachine, Proposer};
 use crate::cluster::{Cluster, Replicas};
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::partition::Partition;
 use crate::partition::replica::ReplicaSetup;
-use crate::raft::control::Control;
 use crate::raft::driver::Driver;
-use crate::raft::metadata::Command;
+use crate::raft::state_machine::StateMachine;
 use crate::raft::transport::{Transport, TransportService};
 use crate::raft::{METADATA_GROUP, Replication};
 use crate::config::Config;
 use crate::error::Error;
 use crate::admin::{self, AdminService};
 use crate::cluster::retention;
-use crate::groups::Coordinator;
+use crate::groups::{Coordinator, OffsetsMachine};
 use crate::plugins::Plugins;
 use crate::kafka::{self, KafkaContext};
 use crate::metrics::{self, Metrics};
@@ -97,7 +98,7 @@ impl Node {
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut transport_service = None;
-        let replication = match replicas {
+        let proposer = match replicas {
             None => None,
             Some(replicas) => {
                 let me = u64::try_from(node_id).map_err(|_| Error::Io { what: "node id".into(), source: std::io::Error::other("a cluster node id must be positive") })?;
@@ -111,17 +112,29 @@ impl Node {
                 })
                 .await?;
                 let timeout = std::time::Duration::from_millis(config.raft.metadata_timeout_ms);
-                let replication = Arc::new(Replication::new(me, replicas.voters.clone(), events_tx.clone(), timeout));
+                let replication = Arc::new(Replication::new(me, replicas.voters.clone(), events_tx.clone(), config.kafka.max_request_bytes as usize));
+                let proposer = Arc::new(Proposer::new(replication, timeout));
                 let transport = Transport::start(me, &peers, config.raft.peer_queue, events_tx.clone());
-                let driver = Driver::new(config.raft.clone(), Arc::clone(&cluster), Arc::clone(&replication), transport, metadata_log, events_tx.clone(), Arc::clone(&groups), Arc::clone(&metrics), Arc::clone(&plugins))
-                    .map_err(|e| Error::Io { what: "starting raft".into(), source: std::io::Error::other(e.to_string()) })?;
+                let offsets_groups = Arc::clone(&groups);
+                let machine_for = Box::new(move |log: &Partition| {
+                    (log.topic() == OFFSETS_TOPIC).then(|| Box::new(OffsetsMachine(Arc::clone(&offsets_groups))) as Box<dyn StateMachine>)
+                });
+                let mut driver = Driver::new(config.raft.clone(), Arc::clone(proposer.replication()), transport, events_tx.clone(), Arc::clone(&metrics), machine_for);
+                let metadata = MetadataMachine::new(Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&proposer));
+                let raft_error = |e: raft::Error| Error::Io { what: "starting raft".into(), source: std::io::Error::other(e.to_string()) };
+                driver.add_metadata_group(metadata_log, cluster.applied_index(), Box::new(metadata)).map_err(raft_error)?;
+                for topic in cluster.topics() {
+                    for p in &topic.partitions {
+                        driver.add_partition(crate::cluster::group_of(topic.id, p.index()), Arc::clone(p)).map_err(raft_error)?;
+                    }
+                }
                 tasks.push(tokio::spawn(driver.run(events_rx, proposals_rx, stop.clone())));
-                tasks.push(tokio::spawn(bootstrap(Arc::clone(&cluster), Arc::clone(&replication), node_id, advertised, config.groups.offsets_topic_partitions, stop.clone())));
+                tasks.push(tokio::spawn(bootstrap(Arc::clone(&cluster), Arc::clone(&proposer), node_id, advertised, config.groups.offsets_topic_partitions, stop.clone())));
                 transport_service = Some(TransportService::server(events_tx.clone(), config.kafka.max_request_bytes.saturating_mul(2) as usize));
-                Some(replication)
+                Some(proposer)
             }
         };
-        let control = Arc::new(Control::new(Arc::clone(&cluster), replication));
+        let control = Arc::new(Control::new(Arc::clone(&cluster), Arc::clone(&plugins), proposer));
         let ctx = Arc::new(KafkaContext {
             cluster: Arc::clone(&cluster),
             node_id,
@@ -182,10 +195,10 @@ async fn blocking<T: Send + 'static, E: Into<Error> + Send + 'static>(
 
 /// In a cluster: settles the cluster id, registers this node's Kafka address with the metadata
 /// group and makes sure the offsets topic exists, retrying until both are applied (a leader must be elected first).
-async fn bootstrap(cluster: Arc<Cluster>, replication: Arc<Replication>, node_id: i32, advertised: SocketAddr, offsets_partitions: i32, mut stop: watch::Receiver<bool>) {
+async fn bootstrap(cluster: Arc<Cluster>, proposer: Arc<Proposer>, node_id: i32, advertised: SocketAddr, offsets_partitions: i32, mut stop: watch::Receiver<bool>) {
     let mut cluster_id_settled = false;
     while !cluster_id_settled {
-        match replication.propose(Command::InitCluster { cluster_id: cluster.cluster_id() }).await {
+        match proposer.propose(Command::InitCluster { cluster_id: cluster.cluster_id() }).await {
             Ok(_) => cluster_id_settled = true,
             Err(e) => {
                 debug!(cause = %e, "cluster id pending");
@@ -197,7 +210,7 @@ async fn bootstrap(cluster: Arc<Cluster>, replication: Arc<Replication>, node_id
     }
     let registered = |c: &Cluster| c.brokers().get(&node_id) == Some(&advertised.to_string());
     while !registered(&cluster) {
-        if let Err(e) = replication.propose(Command::RegisterBroker { node: node_id, addr: advertised.to_string() }).await {
+        if let Err(e) = proposer.propose(Command::RegisterBroker { node: node_id, addr: advertised.to_string() }).await {
             debug!(cause = %e, "broker registration pending");
             if pause_unless_stopping(&mut stop).await {
                 return;
@@ -207,7 +220,7 @@ async fn bootstrap(cluster: Arc<Cluster>, replication: Arc<Replication>, node_id
     while cluster.topic(OFFSETS_TOPIC).is_none() {
         let configs = std::collections::BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
         let command = Command::CreateTopic { name: OFFSETS_TOPIC.into(), id: uuid::Uuid::new_v4(), partitions: offsets_partitions, replication_factor: -1, configs };
-        if let Err(e) = replication.propose(command).await {
+        if let Err(e) = proposer.propose(command).await {
             debug!(cause = %e, "offsets topic creation pending");
             if pause_unless_stopping(&mut stop).await {
                 return;

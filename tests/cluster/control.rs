@@ -164,3 +164,110 @@ fn committed_offsets_survive_their_coordinators_death() -> Result<()> {
     eprintln!("node {new_coordinator} coordinates {group} now and returned {read:?}");
     Ok(())
 }
+
+/// OffsetFetch (v1: errors per partition; v8: per group) sent straight to node `i`.
+fn fetch_offsets_from(cluster: &TestCluster, i: usize, group: &str) -> Result<(i16, Vec<(i32, i64, i16)>)> {
+    use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics};
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest, TopicName};
+    let mut client = RawClient::connect(cluster.node(i).addr())?;
+    let mut v1 = OffsetFetchRequest::default();
+    v1.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    let mut topic = OffsetFetchRequestTopic::default();
+    topic.name = TopicName(StrBytes::from_static_str(TOPIC));
+    topic.partition_indexes = (0..PARTITIONS).collect();
+    v1.topics = Some(vec![topic]);
+    let old = client.send(1, &v1)?;
+    let partitions: Vec<(i32, i64, i16)> =
+        old.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.committed_offset, p.error_code))).collect();
+    let mut v8 = OffsetFetchRequest::default();
+    let mut g = OffsetFetchRequestGroup::default();
+    g.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    let mut topics = OffsetFetchRequestTopics::default();
+    topics.name = TopicName(StrBytes::from_static_str(TOPIC));
+    topics.partition_indexes = (0..PARTITIONS).collect();
+    g.topics = Some(vec![topics]);
+    v8.groups = vec![g];
+    let new = client.send(8, &v8)?;
+    let group_error = new.groups.first().context("one group in the answer")?.error_code;
+    Ok((group_error, partitions))
+}
+
+#[test]
+fn offset_fetch_from_a_non_coordinator_answers_not_coordinator() -> Result<()> {
+    const NOT_COORDINATOR: i16 = 16;
+    let _one = serial();
+    let cluster = cluster_with_topic()?;
+    let group = "fetchers";
+    let mut committed = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        committed.add_partition_offset(TOPIC, p, Offset::Offset(i64::from(p) + 40))?;
+    }
+    eventually("a commit through the cluster", || {
+        let consumer = group_consumer(&cluster.bootstrap(), group)?;
+        consumer.commit(&committed, CommitMode::Sync)?;
+        Ok(())
+    })?;
+    let coordinating = eventually("a coordinator", || coordinator(&cluster, group))?;
+    // Only the coordinator answers with offsets; a node that may lag behind it refuses.
+    for i in 0..cluster.len() {
+        let (group_error, partitions) = fetch_offsets_from(&cluster, i, group)?;
+        if i == coordinating {
+            ensure!(group_error == 0, "the coordinator answered v8 with error {group_error}");
+            let expected: Vec<(i32, i64, i16)> = (0..PARTITIONS).map(|p| (p, i64::from(p) + 40, 0)).collect();
+            ensure!(partitions == expected, "the coordinator answered v1 with {partitions:?}");
+        } else {
+            ensure!(group_error == NOT_COORDINATOR, "node {i} (not the coordinator) answered v8 with error {group_error}");
+            ensure!(
+                !partitions.is_empty() && partitions.iter().all(|&(_, offset, error)| error == NOT_COORDINATOR && offset == -1),
+                "node {i} (not the coordinator) answered v1 with {partitions:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Segment files (`*.log`) of `topic`'s partition 0 in node `i`'s data dir, by base offset.
+fn segment_files(cluster: &TestCluster, i: usize, topic: &str) -> Result<Vec<String>> {
+    let dir = cluster.node(i).data_dir().join("partitions").join(format!("{topic}-0"));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[test]
+fn retention_decided_by_the_leader_deletes_the_same_prefix_on_every_replica() -> Result<()> {
+    use rdkafka::admin::{NewTopic, TopicReplication};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let _one = serial();
+    let cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &[("SLUICE_PLUGINS__RETENTION_CHECK_INTERVAL_MS", "300")])?;
+    let topic = "retained";
+    let admin: AdminClient<DefaultClientContext> = client_config(&cluster.bootstrap()).create()?;
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(3)).set("segment.bytes", "1024").set("retention.bytes", "3072");
+    eventually("creating the topic", || {
+        let created = futures::executor::block_on(admin.create_topics([&new_topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))?;
+        ensure!(created.iter().all(|r| r.is_ok() || matches!(r, Err((_, rdkafka::error::RDKafkaErrorCode::TopicAlreadyExists)))), "{created:?}");
+        Ok(())
+    })?;
+    cluster.wait_for_leader(topic, 0, None, PATIENCE)?;
+    let producer: FutureProducer = sluice_tests::producer_config(&cluster.bootstrap()).set("linger.ms", "0").create()?;
+    let value = "v".repeat(200);
+    for i in 0..100 {
+        let key = i.to_string();
+        let delivery = producer.send_result(FutureRecord::to(topic).partition(0).key(&key).payload(&value)).map_err(|(e, _)| anyhow::anyhow!("record {i}: {e}"))?;
+        futures::executor::block_on(delivery)?.map_err(|(e, _)| anyhow::anyhow!("record {i}: {e}"))?;
+    }
+    // The leader's policy drops whole segments below its decision, and so does every follower,
+    // through the same Raft entry: the nodes end up holding the very same segments.
+    let agreed = eventually("the same segments on every node", || {
+        let files: Vec<Vec<String>> = (0..3).map(|i| segment_files(&cluster, i, topic)).collect::<Result<_>>()?;
+        ensure!(files.windows(2).all(|w| w[0] == w[1]), "nodes hold different segments: {files:?}");
+        ensure!(files[0].first().is_some_and(|f| !f.starts_with("00000000000000000000")), "nothing deleted yet: {files:?}");
+        Ok(files[0].clone())
+    })?;
+    eprintln!("every node keeps {agreed:?}");
+    Ok(())
+}

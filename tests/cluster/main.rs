@@ -9,6 +9,7 @@
 
 mod control;
 mod faults;
+mod peers;
 mod workload;
 
 use std::collections::{HashMap, HashSet};

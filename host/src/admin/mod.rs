@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::Cluster;
-use crate::raft::control::Control;
+use crate::cluster::control::Control;
 use crate::raft::transport::TransportService;
 use crate::raft::transport::proto::raft_transport_server::RaftTransportServer;
 use crate::cluster::topic_config::PLUGIN_PARAM_PREFIX;
@@ -112,7 +112,7 @@ impl Admin for AdminService {
     async fn load_plugin(&self, request: Request<proto::LoadPluginRequest>) -> Result<Response<proto::Plugin>, Status> {
         let r = request.into_inner();
         let kind = if r.kind.is_empty() { None } else { Some(kind(&r.kind)?) };
-        let info = self.control.load_plugin(&self.plugins, r.component, kind, r.name, r.version).await.map_err(refused)?;
+        let info = self.control.load_plugin(r.component, kind, r.name, r.version).await.map_err(refused)?;
         Ok(Response::new(proto::Plugin {
             name: info.name,
             version: info.version,
@@ -145,7 +145,7 @@ impl Admin for AdminService {
         let kind = kind(&r.kind)?;
         let params = params(r.params);
         if r.topic.is_empty() {
-            self.control.set_default_binding(&self.plugins, kind, r.plugin.clone(), params).await.map_err(refused)?;
+            self.control.set_default_binding(kind, r.plugin.clone(), params).await.map_err(refused)?;
         } else {
             self.update_topic(&r.topic, |configs| {
                 configs.insert(kind.topic_config().to_string(), r.plugin.clone());

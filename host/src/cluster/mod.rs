@@ -2,14 +2,16 @@
 //! and producer-id allocation, persisted in `metadata.json` in the data dir and replaced
 //! atomically on every change. The partitions themselves are opened here and handed out to the
 //! Kafka handlers. In a cluster every change is an entry of the Raft metadata group
-//! ([`crate::raft::metadata`]) applied here on every node in the same order; `metadata.json` is
+//! ([`metadata`]) applied here on every node in the same order; `metadata.json` is
 //! then the applied state, recording the last applied index.
 
+pub mod control;
+pub mod metadata;
 pub mod retention;
 pub mod topic_config;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -24,6 +26,9 @@ use crate::partition::{self, Partition, PartitionConfig};
 const METADATA_FILE: &str = "metadata.json";
 const METADATA_TMP_FILE: &str = "metadata.json.tmp";
 const PARTITIONS_DIR: &str = "partitions";
+/// In every partition directory: the id of the topic that owns it.
+const TOPIC_ID_FILE: &str = "topic-id";
+const TOPIC_ID_TMP_FILE: &str = "topic-id.tmp";
 /// Producer ids are handed out from blocks whose end is persisted first, so a restart never
 /// reuses an id without an fsync per InitProducerId.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -61,6 +66,9 @@ pub enum Error {
     /// `metadata.json` did not parse.
     #[error("corrupt {METADATA_FILE}: {0}")]
     Corrupt(String),
+    /// A partition directory's `topic-id` file did not parse; the directory is left alone.
+    #[error("unreadable topic id in {0}: {1}")]
+    CorruptTopicId(PathBuf, String),
 }
 
 /// A topic and its open partitions.
@@ -118,8 +126,7 @@ pub fn group_of(topic_id: Uuid, partition: i32) -> u64 {
 }
 
 struct ProducerIds {
-    next: i64,
-    /// Invariant: next <= block_end, and block_end is durable in metadata.json.
+    /// The end of the last block handed out, durable in metadata.json.
     block_end: i64,
 }
 
@@ -137,6 +144,10 @@ pub struct Cluster {
     /// Replicated: (next, end) of the block granted to this node.
     local_producer_ids: Mutex<(i64, i64)>,
     applied_index: std::sync::atomic::AtomicU64,
+    /// Woken when a topic's configs change (retention then runs at once).
+    retention_changed: tokio::sync::Notify,
+    /// The applied index in `metadata.json` as last written.
+    persisted_index: std::sync::atomic::AtomicU64,
     brokers: RwLock<BTreeMap<i32, String>>,
 }
 
@@ -157,6 +168,9 @@ impl Cluster {
             },
             Err(e) => return Err(e.into()),
         };
+        let owned: BTreeMap<String, Uuid> =
+            file.topics.iter().flat_map(|t| (0..t.partitions).map(move |i| (format!("{}-{i}", t.name), t.id))).collect();
+        remove_orphaned_dirs(&config, &owned)?;
         let mut topics = BTreeMap::new();
         for record in &file.topics {
             let partitions = (0..record.partitions)
@@ -171,13 +185,15 @@ impl Cluster {
         let cluster = Cluster {
             cluster_id: file.cluster_id.clone(),
             shared_cluster_id: RwLock::new(file.shared_cluster_id.clone()),
-            producer_ids: Mutex::new(ProducerIds { next: file.producer_id_block_end, block_end: file.producer_id_block_end }),
+            producer_ids: Mutex::new(ProducerIds { block_end: file.producer_id_block_end }),
             topics: RwLock::new(topics),
             write_lock: Mutex::new(()),
             config,
             replicas,
             local_producer_ids: Mutex::new((0, 0)),
             applied_index: std::sync::atomic::AtomicU64::new(file.applied_index),
+            persisted_index: std::sync::atomic::AtomicU64::new(file.applied_index),
+            retention_changed: tokio::sync::Notify::new(),
             brokers: RwLock::new(file.brokers.clone()),
         };
         cluster.persist()?;
@@ -335,24 +351,12 @@ impl Cluster {
             p.set_max_message_bytes(settings.max_message_bytes);
             p.set_log_config(settings.log.clone());
         }
+        // New retention configs or a new policy binding take effect now, not at the next pass.
+        self.retention_changed.notify_one();
         Ok(())
     }
 
-    /// Hands out a new producer id.
-    pub fn allocate_producer_id(&self) -> Result<i64, Error> {
-        let _writer = self.lock_writer();
-        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
-        if ids.next >= ids.block_end {
-            let new_end = ids.block_end + PRODUCER_ID_BLOCK;
-            self.write_metadata(new_end)?;
-            ids.block_end = new_end;
-        }
-        let id = ids.next;
-        ids.next += 1;
-        Ok(id)
-    }
-
-    /// Replicated: takes the next block of producer ids for the node that asked (every node
+    /// Takes the next block of producer ids for the node that asked (in a cluster every node
     /// applies this, so blocks never overlap). Returns the block's first id.
     pub fn take_producer_id_block(&self) -> Result<i64, Error> {
         let _writer = self.lock_writer();
@@ -363,7 +367,7 @@ impl Cluster {
         Ok(start)
     }
 
-    /// Replicated: hands out ids from a block this node was granted, if any are left.
+    /// Hands out ids from a block this node was granted, if any are left.
     pub fn next_local_producer_id(&self) -> Option<i64> {
         let mut local = self.local_producer_ids.lock().unwrap_or_else(|p| p.into_inner());
         let (next, end) = *local;
@@ -373,7 +377,7 @@ impl Cluster {
         })
     }
 
-    /// Replicated: a block granted to this node.
+    /// A block granted to this node.
     pub fn grant_producer_ids(&self, start: i64) {
         *self.local_producer_ids.lock().unwrap_or_else(|p| p.into_inner()) = (start, start + PRODUCER_ID_BLOCK);
     }
@@ -383,16 +387,29 @@ impl Cluster {
         self.replicas.as_ref()
     }
 
+    /// Notified when topic configs or retention bindings change.
+    pub fn retention_changed(&self) -> &tokio::sync::Notify {
+        &self.retention_changed
+    }
+
     /// Replicated: the last metadata entry applied.
     pub fn applied_index(&self) -> u64 {
         self.applied_index.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Replicated: records the last metadata entry applied (durably).
-    pub fn set_applied_index(&self, index: u64) -> Result<(), Error> {
-        let _writer = self.lock_writer();
+    /// Replicated: applies metadata entry `index` with `apply` and records the index in the same
+    /// durable write of `metadata.json` as the change, so a crash leaves both or neither and
+    /// no entry is ever applied twice. (In a cluster only the Raft driver changes metadata,
+    /// one entry at a time, so no other write can record the index before its change.)
+    pub fn apply_entry<T>(&self, index: u64, apply: impl FnOnce() -> T) -> Result<T, Error> {
         self.applied_index.store(index, std::sync::atomic::Ordering::SeqCst);
-        self.persist()
+        let outcome = apply();
+        let _writer = self.lock_writer();
+        if self.persisted_index.load(std::sync::atomic::Ordering::SeqCst) != index {
+            // The entry changed nothing in metadata.json (or failed): record the index alone.
+            self.persist()?;
+        }
+        Ok(outcome)
     }
 
     /// Replicated: records a node's Kafka address.
@@ -439,6 +456,7 @@ impl Cluster {
         // Serialising strings and integers cannot fail.
         let bytes = serde_json::to_vec_pretty(&file).expect("metadata serialises");
         crate::durable::replace_file(&self.config.data_dir, METADATA_TMP_FILE, METADATA_FILE, &bytes)?;
+        self.persisted_index.store(file.applied_index, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -479,8 +497,62 @@ fn partition_dir(config: &Config, topic: &str, index: i32) -> PathBuf {
     config.data_dir.join(PARTITIONS_DIR).join(format!("{topic}-{index}"))
 }
 
+/// Makes `dir` a partition directory of topic `id`. A directory that belongs to another topic
+/// of the same name (left behind by a deletion a crash interrupted) is removed first, so a
+/// re-created topic never adopts an old one's log or Raft state.
+fn claim_partition_dir(dir: &Path, id: Uuid) -> Result<(), Error> {
+    match dir_owner(dir)? {
+        Some(owner) if owner == id => return Ok(()),
+        Some(owner) => {
+            warn!(dir = %dir.display(), %owner, topic_id = %id, "removing a partition directory of an earlier topic of the same name");
+            std::fs::remove_dir_all(dir)?;
+        }
+        // No owner file: a new directory, or one from a version that did not write it.
+        None if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) => {
+            info!(dir = %dir.display(), topic_id = %id, "adopting a partition directory written before topic ids were recorded");
+        }
+        None => {}
+    }
+    std::fs::create_dir_all(dir)?;
+    crate::durable::replace_file(dir, TOPIC_ID_TMP_FILE, TOPIC_ID_FILE, id.to_string().as_bytes())?;
+    Ok(())
+}
+
+/// Removes partition directories no topic owns (a deletion interrupted by a crash, or one whose
+/// files could not be removed then), logging each. `owned` maps directory names to topic ids.
+fn remove_orphaned_dirs(config: &Config, owned: &BTreeMap<String, Uuid>) -> Result<(), Error> {
+    for entry in std::fs::read_dir(config.data_dir.join(PARTITIONS_DIR))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kept = match (owned.get(&name), dir_owner(&entry.path())?) {
+            (Some(id), Some(owner)) => owner == *id,
+            // Written before topic ids were recorded: `claim_partition_dir` adopts it.
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !kept {
+            warn!(dir = %entry.path().display(), "removing a partition directory no topic owns");
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The topic id recorded in a partition directory, `None` if it has none. An unreadable id is
+/// an error, never a reason to remove the directory.
+fn dir_owner(dir: &Path) -> Result<Option<Uuid>, Error> {
+    let path = dir.join(TOPIC_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Uuid::parse_str(text.trim()).map(Some).map_err(|e| Error::CorruptTopicId(path, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(Error::CorruptTopicId(path, e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn open_partition(config: &Config, replicas: Option<&Replicas>, id: Uuid, topic: &str, index: i32, overrides: &BTreeMap<String, String>) -> Result<Arc<Partition>, Error> {
     let dir = partition_dir(config, topic, index);
+    claim_partition_dir(&dir, id)?;
     let settings = partition_config(config, overrides);
     Ok(match replicas {
         None => Partition::open(topic, index, &dir, settings)?,
@@ -500,7 +572,12 @@ fn open_partition(config: &Config, replicas: Option<&Replicas>, id: Uuid, topic:
 fn close_and_remove(partitions: &[Arc<Partition>]) {
     for p in partitions {
         let _ = p.close();
-        if let Err(e) = std::fs::remove_dir_all(p.dir()) {
+        // Renamed first, in one step: a crash part way through removing the files then never
+        // leaves a directory under the partition's name (start-up removes the renamed one).
+        let name = p.dir().file_name().unwrap_or_default().to_string_lossy();
+        let doomed = p.dir().with_file_name(format!("{name}.{}.deleted", uuid::Uuid::new_v4().simple()));
+        let removed = std::fs::rename(p.dir(), &doomed).and_then(|()| std::fs::remove_dir_all(&doomed));
+        if let Err(e) = removed {
             warn!(dir = %p.dir().display(), cause = %e, "could not remove partition directory");
         }
     }
@@ -533,6 +610,80 @@ mod tests {
         assert!(validate_topic_name("orders.v1_test-2").is_ok());
         for bad in ["", ".", "..", "a/b", "sp ace", "ünï", &"x".repeat(250)] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_applied_twice_cannot_happen_an_entry_and_its_index_are_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(Config { data_dir: dir.path().to_path_buf(), ..Config::default() });
+        let first = {
+            let cluster = Cluster::open(Arc::clone(&config), None).unwrap();
+            let first = cluster.apply_entry(5, || cluster.take_producer_id_block()).unwrap().unwrap();
+            // What is on disk now, right after the command's own write, is what a crash leaves.
+            let on_disk: MetadataFile = serde_json::from_slice(&std::fs::read(dir.path().join(METADATA_FILE)).unwrap()).unwrap();
+            assert_eq!((on_disk.applied_index, on_disk.producer_id_block_end), (5, first + PRODUCER_ID_BLOCK));
+            // An entry that changes nothing still records its index.
+            cluster.apply_entry(6, || cluster.delete_topic("missing")).unwrap().unwrap_err();
+            first
+        };
+        let cluster = Cluster::open(config, None).unwrap();
+        assert_eq!(cluster.applied_index(), 6);
+        let next = cluster.apply_entry(7, || cluster.take_producer_id_block()).unwrap().unwrap();
+        assert_eq!(next, first + PRODUCER_ID_BLOCK, "a block is handed out once");
+    }
+
+    #[tokio::test]
+    async fn a_re_created_topic_does_not_adopt_the_old_ones_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(Config { data_dir: dir.path().to_path_buf(), ..Config::default() });
+        let saved = dir.path().join("saved");
+        {
+            let cluster = Cluster::open(Arc::clone(&config), None).unwrap();
+            let topic = cluster.create_topic("orders", 1, -1, BTreeMap::new()).unwrap();
+            let p = &topic.partitions[0];
+            let appended = p.append(&crate::partition::batch::tests::batch(5, -1, -1, -1), 0).unwrap();
+            p.wait_durable(&appended, true).await.unwrap();
+            cluster.close();
+            // A deletion that a crash interrupts after metadata.json forgot the topic leaves its
+            // files behind: keep a copy and put it back once the deletion is done.
+            copy_dir(p.dir(), &saved);
+            cluster.delete_topic("orders").unwrap();
+            std::fs::rename(&saved, p.dir()).unwrap();
+        }
+        let cluster = Cluster::open(Arc::clone(&config), None).unwrap();
+        assert!(!dir.path().join(PARTITIONS_DIR).join("orders-0").exists(), "the orphaned directory is removed at start");
+        let topic = cluster.create_topic("orders", 1, -1, BTreeMap::new()).unwrap();
+        let p = &topic.partitions[0];
+        assert_eq!(p.high_watermark(), 0, "the new topic starts empty");
+        let appended = p.append(&crate::partition::batch::tests::batch(3, -1, -1, -1), 0).unwrap();
+        p.wait_durable(&appended, true).await.unwrap();
+        cluster.close();
+        // A directory under the name whose owner is another topic id is not adopted either.
+        std::fs::write(p.dir().join(TOPIC_ID_FILE), Uuid::new_v4().to_string()).unwrap();
+        let again = Cluster::open(config, None).unwrap();
+        assert_eq!(again.partition("orders", 0).unwrap().high_watermark(), 0);
+        again.close();
+    }
+
+    #[test]
+    fn an_unreadable_topic_id_is_an_error_and_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(Config { data_dir: dir.path().to_path_buf(), ..Config::default() });
+        let stray = dir.path().join(PARTITIONS_DIR).join("orders-0");
+        std::fs::create_dir_all(&stray).unwrap();
+        std::fs::write(stray.join(TOPIC_ID_FILE), "not a topic id").unwrap();
+        std::fs::write(stray.join("00000000000000000000.log"), b"records").unwrap();
+        let refused = Cluster::open(config, None).err().expect("a start that refuses the directory");
+        assert!(matches!(refused, Error::CorruptTopicId(..)), "{refused}");
+        assert!(stray.join("00000000000000000000.log").exists(), "nothing was removed");
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
     }
 }

@@ -2,7 +2,10 @@
 //! `cleanup.policy` includes `delete` asks its bound retention policy (topic config
 //! `sluice.retention.policy`, else the cluster default `time-and-size`) where its log should
 //! start, and whole segments below that are deleted. The host clamps the answer to the high
-//! watermark; a policy that fails, traps or times out deletes nothing.
+//! watermark; a policy that fails, traps or times out deletes nothing. In a cluster only a
+//! partition's leader asks its policy, and proposes the answer through Raft: every replica
+//! deletes the same prefix when it applies that entry. A changed topic config or retention
+//! binding runs a pass at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use tracing::{info, warn};
 use super::{Cluster, Topic, topic_config};
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
+use crate::partition::Retained;
 use crate::plugins::retention::clamp;
 use crate::plugins::wit::latest::retention::exports::sluice::plugins::retention_policy::{PartitionInfo, SegmentInfo};
 use crate::plugins::{Params, PluginKind, Plugins};
@@ -25,6 +29,7 @@ pub async fn run(cluster: Arc<Cluster>, plugins: Arc<Plugins>, metrics: Arc<Metr
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
+            _ = cluster.retention_changed().notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let (cluster, plugins, metrics) = (Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&metrics));
@@ -48,7 +53,8 @@ pub fn run_once(cluster: &Cluster, plugins: &Plugins, metrics: &Metrics) {
             }
         };
         let configs = effective_configs(cluster, &topic);
-        for partition in &topic.partitions {
+        // Only a leader decides; its replicas delete the same prefix when they apply its decision.
+        for partition in topic.partitions.iter().filter(|p| p.is_leader()) {
             if let Err(e) = apply(&topic, partition, &plugin, &params, &configs, metrics) {
                 warn!(topic = %topic.name, partition = partition.index(), cause = %e, "retention deleted nothing");
             }
@@ -85,9 +91,15 @@ fn apply(
         .collect();
     let answer = plugin.retain(params, &info, configs, &segments).map_err(|e| e.to_string())?;
     if let Some(new_start) = clamp(&answer, log_start, high_watermark) {
-        let deleted = partition.delete_before(new_start).map_err(|e| e.to_string())?;
-        metrics.retention_deleted_segments.inc_by(deleted as u64);
-        info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, deleted, "retention moved the log start");
+        match partition.retain_from(new_start).map_err(|e| e.to_string())? {
+            Retained::Deleted(deleted) => {
+                metrics.retention_deleted_segments.inc_by(deleted as u64);
+                info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, deleted, "retention moved the log start");
+            }
+            Retained::Proposed => {
+                info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, "retention proposed a new log start");
+            }
+        }
     }
     Ok(())
 }

@@ -15,14 +15,36 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
+use raft::prelude::Entry;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::clock::now_ms;
 use crate::cluster::{self, Cluster};
 use crate::config::GroupsConfig;
+use crate::partition::replica::decode_entry;
+use crate::raft::state_machine::{GroupChange, StateMachine};
 use group::{Group, GroupState, GroupTimeouts, JoinOutcome, JoinRequest, Reply, SyncOutcome};
 use offsets::{CommittedOffset, OFFSETS_TOPIC, OffsetKey, OffsetRecord};
+
+/// The offsets topic's [`StateMachine`]: every replica applies committed offsets to its
+/// coordinator's cache as they commit, so whichever node becomes a group's coordinator already
+/// has them. Applying an entry twice is harmless: a position not newer than the cached one is
+/// skipped.
+pub struct OffsetsMachine(pub Arc<Coordinator>);
+
+impl StateMachine for OffsetsMachine {
+    fn apply(&mut self, committed: &[Entry]) -> Vec<GroupChange> {
+        for entry in committed {
+            if let Some((base, count, _, batches)) = decode_entry(&entry.data)
+                && count > 0
+            {
+                self.0.apply_committed(base, batches);
+            }
+        }
+        Vec::new()
+    }
+}
 
 /// Why the coordinator could not start.
 #[derive(Debug, thiserror::Error)]

@@ -31,5 +31,5 @@ pub struct KafkaContext {
     /// The plugin host, for checking plugin bindings in topic configs.
     pub plugins: Arc<Plugins>,
     /// How cluster metadata is changed (directly, or through the metadata group).
-    pub control: Arc<crate::raft::control::Control>,
+    pub control: Arc<crate::cluster::control::Control>,
 }

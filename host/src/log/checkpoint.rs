@@ -2,8 +2,8 @@
 //! `log-start-offset`, and how they are replaced atomically. A damaged checkpoint is not an
 //! error: recovery then scans more. A damaged log start falls back to the first segment.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::Path;
 
 use tracing::warn;
@@ -25,21 +25,8 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), Error> {
 
 /// Replaces `dir/name` with `bytes` so that a crash leaves either the old or the new content.
 fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = dir.join(format!("{name}{TEMP_FILE_SUFFIX}"));
-    let dst = dir.join(name);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    // The content must be durable before the rename, or a crash could leave the new name
-    // pointing at an empty or partial file.
-    f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
-    // The rename itself must survive a crash, or the old content would come back.
-    sync_dir(dir)
+    let tmp = format!("{name}{TEMP_FILE_SUFFIX}");
+    crate::durable::replace_file(dir, &tmp, name, bytes).map_err(io_err(&dir.join(name)))
 }
 
 /// Reads `dir/name` if it exists and is at most `max` bytes; `Ok(None)` otherwise.

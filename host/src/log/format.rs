@@ -349,6 +349,13 @@ pub struct RecoveryPoint {
     pub(super) generation: u64,
 }
 
+impl RecoveryPoint {
+    /// The log's truncation generation when the point was taken.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
 /// Encodes a checkpoint file.
 pub fn encode_checkpoint(point: &RecoveryPoint, extra: &[u8]) -> Result<Vec<u8>, Error> {
     if extra.len() > MAX_CHECKPOINT_EXTRA {

@@ -40,6 +40,8 @@ use tracing::warn;
 
 pub use error::Error;
 pub use format::{EntryKind, EntryMeta, Offset, RaftIndex, RecoveryPoint, Term};
+#[cfg(test)]
+pub(crate) use format::RECOVERY_POINT_FILE_NAME;
 
 use error::io_err;
 use format::{ENTRY_HEADER_SIZE, FILE_HEADER_SIZE};
@@ -296,6 +298,26 @@ impl PartitionLog {
     /// fsynced at roll, so syncing this file makes everything before the point durable.
     pub fn sync_target(&self) -> (Arc<File>, RecoveryPoint) {
         (Arc::clone(&self.active.file), self.recovery_point())
+    }
+
+    /// The checkpoint this log last wrote (or recovered from), if it still describes a prefix
+    /// of the log: the offset it stands at and the caller's bytes in it. After a truncation this
+    /// lets the caller rebuild its state from the checkpoint plus the tail, not the whole log.
+    pub fn checkpoint(&self) -> Result<Option<(Offset, Vec<u8>)>, Error> {
+        let known = self.checkpoint_index.load(Ordering::Relaxed);
+        let Some((point, extra)) = checkpoint::read_checkpoint(&self.dir)? else { return Ok(None) };
+        let usable = known != 0 && point.next_index.0 == known && point.next_index <= self.next_index && point.next_offset >= self.log_start;
+        Ok(usable.then_some((point.next_offset, extra)))
+    }
+
+    /// The largest entry payload [`Self::append`] accepts.
+    pub fn max_entry_bytes(&self) -> u32 {
+        self.config.max_entry_bytes
+    }
+
+    /// Bumped by every truncation: a recovery point of another generation is stale.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     fn recovery_point(&self) -> RecoveryPoint {
@@ -701,7 +723,9 @@ impl PartitionLog {
                 next_index: self.next_index,
             });
         }
-        if self.checkpoint_index.load(Ordering::Relaxed) > from.0 {
+        // A checkpoint at the cut itself goes too: its bytes were written by the caller, and only
+        // a checkpoint below every removed entry is sure to describe none of them.
+        if self.checkpoint_index.load(Ordering::Relaxed) >= from.0 {
             checkpoint::remove_checkpoint(&self.dir)?;
             self.checkpoint_index.store(0, Ordering::Relaxed);
         }

@@ -77,8 +77,35 @@ pub struct PartitionConfig {
     pub producer_expiration_ms: i64,
 }
 
+/// Where a leader's proposal landed in the Raft log: the driver records the index once raft-rs
+/// took the entry; it stays unset for a proposal that was dropped. Shared by the proposal and
+/// its waiter, so a waiter that learns late that its leadership ended can still tell whether
+/// the committed entry at that index is its own.
+#[derive(Debug, Clone, Default)]
+pub struct Placement(Arc<std::sync::atomic::AtomicU64>);
+
+impl Placement {
+    /// Records the Raft index the proposal's entry got.
+    pub fn set(&self, index: u64) {
+        self.0.store(index, Ordering::SeqCst);
+    }
+
+    /// The Raft index the proposal's entry got, if it got one.
+    pub fn index(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::SeqCst)).filter(|&i| i != 0)
+    }
+}
+
+impl PartialEq for Placement {
+    fn eq(&self, other: &Placement) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Placement {}
+
 /// What an append did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     /// Offset of the first record (of the original write, for a duplicate).
     pub base_offset: i64,
@@ -87,8 +114,19 @@ pub struct Appended {
     /// A retried idempotent batch that was already stored: nothing new was written.
     pub duplicate: bool,
     /// The leadership it was proposed under (0 on a single node); the acknowledgement fails if
-    /// that leadership ends first, since the entry may then never commit.
+    /// that leadership ends first, unless the committed entry at its index is its own.
     pub lease: u64,
+    /// Where the proposal landed (unset on a single node, and for duplicates).
+    pub placement: Placement,
+}
+
+/// What [`Partition::retain_from`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retained {
+    /// Whole segments deleted at once (a single node).
+    Deleted(usize),
+    /// Proposed through Raft; replicas delete when they apply it.
+    Proposed,
 }
 
 /// Records read for a fetch.
@@ -153,7 +191,6 @@ impl Partition {
     }
 
     fn open_with(topic: &str, index: i32, dir: &Path, config: PartitionConfig, raft: Option<replica::ReplicaSetup>) -> Result<Arc<Partition>, Error> {
-        let mut replayed = ProducerStates::default();
         let mut tail: Vec<(BatchHeader, i64)> = Vec::new();
         let (log, extra) = PartitionLog::open(dir, config.log.clone(), |meta, payload| {
             if meta.kind != EntryKind::Data {
@@ -169,15 +206,30 @@ impl Partition {
                 }
             }
         })?;
-        if !extra.is_empty() {
-            match ProducerStates::from_bytes(&extra) {
-                Ok(states) => replayed = states,
-                Err(e) => warn!(topic, partition = index, cause = %e, "producer state in the checkpoint is unreadable; starting empty"),
+        let from_checkpoint = match ProducerStates::from_bytes(&extra) {
+            Ok(states) if !extra.is_empty() => Some(states),
+            Ok(_) => None,
+            Err(e) => {
+                warn!(topic, partition = index, cause = %e, "producer state in the checkpoint is unreadable; replaying the whole log");
+                None
             }
-        }
+        };
+        let now = crate::clock::now_ms();
+        let mut replayed = match from_checkpoint {
+            Some(states) => states,
+            // Without a checkpoint recovery replayed only the last segment: producers whose
+            // batches all sit in older segments would be forgotten, and their retries stored
+            // twice. Read the segments before it; the last one's batches are already at hand.
+            None => {
+                let mut states = ProducerStates::default();
+                let tail_start = tail.first().map_or(log.next_offset(), |&(_, offset)| Offset(offset));
+                replay_producers(&log, &mut states, log.log_start_offset(), tail_start, now)?;
+                states
+            }
+        };
+        // Replayed producers count as seen now: they get a full expiry period.
         for (header, offset) in &tail {
-            // Replayed producers count as seen now: they get a full expiry period.
-            replayed.record(header, *offset, crate::clock::now_ms());
+            replayed.record(header, *offset, now);
         }
         // Recovered bytes may sit only in the page cache (after kill -9): make them durable
         // before they count as committed, so a power loss now cannot take back what we serve.
@@ -247,7 +299,8 @@ impl Partition {
         let mut inner = self.lock();
         let inner = &mut *inner;
         if let Some(raft) = inner.raft.as_mut() {
-            return raft.propose(records, &headers, now_ms);
+            let max_entry_bytes = inner.log.as_ref().ok_or(Error::Closed)?.max_entry_bytes();
+            return raft.propose(records, &headers, now_ms, max_entry_bytes);
         }
         let log = inner.log.as_mut().ok_or(Error::Closed)?;
         let next = log.next_offset().0;
@@ -274,17 +327,19 @@ impl Partition {
             FlushPolicy::OnAck => self.flush_wanted.notify_one(),
             FlushPolicy::Interval => self.durability.send_modify(|d| d.high_watermark = offset),
         }
-        Ok(Appended { base_offset: next, end_offset: offset, duplicate: false, lease: 0 })
+        Ok(Appended { base_offset: next, end_offset: offset, duplicate: false, lease: 0, placement: Placement::default() })
     }
 
     /// Waits until an append is acknowledged: committed (`all_replicas`, or on a single node:
-    /// durable per the flush policy) or persisted by this leader (acks=1). Fails with
-    /// [`Error::NotLeader`] if the leadership it was proposed under ends first.
+    /// durable per the flush policy) or persisted by this leader under the leadership it was
+    /// proposed in (acks=1). If that leadership ends first, only a committed entry at the
+    /// proposal's index with the proposal's term acknowledges it (either acks); anything else
+    /// fails with [`Error::NotLeader`], which producers retry.
     pub async fn wait_durable(&self, appended: &Appended, all_replicas: bool) -> Result<(), Error> {
         let mut rx = self.durability.subscribe();
         let end = appended.end_offset;
         let replicated = appended.lease != 0;
-        let seen = rx
+        let seen = *rx
             .wait_for(|d| {
                 let reached = if replicated && !all_replicas { d.persisted >= end || d.high_watermark >= end } else { d.high_watermark >= end };
                 d.failed || reached || (replicated && d.lease != appended.lease)
@@ -292,13 +347,28 @@ impl Partition {
             .await
             .map_err(|_| Error::Closed)?;
         if seen.failed {
-            drop(seen);
             return Err(self.storage_failure());
         }
-        if seen.high_watermark >= end || (replicated && !all_replicas && seen.persisted >= end) {
+        if !replicated {
+            return Ok(());
+        }
+        if seen.lease == appended.lease {
+            // Still leading as when proposed: our log holds the entry, so reaching it is enough.
+            return Ok(());
+        }
+        // Committed as proposed is more than acks=1 asks for too.
+        if seen.high_watermark >= end && self.committed_as_proposed(appended) {
             return Ok(());
         }
         Err(Error::NotLeader)
+    }
+
+    /// Whether the entry at the proposal's Raft index has the term it was proposed in and holds
+    /// its offsets: another leader's entry at the same offsets is not this write.
+    fn committed_as_proposed(&self, appended: &Appended) -> bool {
+        let Some(index) = appended.placement.index() else { return false };
+        let inner = self.lock();
+        inner.raft.as_ref().is_some_and(|raft| raft.holds(index, appended.lease >> replica::LEASE_TERM_SHIFT, appended.base_offset, appended.end_offset))
     }
 
     /// A receiver that changes whenever the high watermark moves (for long-poll fetches).
@@ -356,6 +426,19 @@ impl Partition {
         Ok((log.log_start_offset().0, high_watermark, log.size_bytes(), log.segments()?))
     }
 
+    /// Retention's decision that the log start at `new_start`. A replica of a Raft group proposes
+    /// it (leader only) and every replica deletes the same prefix when it applies the entry
+    /// ([`Partition::delete_before`]); a single node deletes at once.
+    pub fn retain_from(&self, new_start: i64) -> Result<Retained, Error> {
+        let mut inner = self.lock();
+        if let Some(raft) = inner.raft.as_mut() {
+            raft.propose_log_start(new_start)?;
+            return Ok(Retained::Proposed);
+        }
+        drop(inner);
+        self.delete_before(new_start).map(Retained::Deleted)
+    }
+
     /// Moves the log start to `new_start` (at most the high watermark) and deletes the whole
     /// segments below it. Returns how many segments were deleted.
     pub fn delete_before(&self, new_start: i64) -> Result<usize, Error> {
@@ -379,7 +462,13 @@ impl Partition {
         let _writing = self.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         let extra = inner.producers.to_bytes();
-        let replicated = inner.raft.take().is_some();
+        let raft = inner.raft.take();
+        if let Some(Err(e)) = raft.as_ref().map(replica::RaftLog::sync_hard_state) {
+            // Only the commit index can be missing from it (terms and votes are fsynced when
+            // they change): a restart then re-applies a few entries.
+            warn!(topic = %self.topic, partition = self.index, cause = %e, "raft state not synced at close");
+        }
+        let replicated = raft.is_some();
         if let Some(log) = inner.log.take() {
             let end = log.next_offset().0;
             log.close(&extra)?;
@@ -492,6 +581,24 @@ impl Partition {
     }
 }
 
+/// Records in `states` every batch of `log` from offset `from` up to `end` (replayed producers
+/// count as seen at `now_ms`).
+pub(crate) fn replay_producers(log: &PartitionLog, states: &mut ProducerStates, mut from: Offset, end: Offset, now_ms: i64) -> Result<(), Error> {
+    while from < end {
+        let bytes = log.read(from, end, 4 << 20)?;
+        let Ok(headers) = parse_batches(&bytes, u32::MAX) else { break };
+        if headers.is_empty() {
+            break;
+        }
+        for h in &headers {
+            let base = i64::from_be_bytes(bytes[h.position..h.position + 8].try_into().expect("a batch header has 8 bytes of base offset"));
+            states.record(h, base, now_ms);
+            from = Offset(base + i64::from(h.offset_count));
+        }
+    }
+    Ok(())
+}
+
 /// A produce record set with offsets and leader epoch written in.
 pub(crate) struct Stamped {
     pub payload: Vec<u8>,
@@ -508,7 +615,7 @@ pub(crate) fn check_sequences(producers: &ProducerStates, headers: &[BatchHeader
             SequenceCheck::Append => Ok(None),
             SequenceCheck::Duplicate { base_offset } => {
                 let end_offset = base_offset + i64::from(single.offset_count);
-                Ok(Some(Appended { base_offset, end_offset, duplicate: true, lease: 0 }))
+                Ok(Some(Appended { base_offset, end_offset, duplicate: true, lease: 0, placement: Placement::default() }))
             }
             failed => Err(Error::Sequence(failed)),
         };

@@ -1,40 +1,33 @@
 //! A partition replica that is a member of a Raft group. Its log is the Raft log: every Raft
 //! entry is one log entry (term and index kept in the entry header), so data reaches the disk
-//! once. This module adds what Raft needs on top of the log:
+//! once. This module writes Raft's entries into the log and keeps Raft's storage
+//! ([`crate::raft::storage`]: index table, entry cache, hard state) in step with it under the
+//! partition lock; and it holds the leader's view: offsets are assigned when a leader proposes
+//! (entries of one leadership are contiguous in its log), and sequence checks see in-flight
+//! proposals too.
 //!
-//! - an in-memory table from Raft index to (term, Kafka offsets), so `term()` and the offset of
-//!   any entry are known without disk reads, plus a bounded cache of recent entries that serves
-//!   replication and apply without reading back what was just written;
-//! - the hard state (term, vote, commit) in a small fixed-size file rewritten in place;
-//! - the leader's view: offsets are assigned when a leader proposes (entries of one leadership
-//!   are contiguous in its log), and sequence checks see in-flight proposals too;
-//! - the raft-rs [`Storage`] over all of it.
-//!
-//! A Raft entry's data is `base offset (i64) | record count (u32) | max timestamp (i64)`
-//! followed by the record batches with offsets and leader epoch already written, so every
-//! replica stores identical bytes. An entry with empty data is a leader's no-op.
+//! Entries are encoded by [`crate::raft::entry`]: record batches with offsets and leader epoch
+//! already written, so every replica stores identical bytes; a leader's no-op; or a new log
+//! start chosen by the leader's retention policy, applied by every replica at the same index.
 
-use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use raft::prelude::{ConfState, Entry, HardState, Snapshot};
-use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use raft::prelude::{Entry, HardState};
 use tokio::sync::mpsc;
 
 use super::batch::{BatchHeader, parse_batches};
 use super::producer_state::ProducerStates;
 use super::{Appended, Error, Partition, check_sequences, stamp};
 use crate::log::{EntryKind, EntryMeta, Offset, PartitionLog, RaftIndex, RecoveryPoint, Term};
+use crate::raft::storage::{RaftStore, Slot};
 
-/// Bytes before the record batches in a data entry.
-pub const ENTRY_PREFIX: usize = 20;
+pub use crate::raft::entry::{ENTRY_PREFIX, decode_entry, encode_entry};
+use crate::raft::entry::{decode_log_start, encode_log_start};
 
-const STATE_FILE: &str = "raft-state";
-const STATE_MAGIC: u32 = 0x534c_5253; // "SLRS"
-const STATE_SIZE: usize = 32;
+/// A lease is `term << LEASE_TERM_SHIFT | leaderships served in this process`.
+pub const LEASE_TERM_SHIFT: u32 = 20;
 
 /// A leader's proposal on its way to the Raft driver.
 #[derive(Debug)]
@@ -45,6 +38,8 @@ pub struct Proposal {
     pub lease: u64,
     /// The entry's data.
     pub data: Vec<u8>,
+    /// Told the entry's Raft index once raft-rs has it (one per write merged into the entry).
+    pub placements: Vec<super::Placement>,
 }
 
 /// How a replica joins its group.
@@ -63,13 +58,6 @@ pub struct ReplicaSetup {
     pub offsets_on_write: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    term: u64,
-    base: i64,
-    end: i64,
-}
-
 struct LeaderView {
     lease: u64,
     term: u64,
@@ -81,17 +69,8 @@ struct LeaderView {
 /// The Raft side of a replica's state; lives under the partition lock.
 pub(crate) struct RaftLog {
     group: u64,
-    voters: Vec<u64>,
-    /// Raft index of `slots[0]` (the next index when `slots` is empty).
-    first_index: u64,
-    /// Term of the entry before `first_index`.
-    prev_term: u64,
-    slots: VecDeque<Slot>,
-    cache: VecDeque<Entry>,
-    cache_bytes: usize,
-    cache_limit: usize,
-    hard_state: HardState,
-    state_file: File,
+    /// What raft-rs reads.
+    store: RaftStore,
     leader: Option<LeaderView>,
     proposals: mpsc::Sender<Proposal>,
     leases: u64,
@@ -99,83 +78,33 @@ pub(crate) struct RaftLog {
     last_checkpoint: std::time::Instant,
 }
 
-/// Encodes a data entry: base offset at bytes 0..8, record count at 8..12, max timestamp at
-/// 12..20, then the batches.
-pub fn encode_entry(base_offset: i64, record_count: u32, max_timestamp: i64, batches: &[u8]) -> Vec<u8> {
-    let mut data = Vec::with_capacity(ENTRY_PREFIX + batches.len());
-    data.extend_from_slice(&base_offset.to_be_bytes());
-    data.extend_from_slice(&record_count.to_be_bytes());
-    data.extend_from_slice(&max_timestamp.to_be_bytes());
-    data.extend_from_slice(batches);
-    data
-}
-
-/// Splits a data entry into (base offset, record count, max timestamp, batches).
-pub fn decode_entry(data: &[u8]) -> Option<(i64, u32, i64, &[u8])> {
-    if data.len() < ENTRY_PREFIX {
-        return None;
-    }
-    let base = i64::from_be_bytes(data[0..8].try_into().ok()?);
-    let count = u32::from_be_bytes(data[8..12].try_into().ok()?);
-    let max_ts = i64::from_be_bytes(data[12..20].try_into().ok()?);
-    Some((base, count, max_ts, &data[ENTRY_PREFIX..]))
-}
-
 impl RaftLog {
     fn load(dir: &Path, log: &PartitionLog, setup: ReplicaSetup) -> Result<RaftLog, Error> {
-        let io = |source| crate::log::Error::Io { path: dir.join(STATE_FILE), source };
-        let existed = dir.join(STATE_FILE).exists();
-        let state_file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(STATE_FILE)).map_err(io)?;
-        if !existed {
-            // The file's name must survive a power loss too, or a vote fsynced into it could vanish.
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
-        let hard_state = read_hard_state(&state_file).map_err(|e| Error::StorageFailed(format!("{}: {e}", dir.join(STATE_FILE).display())))?;
-        let mut slots = VecDeque::new();
-        let mut first_index = None;
-        log.scan_metas(|meta: &EntryMeta| {
-            first_index.get_or_insert(meta.index.0);
-            slots.push_back(Slot { term: meta.term.0, base: meta.base_offset.0, end: meta.next_offset().0 });
-        })?;
-        let first_index = first_index.unwrap_or(log.next_index().0);
-        let prev_term = 0;
+        let store = RaftStore::open(dir, log, setup.voters, setup.cache_bytes)?;
         Ok(RaftLog {
             group: setup.group,
-            voters: setup.voters,
-            first_index,
-            prev_term,
-            slots,
-            cache: VecDeque::new(),
-            cache_bytes: 0,
-            cache_limit: setup.cache_bytes,
-            hard_state,
-            state_file,
+            store,
             leader: None,
             proposals: setup.proposals,
             leases: 0,
             offsets_on_write: setup.offsets_on_write,
             last_checkpoint: std::time::Instant::now(),
-        }
-        .forgetting_before(log.log_start_offset().0))
+        })
     }
 
-    fn forgetting_before(mut self, log_start: i64) -> RaftLog {
-        // Entries retention dropped may still sit in the first segment: the same cut as at run time.
-        self.forget_before(log_start);
-        self
+    /// Makes the saved hard state durable (at close: the commit index is saved lazily).
+    pub(crate) fn sync_hard_state(&self) -> Result<(), Error> {
+        self.store.state_file.sync()
     }
 
-    fn last_index(&self) -> u64 {
-        self.first_index + self.slots.len() as u64 - 1
-    }
-
-    fn slot(&self, index: u64) -> Option<Slot> {
-        index.checked_sub(self.first_index).and_then(|i| self.slots.get(i as usize).copied())
+    /// Whether entry `index` has `term` and holds offsets `base..end`.
+    pub(crate) fn holds(&self, index: u64, term: u64, base: i64, end: i64) -> bool {
+        self.store.index.holds(index, term, base, end)
     }
 
     /// Validates, stamps and proposes a produce record set (the caller holds the partition lock,
     /// so proposals leave in offset order).
-    pub(crate) fn propose(&mut self, records: &[u8], headers: &[BatchHeader], now_ms: i64) -> Result<Appended, Error> {
+    pub(crate) fn propose(&mut self, records: &[u8], headers: &[BatchHeader], now_ms: i64, max_entry_bytes: u32) -> Result<Appended, Error> {
         let group = self.group;
         let leader = self.leader.as_mut().ok_or(Error::NotLeader)?;
         if let Some(duplicate) = check_sequences(&leader.producers, headers, leader.next_offset, now_ms)? {
@@ -184,106 +113,54 @@ impl RaftLog {
         let next = leader.next_offset;
         let epoch = i32::try_from(leader.term).unwrap_or(i32::MAX);
         let stamped = stamp(records, headers, next, epoch)?;
-        let data = encode_entry(next, stamped.record_count, stamped.max_timestamp, &stamped.payload);
-        match self.proposals.try_send(Proposal { group, lease: leader.lease, data }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Busy),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+        // Every replica would refuse to log it (and stop): refuse it here instead.
+        if stamped.payload.len() > max_entry_bytes as usize {
+            return Err(Error::Log(crate::log::Error::EntryTooLarge { size: stamped.payload.len(), max: max_entry_bytes }));
         }
+        let data = encode_entry(next, stamped.record_count, stamped.max_timestamp, &stamped.payload);
+        let placement = super::Placement::default();
+        hand_over(&self.proposals, Proposal { group, lease: leader.lease, data, placements: vec![placement.clone()] })?;
         let mut at = next;
         for h in headers {
             leader.producers.record(h, at, now_ms);
             at += i64::from(h.offset_count);
         }
         leader.next_offset = stamped.end_offset;
-        Ok(Appended { base_offset: next, end_offset: stamped.end_offset, duplicate: false, lease: leader.lease })
+        Ok(Appended { base_offset: next, end_offset: stamped.end_offset, duplicate: false, lease: leader.lease, placement })
+    }
+
+    /// Proposes that the log start at `offset` (the leader's retention decision).
+    pub(crate) fn propose_log_start(&mut self, offset: i64) -> Result<(), Error> {
+        let lease = self.leader.as_ref().ok_or(Error::NotLeader)?.lease;
+        hand_over(&self.proposals, Proposal { group: self.group, lease, data: encode_log_start(offset), placements: Vec::new() })
     }
 
     /// Forgets the entries wholly below `log_start` (dropped by retention): Raft sees them as
     /// compacted. A follower that still needs them cannot catch up until snapshots exist.
     pub(crate) fn forget_before(&mut self, log_start: i64) {
-        while let Some(front) = self.slots.front().copied() {
-            if front.end > log_start || (front.end == log_start && front.base == log_start) {
-                break;
-            }
-            self.slots.pop_front();
-            self.prev_term = front.term;
-            self.first_index += 1;
-        }
-        while self.cache.front().is_some_and(|e| e.index < self.first_index) {
-            if let Some(e) = self.cache.pop_front() {
-                self.cache_bytes -= e.data.len();
-            }
-        }
-    }
-
-    fn cache_push(&mut self, entry: Entry) {
-        self.cache_bytes += entry.data.len();
-        self.cache.push_back(entry);
-        while self.cache_bytes > self.cache_limit && self.cache.len() > 1 {
-            if let Some(old) = self.cache.pop_front() {
-                self.cache_bytes -= old.data.len();
-            }
-        }
-    }
-
-    fn cache_truncate(&mut self, from: u64) {
-        while self.cache.back().is_some_and(|e| e.index >= from) {
-            if let Some(e) = self.cache.pop_back() {
-                self.cache_bytes -= e.data.len();
-            }
-        }
+        self.store.forget_before(log_start);
     }
 }
 
-fn read_hard_state(file: &File) -> std::io::Result<HardState> {
-    let mut buf = [0u8; STATE_SIZE];
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(HardState::default());
-    }
-    file.read_exact_at(&mut buf, 0)?;
-    let magic = u32::from_be_bytes(buf[0..4].try_into().expect("4 bytes"));
-    let crc = u32::from_be_bytes(buf[28..32].try_into().expect("4 bytes"));
-    if magic != STATE_MAGIC || crc32c::crc32c(&buf[0..28]) != crc {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "raft state file is corrupt"));
-    }
-    let field = |at: usize| u64::from_be_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
-    let mut hs = HardState::default();
-    hs.term = field(4);
-    hs.vote = field(12);
-    hs.commit = field(20);
-    Ok(hs)
+fn hand_over(proposals: &mpsc::Sender<Proposal>, proposal: Proposal) -> Result<(), Error> {
+    proposals.try_send(proposal).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => Error::Busy,
+        mpsc::error::TrySendError::Closed(_) => Error::Closed,
+    })
 }
 
-fn encode_hard_state(hs: &HardState) -> [u8; STATE_SIZE] {
-    let mut buf = [0u8; STATE_SIZE];
-    buf[0..4].copy_from_slice(&STATE_MAGIC.to_be_bytes());
-    buf[4..12].copy_from_slice(&hs.term.to_be_bytes());
-    buf[12..20].copy_from_slice(&hs.vote.to_be_bytes());
-    buf[20..28].copy_from_slice(&hs.commit.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[0..28]);
-    buf[28..32].copy_from_slice(&crc.to_be_bytes());
-    buf
-}
-
-/// Rebuilds producer state from every batch in the log (after a truncation took entries back).
-fn replay_producers(log: &PartitionLog, now_ms: i64) -> Result<ProducerStates, Error> {
-    let mut states = ProducerStates::default();
-    let end = log.next_offset();
-    let mut from = log.log_start_offset();
-    while from < end {
-        let bytes = log.read(from, end, 4 << 20)?;
-        let Ok(headers) = parse_batches(&bytes, u32::MAX) else { break };
-        if headers.is_empty() {
-            break;
-        }
-        for h in &headers {
-            let base = i64::from_be_bytes(bytes[h.position..h.position + 8].try_into().expect("a batch header has 8 bytes of base offset"));
-            states.record(h, base, now_ms);
-            from = Offset(base + i64::from(h.offset_count));
-        }
-    }
+/// Rebuilds producer state after a truncation took entries back: from the newest checkpoint,
+/// which a truncation never leaves above the cut, plus the batches after it; from the whole log
+/// only when there is no checkpoint.
+fn rebuild_producers(log: &PartitionLog, now_ms: i64) -> Result<ProducerStates, Error> {
+    let (mut states, from) = match log.checkpoint()? {
+        Some((at, bytes)) => match ProducerStates::from_bytes(&bytes) {
+            Ok(states) => (states, at),
+            Err(_) => (ProducerStates::default(), log.log_start_offset()),
+        },
+        None => (ProducerStates::default(), log.log_start_offset()),
+    };
+    super::replay_producers(log, &mut states, from, log.next_offset(), now_ms)?;
     Ok(states)
 }
 
@@ -295,6 +172,9 @@ pub struct SyncTarget {
     pub point: RecoveryPoint,
     /// The hard state file.
     pub state: File,
+    /// Producer state exactly at `point`, when a checkpoint is due: read under the same lock as
+    /// the point, so a checkpoint never vouches for a batch the synced log lacks.
+    pub checkpoint: Option<Vec<u8>>,
 }
 
 impl Partition {
@@ -308,8 +188,8 @@ impl Partition {
         let inner = &mut *inner;
         let log = inner.log.as_ref().ok_or(Error::Closed)?;
         let raft = RaftLog::load(&self.dir, log, setup)?;
-        let commit = raft.hard_state.commit.min(raft.last_index());
-        let hw = raft.slot(commit).map_or(log.log_start_offset().0, |s| s.end);
+        let commit = raft.store.commit();
+        let hw = raft.store.index.slot(commit).map_or(log.log_start_offset().0, |s| s.end);
         inner.raft = Some(raft);
         self.durability.send_modify(|d| d.high_watermark = hw);
         Ok(())
@@ -332,10 +212,16 @@ impl Partition {
         if first.index < log.next_index().0 {
             // A new leader overrides our uncommitted suffix.
             log.truncate_from(RaftIndex(first.index))?;
-            let keep = first.index.saturating_sub(raft.first_index) as usize;
-            raft.slots.truncate(keep);
-            raft.cache_truncate(first.index);
-            inner.producers = replay_producers(log, now_ms)?;
+            raft.store.index.truncate_from(first.index);
+            // What was fsynced of the cut suffix is gone: acks=1 must wait for the new bytes.
+            let cut = log.next_offset().0;
+            self.durability.send_if_modified(|d| {
+                let lowered = d.persisted > cut;
+                d.persisted = d.persisted.min(cut);
+                lowered
+            });
+            raft.store.cache.truncate_from(first.index);
+            inner.producers = rebuild_producers(log, now_ms)?;
         }
         for entry in entries {
             let next = log.next_offset().0;
@@ -349,7 +235,12 @@ impl Partition {
                 }
                 _ => EntryMeta { kind: EntryKind::Control, term: Term(entry.term), index: RaftIndex(entry.index), base_offset: Offset(next), record_count: 0, max_timestamp: 0 },
             };
-            let batches = if meta.kind == EntryKind::Data { &entry.data[ENTRY_PREFIX..] } else { &[][..] };
+            let batches = match meta.kind {
+                EntryKind::Data => &entry.data[ENTRY_PREFIX..],
+                // A log-start entry is kept as it is: a follower may need it from this log later.
+                EntryKind::Control if decode_log_start(&entry.data).is_some() => &entry.data[..],
+                EntryKind::Control => &[][..],
+            };
             log.append(meta, batches, now_ms)?;
             if meta.kind == EntryKind::Data
                 && let Ok(headers) = parse_batches(batches, u32::MAX)
@@ -360,11 +251,32 @@ impl Partition {
                     at += i64::from(h.offset_count);
                 }
             }
-            if raft.slots.is_empty() {
-                raft.first_index = entry.index;
+            raft.store.index.push(entry.index, Slot { term: entry.term, base: meta.base_offset.0, end: meta.next_offset().0 });
+            raft.store.cache.push(entry.clone());
+        }
+        Ok(())
+    }
+
+    /// Checks that the data entries of a peer's append continue each other's offsets and, when
+    /// this log holds the entry they build on (`prev` of `prev_term`, as the leader's log does),
+    /// this log after it; an entry the log would refuse must never reach it, or the node would
+    /// stop. (Entries raft-rs accepted but this log has not written yet anchor nothing.)
+    pub fn check_offsets(&self, prev: u64, prev_term: u64, entries: &[Entry]) -> Result<(), String> {
+        let inner = self.lock();
+        let (Some(log), Some(raft)) = (inner.log.as_ref(), inner.raft.as_ref()) else { return Ok(()) };
+        if raft.offsets_on_write {
+            return Ok(()); // entries are numbered when written
+        }
+        let mut expected = raft.store.index.end_of(prev, prev_term, log.next_offset().0);
+        for e in entries {
+            let Some((base, count, _, _)) = decode_entry(&e.data).filter(|&(_, count, _, _)| count > 0) else { continue };
+            let end = base.checked_add(i64::from(count)).filter(|_| base >= 0).ok_or_else(|| format!("entry {} has offsets {base}+{count}", e.index))?;
+            if let Some(at) = expected
+                && at != base
+            {
+                return Err(format!("entry {} starts at offset {base}, not at {at}", e.index));
             }
-            raft.slots.push_back(Slot { term: entry.term, base: meta.base_offset.0, end: meta.next_offset().0 });
-            raft.cache_push(entry.clone());
+            expected = Some(end);
         }
         Ok(())
     }
@@ -373,26 +285,38 @@ impl Partition {
     pub fn save_hard_state(&self, hs: &HardState) -> Result<(), Error> {
         let mut inner = self.lock();
         let raft = inner.raft.as_mut().ok_or(Error::Closed)?;
-        raft.state_file
-            .write_all_at(&encode_hard_state(hs), 0)
-            .map_err(|source| crate::log::Error::Io { path: self.dir.join(STATE_FILE), source })?;
-        raft.hard_state = hs.clone();
-        Ok(())
+        raft.store.save_hard_state(hs)
     }
 
-    /// What to fsync for everything written so far.
+    /// What to fsync for everything written so far, with the producer state at that point
+    /// when a checkpoint is due.
     pub fn sync_target(&self) -> Result<SyncTarget, Error> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        let inner = &mut *inner;
         let log = inner.log.as_ref().ok_or(Error::Closed)?;
-        let raft = inner.raft.as_ref().ok_or(Error::Closed)?;
+        let raft = inner.raft.as_mut().ok_or(Error::Closed)?;
         let (file, point) = log.sync_target();
-        let state = raft.state_file.try_clone().map_err(|source| crate::log::Error::Io { path: self.dir.join(STATE_FILE), source })?;
-        Ok(SyncTarget { log: file, point, state })
+        let state = raft.store.state_file.sync_handle()?;
+        let checkpoint = (raft.last_checkpoint.elapsed() >= self.checkpoint_interval).then(|| {
+            raft.last_checkpoint = std::time::Instant::now();
+            let now = crate::clock::now_ms();
+            inner.producers.expire(now, self.producer_expiration_ms);
+            if let Some(leader) = raft.leader.as_mut() {
+                // The leader's view is a copy: it expires by the same rule, on the same rounds.
+                leader.producers.expire(now, self.producer_expiration_ms);
+            }
+            inner.producers.to_bytes()
+        });
+        Ok(SyncTarget { log: file, point, state, checkpoint })
     }
 
-    /// Records that everything before `point` is on disk here (acks=1 on a leader), and
-    /// checkpoints when due.
+    /// Records that everything before `point` is on disk here (acks=1 on a leader). A point
+    /// taken before a truncation says nothing about the log that replaced the cut suffix.
     pub fn persisted(&self, point: &RecoveryPoint) {
+        let inner = self.lock();
+        if inner.log.as_ref().is_none_or(|log| log.generation() != point.generation()) {
+            return;
+        }
         let end = point.next_offset.0;
         self.durability.send_if_modified(|d| {
             let raised = end > d.persisted;
@@ -401,26 +325,17 @@ impl Partition {
         });
     }
 
-    /// Writes the recovery checkpoint for a synced `point` if one is due, so a restart scans
-    /// only the tail. Blocking (fsyncs); the driver calls it from its persist round.
-    pub fn checkpoint_if_due(&self, point: &RecoveryPoint) {
-        let (writer, extra) = {
-            let mut inner = self.lock();
-            let inner = &mut *inner;
-            let Some(raft) = inner.raft.as_mut() else { return };
-            if raft.last_checkpoint.elapsed() < self.checkpoint_interval {
-                return;
-            }
-            raft.last_checkpoint = std::time::Instant::now();
-            let Some(log) = inner.log.as_ref() else { return };
-            inner.producers.expire(crate::clock::now_ms(), self.producer_expiration_ms);
-            match log.checkpoint_writer(point) {
-                Ok(w) => (w, inner.producers.to_bytes()),
-                Err(_) => return, // truncated meanwhile: the next round writes one
-            }
+    /// Writes the recovery checkpoint for a synced `point` with the producer state captured
+    /// with it ([`SyncTarget::checkpoint`]), so a restart scans only the tail. Blocking (fsyncs);
+    /// the driver calls it from its persist round.
+    pub fn write_checkpoint(&self, point: &RecoveryPoint, producers: &[u8]) {
+        let writer = match self.lock().log.as_ref().map(|log| log.checkpoint_writer(point)) {
+            Some(Ok(writer)) => writer,
+            // Closed, or truncated meanwhile: the next due round writes a fresh one.
+            None | Some(Err(_)) => return,
         };
         let _writing = self.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let written = writer.write(&extra).and_then(|()| self.lock().log.as_ref().map_or(Ok(()), |log| log.checkpoint_written(point)));
+        let written = writer.write(producers).and_then(|()| self.lock().log.as_ref().map_or(Ok(()), |log| log.checkpoint_written(point)));
         match written {
             // A new leader's entries cut the log meanwhile: the next round writes a fresh one.
             Ok(()) | Err(crate::log::Error::StaleRecoveryPoint) => {}
@@ -430,7 +345,7 @@ impl Partition {
 
     /// Raises the high watermark to the end of committed entry `index`.
     pub fn commit_to(&self, index: u64) {
-        let end = self.lock().raft.as_ref().and_then(|r| r.slot(index)).map(|s| s.end);
+        let end = self.lock().raft.as_ref().and_then(|r| r.store.index.slot(index)).map(|s| s.end);
         if let Some(end) = end {
             self.durability.send_if_modified(|d| {
                 let raised = end > d.high_watermark;
@@ -447,9 +362,13 @@ impl Partition {
         let inner = &mut *inner;
         let (Some(log), Some(raft)) = (inner.log.as_ref(), inner.raft.as_mut()) else { return };
         raft.leases += 1;
-        let lease = (term << 20) | (raft.leases & 0xF_FFFF);
+        let lease = (term << LEASE_TERM_SHIFT) | (raft.leases & ((1 << LEASE_TERM_SHIFT) - 1));
         raft.leader = Some(LeaderView { lease, term, next_offset: log.next_offset().0, producers: inner.producers.clone() });
-        self.durability.send_modify(|d| d.lease = lease);
+        let end = log.next_offset().0;
+        self.durability.send_modify(|d| {
+            d.lease = lease;
+            d.persisted = d.persisted.min(end);
+        });
     }
 
     /// Stops serving writes; producers waiting on this leadership are failed.
@@ -467,90 +386,10 @@ impl Partition {
         self.durability.borrow().lease
     }
 
-    fn raft_storage_error(e: impl std::fmt::Display) -> raft::Error {
-        raft::Error::Store(StorageError::Other(Box::new(std::io::Error::other(e.to_string()))))
-    }
-}
-
-/// raft-rs storage over a replica's log.
-pub struct ReplicaStorage(pub Arc<Partition>);
-
-impl Storage for ReplicaStorage {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        let inner = self.0.lock();
-        let raft = inner.raft.as_ref().ok_or_else(|| Partition::raft_storage_error("not a replica"))?;
-        let mut hs = raft.hard_state.clone();
-        // The commit index is written lazily; it can never exceed what the log holds.
-        hs.commit = hs.commit.min(raft.last_index());
-        let mut cs = ConfState::default();
-        cs.voters = raft.voters.clone();
-        Ok(RaftState::new(hs, cs))
-    }
-
-    fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, _context: GetEntriesContext) -> raft::Result<Vec<Entry>> {
-        let max_size = max_size.into().unwrap_or(u64::MAX);
-        let inner = self.0.lock();
-        let raft = inner.raft.as_ref().ok_or_else(|| Partition::raft_storage_error("not a replica"))?;
-        if low < raft.first_index {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        if high > raft.last_index() + 1 {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        let mut out = Vec::new();
-        let mut size = 0u64;
-        let cached_from = raft.cache.front().map_or(u64::MAX, |e| e.index);
-        if low >= cached_from {
-            for e in raft.cache.iter().skip((low - cached_from) as usize).take((high - low) as usize) {
-                size += e.data.len() as u64;
-                if !out.is_empty() && size > max_size {
-                    break;
-                }
-                out.push(e.clone());
-            }
-            return Ok(out);
-        }
-        let log = inner.log.as_ref().ok_or_else(|| Partition::raft_storage_error("closed"))?;
-        let hint = raft.slot(low).map_or(Offset(0), |s| Offset(s.base));
-        let limit = usize::try_from(max_size).unwrap_or(usize::MAX);
-        let read = log.read_entries(RaftIndex(low), hint, RaftIndex(high), limit).map_err(Partition::raft_storage_error)?;
-        for (meta, payload) in read {
-            let mut e = Entry::default();
-            e.term = meta.term.0;
-            e.index = meta.index.0;
-            if meta.kind == EntryKind::Data {
-                e.data = encode_entry(meta.base_offset.0, meta.record_count, meta.max_timestamp, &payload).into();
-            }
-            out.push(e);
-        }
-        Ok(out)
-    }
-
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        let inner = self.0.lock();
-        let raft = inner.raft.as_ref().ok_or_else(|| Partition::raft_storage_error("not a replica"))?;
-        if idx + 1 == raft.first_index {
-            return Ok(raft.prev_term);
-        }
-        if idx < raft.first_index {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        raft.slot(idx).map(|s| s.term).ok_or(raft::Error::Store(StorageError::Unavailable))
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        let inner = self.0.lock();
-        Ok(inner.raft.as_ref().map_or(1, |r| r.first_index))
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        let inner = self.0.lock();
-        Ok(inner.raft.as_ref().map_or(0, |r| r.last_index()))
-    }
-
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots come with a later change; until then a follower catches up from the log.
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    /// Runs `read` on the replica's Raft storage and log (`None`: not a replica, or closed).
+    pub(crate) fn with_raft_store<T>(&self, read: impl FnOnce(&RaftStore, Option<&PartitionLog>) -> T) -> Option<T> {
+        let inner = self.lock();
+        inner.raft.as_ref().map(|raft| read(&raft.store, inner.log.as_ref()))
     }
 }
 
@@ -560,8 +399,12 @@ mod tests {
 
     use super::*;
     use crate::config::FlushPolicy;
+    use crate::raft::storage::ReplicaStorage;
+    use raft::{GetEntriesContext, Storage, StorageError};
+    use std::fs::OpenOptions;
     use crate::log::LogConfig;
     use crate::partition::PartitionConfig;
+    use crate::partition::batch;
     use crate::partition::batch::tests::batch;
 
     fn settings(segment_bytes: u64) -> PartitionConfig {
@@ -576,9 +419,42 @@ mod tests {
     }
 
     fn open(dir: &Path, cache_bytes: usize) -> (Arc<Partition>, mpsc::Receiver<Proposal>) {
+        open_with(dir, cache_bytes, settings(4096))
+    }
+
+    fn open_with(dir: &Path, cache_bytes: usize, config: PartitionConfig) -> (Arc<Partition>, mpsc::Receiver<Proposal>) {
         let (tx, rx) = mpsc::channel(16);
         let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes, offsets_on_write: false };
-        (Partition::open_replica("t", 0, dir, settings(4096), setup).unwrap(), rx)
+        (Partition::open_replica("t", 0, dir, config, setup).unwrap(), rx)
+    }
+
+    /// A data entry at `index` of `term` holding `batch_bytes` (one batch) at offset `base`.
+    fn data_entry(index: u64, term: u64, base: i64, mut batch_bytes: Vec<u8>) -> Entry {
+        let count = batch::parse_batches(&batch_bytes, u32::MAX).unwrap()[0].offset_count;
+        batch::assign_offset(&mut batch_bytes, base, term as i32);
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = encode_entry(base, count, 1_700_000_000_000, &batch_bytes).into();
+        e
+    }
+
+    /// An entry as the driver would log it for a proposal raft-rs put at `index`.
+    fn proposed_entry(proposal: &Proposal, index: u64, term: u64) -> Entry {
+        for placement in &proposal.placements {
+            placement.set(index);
+        }
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = proposal.data.clone().into();
+        e
+    }
+
+    /// Whether a wait has already finished, and how.
+    fn poll_now(p: &Partition, appended: &Appended, all_replicas: bool) -> Option<Result<(), Error>> {
+        use futures::FutureExt;
+        p.wait_durable(appended, all_replicas).now_or_never()
     }
 
     /// Entries 1..=n: a leader no-op at 1, then data entries of `records` records each.
@@ -598,21 +474,6 @@ mod tests {
             out.push(e);
         }
         out
-    }
-
-    #[test]
-    fn hard_state_round_trips_and_corruption_is_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.path().join("s")).unwrap();
-        assert_eq!(read_hard_state(&file).unwrap(), HardState::default());
-        let mut hs = HardState::default();
-        hs.term = 9;
-        hs.vote = 2;
-        hs.commit = 1234;
-        file.write_all_at(&encode_hard_state(&hs), 0).unwrap();
-        assert_eq!(read_hard_state(&file).unwrap(), hs);
-        file.write_all_at(&[0xff], 13).unwrap();
-        assert!(read_hard_state(&file).is_err());
     }
 
     #[test]
@@ -640,6 +501,31 @@ mod tests {
         assert_eq!(storage.entries(1, 61, None, GetEntriesContext::empty(false)).unwrap(), written);
         // max_size bounds the answer but never below one entry.
         assert_eq!(storage.entries(5, 61, Some(1), GetEntriesContext::empty(false)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_sole_voters_log_without_raft_state_was_written_without_raft_and_counts_as_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sole = |dir: &Path| {
+            let (tx, rx) = mpsc::channel(16);
+            let setup = ReplicaSetup { group: 7, voters: vec![1], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
+            (Partition::open_replica("t", 0, dir, settings(4096), setup).unwrap(), rx)
+        };
+        {
+            let (p, _rx) = sole(dir.path());
+            p.write_entries(&entries(10, 1, 2), 0).unwrap();
+            p.close().unwrap();
+        }
+        std::fs::remove_file(dir.path().join("raft-state")).unwrap();
+        let (p, _rx) = sole(dir.path());
+        let state = ReplicaStorage(Arc::clone(&p)).initial_state().unwrap();
+        assert_eq!((state.hard_state.term, state.hard_state.commit), (1, 10));
+        assert_eq!(p.high_watermark(), 18, "the whole log is served, as it was before");
+        p.close().unwrap();
+        // In a group of several voters the same files say nothing about what committed.
+        std::fs::remove_file(dir.path().join("raft-state")).unwrap();
+        let (p, _rx) = open(dir.path(), 1 << 20);
+        assert_eq!(ReplicaStorage(p).initial_state().unwrap().hard_state.commit, 0);
     }
 
     #[test]
@@ -712,5 +598,192 @@ mod tests {
         let storage = ReplicaStorage(p);
         assert_eq!(storage.first_index().unwrap(), first_kept);
         assert_eq!(storage.entries(first_kept, 61, None, GetEntriesContext::empty(false)).unwrap(), written[first_kept as usize - 1..]);
+    }
+
+    /// A replica that led term 5, proposed [4, 14), which raft-rs put at index 4 and the replica
+    /// logged, and then lost its leadership before the write committed.
+    fn deposed_leader_with_a_logged_write(dir: &Path) -> (Arc<Partition>, mpsc::Receiver<Proposal>, Appended) {
+        let (p, mut rx) = open(dir, 1 << 20);
+        p.write_entries(&entries(3, 4, 2), 0).unwrap();
+        p.commit_to(3);
+        p.become_leader(5);
+        let appended = p.append(&batch(10, -1, -1, -1), 0).unwrap();
+        assert_eq!((appended.base_offset, appended.end_offset), (4, 14));
+        let proposal = rx.try_recv().unwrap();
+        p.write_entries(&[proposed_entry(&proposal, 4, 5)], 0).unwrap();
+        p.step_down();
+        (p, rx, appended)
+    }
+
+    #[test]
+    fn acks_all_for_an_overwritten_write_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _rx, appended) = deposed_leader_with_a_logged_write(dir.path());
+        // B leads term 6, commits its own [4, 34) at index 4; A takes it over.
+        p.write_entries(&[data_entry(4, 6, 4, batch(30, -1, -1, -1))], 0).unwrap();
+        p.commit_to(4);
+        assert_eq!(p.high_watermark(), 34);
+        // A waiter that looks only now sees the high watermark past its end, but not its entry.
+        assert!(matches!(poll_now(&p, &appended, true), Some(Err(Error::NotLeader))));
+    }
+
+    #[test]
+    fn acks_all_for_a_write_committed_after_its_leadership_ended_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, mut rx, appended) = deposed_leader_with_a_logged_write(dir.path());
+        // The next leader keeps A's entry and commits it.
+        p.commit_to(4);
+        assert!(matches!(poll_now(&p, &appended, true), Some(Ok(()))));
+        // A write whose proposal never reached raft-rs has no entry of its own.
+        p.become_leader(5);
+        let dropped = p.append(&batch(1, -1, -1, -1), 0).unwrap();
+        let _ = rx.try_recv().unwrap();
+        p.step_down();
+        p.write_entries(&[data_entry(5, 7, 14, batch(1, -1, -1, -1))], 0).unwrap();
+        p.commit_to(5);
+        assert!(matches!(poll_now(&p, &dropped, true), Some(Err(Error::NotLeader))));
+    }
+
+    #[test]
+    fn acks_1_after_truncation_waits_for_the_new_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, mut rx) = open(dir.path(), 1 << 20);
+        // Entries 1..=10 of term 1 (offsets 0..18) are fsynced here.
+        p.write_entries(&entries(10, 1, 2), 0).unwrap();
+        let synced = p.sync_target().unwrap();
+        synced.log.sync_data().unwrap();
+        p.persisted(&synced.point);
+        let before_cut = p.sync_target().unwrap();
+        // A term-3 leader replaced entries 7.. with one entry [10, 15), committed.
+        p.write_entries(&[data_entry(7, 3, 10, batch(5, -1, -1, -1))], 0).unwrap();
+        p.commit_to(7);
+        // A point taken before the cut vouches for nothing after it.
+        p.persisted(&before_cut.point);
+        // Re-elected, this replica's next write [15, 18) is not on its disk yet.
+        p.become_leader(4);
+        let appended = p.append(&batch(3, -1, -1, -1), 0).unwrap();
+        assert_eq!((appended.base_offset, appended.end_offset), (15, 18));
+        let proposal = rx.try_recv().unwrap();
+        p.write_entries(&[proposed_entry(&proposal, 8, 4)], 0).unwrap();
+        assert!(poll_now(&p, &appended, false).is_none(), "acknowledged before it was fsynced");
+        let synced = p.sync_target().unwrap();
+        synced.log.sync_data().unwrap();
+        p.persisted(&synced.point);
+        assert!(matches!(poll_now(&p, &appended, false), Some(Ok(()))));
+    }
+
+    #[test]
+    fn producer_state_ahead_of_the_recovery_point_is_not_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PartitionConfig { checkpoint_interval: Duration::ZERO, ..settings(1 << 20) };
+        let point = {
+            let (p, _rx) = open_with(dir.path(), 1 << 20, config.clone());
+            p.write_entries(&entries(3, 1, 2), 0).unwrap();
+            let target = p.sync_target().unwrap();
+            target.log.sync_data().unwrap();
+            // Producer 77's first batch is written after the point and never fsynced ...
+            p.write_entries(&[data_entry(4, 1, 4, batch(2, 77, 0, 0))], 0).unwrap();
+            // ... while the checkpoint for the point is written.
+            p.write_checkpoint(&target.point, target.checkpoint.as_deref().unwrap());
+            target.point
+            // Crash: no close.
+        };
+        // The crash takes what was not fsynced.
+        let segment = dir.path().join(format!("{:020}.log", point.segment_base.0));
+        OpenOptions::new().write(true).open(&segment).unwrap().set_len(point.position).unwrap();
+        let (p, mut rx) = open_with(dir.path(), 1 << 20, config);
+        assert_eq!(ReplicaStorage(Arc::clone(&p)).last_index().unwrap(), 3);
+        p.commit_to(3);
+        p.become_leader(2);
+        // The producer's retry is a new write, not a duplicate of a batch the log lacks.
+        let retried = p.append(&batch(2, 77, 0, 0), 0).unwrap();
+        assert!(!retried.duplicate, "acknowledged as a duplicate of a lost write at {}", retried.base_offset);
+        assert_eq!(retried.base_offset, 4);
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn a_truncation_at_the_checkpoint_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PartitionConfig { checkpoint_interval: Duration::ZERO, ..settings(1 << 20) };
+        let has_checkpoint = || dir.path().join(crate::log::RECOVERY_POINT_FILE_NAME).exists();
+        let (p, _rx) = open_with(dir.path(), 1 << 20, config);
+        p.write_entries(&entries(5, 1, 2), 0).unwrap();
+        let target = p.sync_target().unwrap();
+        target.log.sync_data().unwrap();
+        p.write_checkpoint(&target.point, target.checkpoint.as_deref().unwrap());
+        assert!(has_checkpoint());
+        p.write_entries(&[data_entry(6, 1, 8, batch(1, -1, -1, -1))], 0).unwrap();
+        // A leader of term 3 cuts at index 6, exactly where the checkpoint stands.
+        p.write_entries(&[data_entry(6, 3, 8, batch(4, -1, -1, -1))], 0).unwrap();
+        assert!(!has_checkpoint());
+    }
+
+    #[test]
+    fn leader_producer_state_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PartitionConfig { checkpoint_interval: Duration::ZERO, producer_expiration_ms: 60_000, ..settings(1 << 20) };
+        let (p, mut rx) = open_with(dir.path(), 1 << 20, config);
+        p.write_entries(&entries(3, 1, 2), 0).unwrap();
+        p.commit_to(3);
+        p.become_leader(2);
+        // Producer 77 last wrote long ago (its clock reads 0 ms since the epoch).
+        let first = p.append(&batch(2, 77, 0, 0), 0).unwrap();
+        let proposal = rx.try_recv().unwrap();
+        p.write_entries(&[proposed_entry(&proposal, 4, 2)], 0).unwrap();
+        p.commit_to(4);
+        assert!(p.append(&batch(2, 77, 0, 0), 0).unwrap().duplicate);
+        // A persist round with a checkpoint due expires it in the leader's view too.
+        let _ = p.sync_target().unwrap();
+        let again = p.append(&batch(2, 77, 0, 0), crate::clock::now_ms()).unwrap();
+        assert!(!again.duplicate, "producer 77 expired, yet its batch at {} still counts", first.base_offset);
+    }
+
+    #[test]
+    fn retention_runs_on_the_leader_and_its_log_start_is_an_entry_like_any_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, mut rx) = open(dir.path(), 300);
+        p.write_entries(&entries(60, 2, 3), 0).unwrap();
+        p.commit_to(60);
+        // A follower decides nothing: its leader's decision reaches it through the log.
+        assert!(matches!(p.retain_from(150), Err(Error::NotLeader)));
+        p.become_leader(3);
+        assert_eq!(p.retain_from(150).unwrap(), crate::partition::Retained::Proposed);
+        assert_eq!(p.log_start_offset().unwrap(), 0, "nothing is deleted before the entry commits");
+        let proposal = rx.try_recv().unwrap();
+        assert_eq!(decode_log_start(&proposal.data), Some(150));
+        p.write_entries(&[proposed_entry(&proposal, 61, 3)], 0).unwrap();
+        for (i, base) in (62..67).zip((177..).step_by(4)) {
+            p.write_entries(&[data_entry(i, 3, base, batch(4, -1, -1, -1))], 0).unwrap();
+        }
+        // Read back from the segment (no longer cached), it is intact for a follower that needs it.
+        let storage = ReplicaStorage(Arc::clone(&p));
+        let read = storage.entries(61, 62, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(read[0].data, proposal.data);
+        // Applying it is the same prefix deletion on every replica.
+        p.commit_to(66);
+        assert!(p.delete_before(150).unwrap() > 0);
+        assert_eq!(p.log_start_offset().unwrap(), 150);
+    }
+
+    #[test]
+    fn a_truncation_rebuilds_producer_state_from_the_checkpoint_and_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PartitionConfig { checkpoint_interval: Duration::ZERO, ..settings(1 << 20) };
+        let (p, mut rx) = open_with(dir.path(), 1 << 20, config);
+        p.write_entries(&entries(1, 1, 1), 0).unwrap();
+        p.write_entries(&[data_entry(2, 1, 0, batch(2, 70, 0, 0))], 0).unwrap();
+        let target = p.sync_target().unwrap();
+        target.log.sync_data().unwrap();
+        p.write_checkpoint(&target.point, target.checkpoint.as_deref().unwrap());
+        p.write_entries(&[data_entry(3, 1, 2, batch(2, 71, 0, 0)), data_entry(4, 1, 4, batch(2, 72, 0, 0))], 0).unwrap();
+        // A term-2 leader keeps entry 3 and replaces entry 4.
+        p.write_entries(&[data_entry(4, 2, 4, batch(1, -1, -1, -1))], 0).unwrap();
+        p.commit_to(4);
+        p.become_leader(3);
+        assert!(p.append(&batch(2, 70, 0, 0), 0).unwrap().duplicate, "before the checkpoint");
+        assert!(p.append(&batch(2, 71, 0, 0), 0).unwrap().duplicate, "between the checkpoint and the cut");
+        assert!(!p.append(&batch(2, 72, 0, 0), 0).unwrap().duplicate, "cut away");
+        assert!(rx.try_recv().is_ok());
     }
 }

@@ -3,44 +3,54 @@
 //! ([`transport`]). Partitions are replicated on every node of the cluster; a partition's log
 //! is its Raft log ([`crate::partition::replica`]).
 //!
-//! [`Replication`] is what the rest of the node sees: who leads which group, and a way to change
-//! cluster metadata from any node ([`metadata`]).
+//! [`Replication`] is what the rest of the node sees: who leads which group, and a way to propose
+//! an entry from any node. What committed entries mean is not Raft's business: the driver hands
+//! them to each group's [`state_machine::StateMachine`] (cluster metadata and consumer offsets
+//! implement it in `cluster/` and `groups/`).
 
-pub mod control;
 pub mod driver;
-pub mod metadata;
+pub mod entry;
+pub mod group;
+#[cfg(test)]
+mod sim;
+pub mod state_machine;
+pub mod storage;
 pub mod transport;
+pub mod validate;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::sync::RwLock;
 
 use raft::prelude::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cluster::Error::NotApplied;
 use crate::log::RecoveryPoint;
-use metadata::{Command, Envelope, Outcome};
 
 /// The metadata group's id.
 pub const METADATA_GROUP: u64 = 0;
 
 /// Input of the driver loop.
 pub enum Event {
-    /// Messages from a peer.
-    Messages(Vec<(u64, Message)>),
+    /// Messages from a peer, by group.
+    Messages {
+        /// The node at the other end of the stream.
+        from: u64,
+        /// (group, message).
+        messages: Vec<(u64, Message)>,
+    },
     /// A peer's stream broke or its queue overflowed.
     Unreachable {
         /// The peer.
         peer: u64,
     },
-    /// A metadata change proposed on this node.
-    ProposeMeta {
-        /// Matches the waiter in [`Replication`].
-        request: u64,
-        /// The encoded [`Envelope`].
+    /// An entry proposed on this node outside the produce path (a metadata change).
+    Propose {
+        /// The group.
+        group: u64,
+        /// The entry.
         data: Vec<u8>,
+        /// Told why if raft-rs refuses the proposal; dropped once it is taken.
+        refused: oneshot::Sender<String>,
     },
     /// A replica's fsync finished: (group, ready number, where the log stood).
     Persisted(Result<(u64, u64, RecoveryPoint), String>),
@@ -94,24 +104,15 @@ pub struct Replication {
     me: u64,
     voters: Vec<u64>,
     events: mpsc::Sender<Event>,
-    next_request: AtomicU64,
-    waiters: Mutex<HashMap<u64, oneshot::Sender<Result<Outcome, crate::cluster::Error>>>>,
     leaders: RwLock<HashMap<u64, Leadership>>,
-    timeout: Duration,
+    max_entry_bytes: usize,
 }
 
 impl Replication {
-    /// A handle for node `me` of the cluster `voters`.
-    pub fn new(me: u64, voters: Vec<u64>, events: mpsc::Sender<Event>, timeout: Duration) -> Replication {
-        Replication {
-            me,
-            voters,
-            events,
-            next_request: AtomicU64::new(1),
-            waiters: Mutex::new(HashMap::new()),
-            leaders: RwLock::new(HashMap::new()),
-            timeout,
-        }
+    /// A handle for node `me` of the cluster `voters`, whose logs accept entries of at most
+    /// `max_entry_bytes`.
+    pub fn new(me: u64, voters: Vec<u64>, events: mpsc::Sender<Event>, max_entry_bytes: usize) -> Replication {
+        Replication { me, voters, events, leaders: RwLock::new(HashMap::new()), max_entry_bytes }
     }
 
     /// This node's id.
@@ -119,29 +120,23 @@ impl Replication {
         self.me
     }
 
+    /// The largest entry every replica's log accepts.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_entry_bytes
+    }
+
     /// Every node of the cluster.
     pub fn voters(&self) -> &[u64] {
         &self.voters
     }
 
-    /// Proposes a metadata change and waits until this node has applied it.
-    pub async fn propose(&self, command: Command) -> Result<Outcome, crate::cluster::Error> {
-        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let data = Envelope { origin: self.me, request, command }.encode();
-        let (tx, rx) = oneshot::channel();
-        self.lock_waiters().insert(request, tx);
-        if self.events.send(Event::ProposeMeta { request, data }).await.is_err() {
-            self.lock_waiters().remove(&request);
-            return Err(NotApplied("node is stopping".into()));
-        }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(NotApplied("node is stopping".into())),
-            Err(_) => {
-                self.lock_waiters().remove(&request);
-                Err(NotApplied(format!("not applied within {} ms (no metadata leader?)", self.timeout.as_millis())))
-            }
-        }
+    /// Proposes an entry to `group` through this node. The receiver yields why raft-rs refused
+    /// the proposal, or closes once it was taken (committing it is another matter: the entry's
+    /// state machine reports that).
+    pub async fn propose(&self, group: u64, data: Vec<u8>) -> Result<oneshot::Receiver<String>, Stopping> {
+        let (refused, verdict) = oneshot::channel();
+        self.events.send(Event::Propose { group, data, refused }).await.map_err(|_| Stopping)?;
+        Ok(verdict)
     }
 
     /// Leader and term of a group as this node last saw them.
@@ -163,12 +158,6 @@ impl Replication {
         rx.await.unwrap_or_default()
     }
 
-    pub(crate) fn complete(&self, request: u64, outcome: Result<Outcome, crate::cluster::Error>) {
-        if let Some(tx) = self.lock_waiters().remove(&request) {
-            let _ = tx.send(outcome);
-        }
-    }
-
     pub(crate) fn set_leadership(&self, group: u64, leadership: Leadership) {
         let mut leaders = self.leaders.write().unwrap_or_else(|p| p.into_inner());
         if leadership == Leadership::default() {
@@ -177,8 +166,9 @@ impl Replication {
             leaders.insert(group, leadership);
         }
     }
-
-    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<Outcome, crate::cluster::Error>>>> {
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
+
+/// The node is stopping: its driver takes no more events.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("node is stopping")]
+pub struct Stopping;

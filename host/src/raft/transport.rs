@@ -151,7 +151,7 @@ impl RaftTransport for TransportService {
                     Err(e) => return Err(Status::invalid_argument(format!("undecodable raft message from node {}: {e}", frame.from))),
                 }
             }
-            if self.events.send(Event::Messages(batch)).await.is_err() {
+            if self.events.send(Event::Messages { from: frame.from, messages: batch }).await.is_err() {
                 return Err(Status::unavailable("node is stopping"));
             }
         }

@@ -249,6 +249,11 @@ pub fn offset_fetch(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
                 let wanted = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
                 let mut group = OffsetFetchResponseGroup::default();
                 group.group_id = g.group_id.clone();
+                // Only the coordinator has every committed offset applied; any other node may lag.
+                if !ctx.groups.is_coordinator(g.group_id.as_str()) {
+                    group.error_code = code(ResponseError::NotCoordinator);
+                    return group;
+                }
                 group.topics = ctx
                     .groups
                     .fetch_offsets(g.group_id.as_str(), wanted)
@@ -269,6 +274,30 @@ pub fn offset_fetch(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
                     })
                     .collect();
                 group
+            })
+            .collect();
+    } else if !ctx.groups.is_coordinator(body.group_id.as_str()) {
+        // v2+ carry a top-level error; v0 and v1 only one per listed partition.
+        response.error_code = code(ResponseError::NotCoordinator);
+        response.topics = body
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| {
+                let mut topic = OffsetFetchResponseTopic::default();
+                topic.name = t.name.clone();
+                topic.partitions = t
+                    .partition_indexes
+                    .iter()
+                    .map(|&index| {
+                        let mut p = OffsetFetchResponsePartition::default();
+                        p.partition_index = index;
+                        p.committed_offset = -1;
+                        p.error_code = code(ResponseError::NotCoordinator);
+                        p
+                    })
+                    .collect();
+                topic
             })
             .collect();
     } else {

@@ -116,7 +116,7 @@ fn cluster_error_code(error: &crate::cluster::Error) -> i16 {
         E::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
         E::NotApplied(_) => ResponseError::RequestTimedOut,
         E::InvalidConfig(_) => ResponseError::InvalidConfig,
-        E::Io(_) | E::Partition(_) | E::Corrupt(_) => ResponseError::KafkaStorageError,
+        E::Io(_) | E::Partition(_) | E::Corrupt(_) | E::CorruptTopicId(..) => ResponseError::KafkaStorageError,
     })
 }
 
@@ -135,6 +135,7 @@ fn partition_error_code(error: &crate::partition::Error) -> i16 {
         E::Sequence(_) => ResponseError::OutOfOrderSequenceNumber,
         E::DuplicateInSet => ResponseError::DuplicateSequenceNumber,
         E::Log(crate::log::Error::OffsetOutOfRange { .. }) => ResponseError::OffsetOutOfRange,
+        E::Log(crate::log::Error::EntryTooLarge { .. }) => ResponseError::MessageTooLarge,
         E::Log(_) | E::StorageFailed(_) => ResponseError::KafkaStorageError,
         E::Closed => ResponseError::UnknownTopicOrPartition,
         E::NotLeader => ResponseError::NotLeaderOrFollower,

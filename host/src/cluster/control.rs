@@ -1,0 +1,112 @@
+//! Cluster changes as the Kafka handlers and the admin API make them. Every change is a metadata
+//! [`Command`] applied by the one state machine ([`metadata::apply`]): in a cluster it is
+//! proposed to the metadata group and awaited until applied here; on a single node it is
+//! applied at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use uuid::Uuid;
+
+use super::metadata::{self, Command, Outcome, Proposer};
+use super::{Cluster, Error, Topic};
+use crate::plugins::{Params, PluginInfo, PluginKind, Plugins};
+use crate::raft::Replication;
+
+/// The way this node changes cluster metadata.
+pub struct Control {
+    cluster: Arc<Cluster>,
+    plugins: Arc<Plugins>,
+    proposer: Option<Arc<Proposer>>,
+    /// Held while a block of producer ids is taken, so callers that find the block used up
+    /// together take one new block, not one each.
+    taking_ids: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// `proposer` is `None` on a single node.
+    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, proposer: Option<Arc<Proposer>>) -> Control {
+        Control { cluster, plugins, proposer, taking_ids: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The replication handle, in a cluster.
+    pub fn replication(&self) -> Option<&Arc<Replication>> {
+        self.proposer.as_ref().map(|p| p.replication())
+    }
+
+    /// Applies `command`: through the metadata group in a cluster, here on a single node.
+    async fn change(&self, command: Command) -> Result<Outcome, Error> {
+        match &self.proposer {
+            Some(proposer) => proposer.propose(command).await,
+            None => {
+                let (cluster, plugins) = (Arc::clone(&self.cluster), Arc::clone(&self.plugins));
+                // Applying opens or removes files and may compile a plugin: not on the async workers.
+                tokio::task::spawn_blocking(move || metadata::apply(&cluster, &plugins, &command))
+                    .await
+                    .map_err(|e| Error::NotApplied(format!("applying the change failed: {e}")))?
+            }
+        }
+    }
+
+    /// Creates a topic; returns it as applied here.
+    pub async fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, Error> {
+        // Checked here first so the common refusals need no round through the metadata group.
+        self.cluster.validate_new_topic(name, partitions, replication_factor, &configs)?;
+        let id = Uuid::new_v4();
+        self.change(Command::CreateTopic { name: name.to_string(), id, partitions, replication_factor, configs }).await?;
+        self.cluster.topic_by_id(id).ok_or_else(|| Error::UnknownTopic(name.to_string()))
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), Error> {
+        self.change(Command::DeleteTopic { name: name.to_string() }).await.map(drop)
+    }
+
+    /// Grows a topic (or only checks that it could, with `validate_only`).
+    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), Error> {
+        if validate_only {
+            return self.cluster.create_partitions(name, count, true);
+        }
+        self.change(Command::CreatePartitions { name: name.to_string(), count }).await.map(drop)
+    }
+
+    /// Replaces a topic's config overrides (already validated).
+    pub async fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<(), Error> {
+        self.change(Command::SetTopicConfigs { name: name.to_string(), configs }).await.map(drop)
+    }
+
+    /// Loads a plugin on every node; each checks the component's hash and compiles it itself.
+    pub async fn load_plugin(&self, component: Vec<u8>, kind: Option<PluginKind>, name: String, version: String) -> Result<PluginInfo, String> {
+        let sha256 = crate::plugins::registry::sha256_hex(&component);
+        let component = base64::engine::general_purpose::STANDARD.encode(&component);
+        match self.change(Command::LoadPlugin { name, version, kind, sha256, component }).await {
+            Ok(Outcome::PluginLoaded(info)) => Ok(info),
+            Ok(other) => Err(format!("unexpected outcome {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Sets the cluster-wide default binding of a kind.
+    pub async fn set_default_binding(&self, kind: PluginKind, plugin: String, params: Params) -> Result<(), String> {
+        self.change(Command::SetDefaultBinding { kind, plugin, params }).await.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// A new producer id, unique in the cluster: from a block of ids granted to this node,
+    /// taking a new block (whose end is durable before any id of it is used) when it runs out.
+    pub async fn allocate_producer_id(&self) -> Result<i64, Error> {
+        loop {
+            if let Some(id) = self.cluster.next_local_producer_id() {
+                return Ok(id);
+            }
+            let _taking = self.taking_ids.lock().await;
+            if let Some(id) = self.cluster.next_local_producer_id() {
+                return Ok(id);
+            }
+            match self.change(Command::AllocateProducerIds).await? {
+                Outcome::ProducerIds(start) => self.cluster.grant_producer_ids(start),
+                other => return Err(Error::NotApplied(format!("unexpected outcome {other:?}"))),
+            }
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! One Raft group on this node: its raft-rs `RawNode` over the replica's log, and the steps the
+//! ready loop takes for it. The loop ([`super::driver`]) owns many of these and adds what is
+//! node-wide (the transport, the metadata and offsets state machines, metrics publication);
+//! everything that decides when a write is durable, committed or acknowledged lives here, so
+//! the same code runs under the real loop and under the simulation tests.
+//!
+//! Persistence is asynchronous: a ready's entries and hard state go to the page cache, the
+//! ready is advanced with `advance_append_async`, and the messages that must follow persistence
+//! (votes, append responses) wait in [`Group::pending`] until an fsync covers them
+//! ([`Group::sync_job`], then [`Group::persisted`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use raft::prelude::{Entry, Message, MessageType};
+use raft::{RawNode, StateRole, Storage};
+use tracing::{error, info};
+
+use super::entry::decode_log_start;
+use super::storage::ReplicaStorage;
+use super::validate::{self, Refusal};
+use super::{Leadership, METADATA_GROUP};
+use crate::clock::now_ms;
+use crate::config::RaftConfig;
+use crate::log::RecoveryPoint;
+use crate::metrics::Metrics;
+use crate::partition::Partition;
+use crate::partition::replica::{Proposal, SyncTarget};
+
+/// Proposals per group whose commit latency is measured at once; beyond it some go unmeasured.
+const MAX_TIMED_PROPOSALS: usize = 65536;
+
+/// Where a group's messages go: the transport, or a simulated network.
+pub trait Outbox {
+    /// Queues a message of `group`; `false` if it cannot be delivered (the peer is then
+    /// reported unreachable to Raft).
+    fn send(&self, group: u64, msg: Message) -> bool;
+}
+
+/// Why a group cannot go on: its disk failed. The node must stop rather than serve from a log
+/// whose state it no longer knows.
+#[derive(Debug, thiserror::Error)]
+#[error("group {group}: {cause}")]
+pub struct Fatal {
+    /// The group.
+    pub group: u64,
+    /// What failed.
+    pub cause: String,
+}
+
+/// A ready whose persistence is pending.
+struct Pending {
+    number: u64,
+    /// Sent once the ready is on disk.
+    messages: Vec<Message>,
+    /// Whether it wrote anything that needs an fsync.
+    needs_sync: bool,
+    /// Whether the hard state's term or vote changed (its file must be fsynced too).
+    sync_state: bool,
+}
+
+/// What a ready produced for the loop to finish.
+pub struct Readied {
+    /// Committed entries to apply, in order; the loop applies them and then calls
+    /// [`Group::applied`].
+    pub committed: Vec<Entry>,
+    /// The role or term changed: leadership must be published again.
+    pub role_changed: bool,
+}
+
+/// An fsync to run off the loop for one group.
+pub struct SyncJob {
+    /// The group.
+    pub group: u64,
+    /// The newest ready it covers.
+    pub number: u64,
+    /// Whether the hard state file needs it too.
+    pub sync_state: bool,
+    /// What to sync.
+    pub target: SyncTarget,
+    partition: Arc<Partition>,
+}
+
+impl SyncJob {
+    /// Blocking: fsyncs the log (and the hard state when needed), then writes the recovery
+    /// checkpoint if one was due. Returns (group, ready number, the synced point).
+    pub fn run(self) -> Result<(u64, u64, RecoveryPoint), String> {
+        let target = &self.target;
+        target.log.sync_data().and_then(|()| if self.sync_state { target.state.sync_data() } else { Ok(()) }).map_err(|e| e.to_string())?;
+        if let Some(producers) = &target.checkpoint {
+            self.partition.write_checkpoint(&target.point, producers);
+        }
+        Ok((self.group, self.number, self.target.point))
+    }
+}
+
+/// One Raft group of this node.
+pub struct Group {
+    /// The group id.
+    pub id: u64,
+    /// `topic-partition`, the metrics label.
+    pub label: String,
+    /// raft-rs.
+    pub node: RawNode<ReplicaStorage>,
+    /// The replica whose log is the group's log.
+    pub partition: Arc<Partition>,
+    /// Who leads, as last published.
+    pub leadership: Leadership,
+    /// Leader: (index, when proposed) of proposals not yet committed, oldest first.
+    proposed: VecDeque<(u64, Instant)>,
+    /// Readies not yet persisted, oldest first.
+    pending: VecDeque<Pending>,
+    /// Highest ready number handed to an fsync.
+    queued: u64,
+    /// An fsync of this replica is running.
+    syncing: bool,
+    /// Once elected: the index of our first entry; applying it makes us a serving leader.
+    leader_start: Option<u64>,
+    /// The term we were last elected in.
+    elected_term: u64,
+}
+
+impl Group {
+    /// The group `id` of node `me` over `partition`'s log. `applied`: where the state machine
+    /// stands (`None`: everything committed, as for data partitions, whose state is the log).
+    pub fn new(id: u64, me: u64, config: &RaftConfig, partition: Arc<Partition>, applied: Option<u64>, logger: &slog::Logger) -> Result<Group, raft::Error> {
+        let storage = ReplicaStorage(Arc::clone(&partition));
+        let state = storage.initial_state()?;
+        let applied = applied.unwrap_or(state.hard_state.commit);
+        if applied > state.hard_state.commit {
+            let mut hs = state.hard_state.clone();
+            hs.commit = applied;
+            partition.save_hard_state(&hs).map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(std::io::Error::other(e.to_string())))))?;
+        }
+        let raft_config = raft::Config {
+            id: me,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied,
+            max_size_per_msg: config.max_append_bytes,
+            max_inflight_msgs: config.max_inflight_appends,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let node = RawNode::new(&raft_config, storage, logger)?;
+        let label = if id == METADATA_GROUP { partition.topic().to_string() } else { format!("{}-{}", partition.topic(), partition.index()) };
+        Ok(Group {
+            id,
+            label,
+            node,
+            partition,
+            leadership: Leadership::default(),
+            proposed: VecDeque::new(),
+            pending: VecDeque::new(),
+            queued: 0,
+            syncing: false,
+            leader_start: None,
+            elected_term: 0,
+        })
+    }
+
+    /// One Raft tick.
+    pub fn tick(&mut self) {
+        self.node.tick();
+        self.maybe_serve();
+    }
+
+    /// Steps a peer's message into raft-rs after checking it against this group's log.
+    pub fn step(&mut self, msg: Message, metrics: &Metrics) -> Result<(), Refusal> {
+        validate::check_against_log(&self.node, &msg)?;
+        metrics.raft.received.with_label_values(&[self.label.as_str(), message_type(&msg)]).inc();
+        let _ = self.node.step(msg);
+        Ok(())
+    }
+
+    /// Proposes a leader's entry; drops it if the leadership it was built under has ended (it
+    /// would leave a gap in the offsets), and records where raft-rs put it.
+    pub fn propose(&mut self, p: Proposal) {
+        if self.partition.lease() != p.lease || self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        if self.node.propose(Vec::new(), p.data).is_err() {
+            self.partition.step_down();
+            return;
+        }
+        let index = self.node.raft.raft_log.last_index();
+        for placement in &p.placements {
+            placement.set(index);
+        }
+        if self.proposed.len() < MAX_TIMED_PROPOSALS {
+            self.proposed.push_back((index, Instant::now()));
+        }
+    }
+
+    /// Handles a ready, if raft-rs has one: sends what may go before persistence, writes
+    /// entries and hard state to the page cache, and returns the committed entries to apply.
+    pub fn ready(&mut self, out: &dyn Outbox, metrics: &Metrics) -> Result<Option<Readied>, Fatal> {
+        if !self.node.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.node.ready();
+        let role_changed = rd.ss().is_some() || rd.hs().is_some();
+        if role_changed {
+            let term = self.node.raft.term;
+            if self.node.raft.state == StateRole::Leader {
+                if self.elected_term != term {
+                    self.elected_term = term;
+                    metrics.raft.elections.with_label_values(&[self.label.as_str()]).inc();
+                    self.leader_start = Some(self.node.raft.raft_log.last_index());
+                    info!(group = self.id, term, "elected leader");
+                }
+            } else {
+                self.leader_start = None;
+                self.proposed.clear();
+                self.partition.step_down();
+            }
+        }
+        for msg in rd.take_messages() {
+            self.send(out, msg, metrics);
+        }
+        let fatal = |cause: String| Fatal { group: self.id, cause };
+        if !rd.snapshot().is_empty() {
+            // Peers' snapshots are refused before they reach raft-rs, and no replica makes one.
+            tracing::warn!(group = self.id, "snapshots are not supported yet; ignored");
+        }
+        let entries = rd.take_entries();
+        let mut needs_sync = false;
+        if !entries.is_empty() {
+            needs_sync = true;
+            metrics.raft.entries.with_label_values(&[self.label.as_str()]).inc_by(entries.len() as u64);
+            self.partition.write_entries(&entries, now_ms()).map_err(|e| fatal(format!("writing raft entries failed: {e}")))?;
+        }
+        let mut sync_state = false;
+        if let Some(hs) = rd.hs() {
+            self.partition.save_hard_state(hs).map_err(|e| fatal(format!("writing the raft hard state failed: {e}")))?;
+            sync_state = rd.must_sync();
+            needs_sync |= sync_state;
+        }
+        let committed = rd.take_committed_entries();
+        let persisted_messages = rd.take_persisted_messages();
+        let number = rd.number();
+        self.node.advance_append_async(rd);
+        self.pending.push_back(Pending { number, messages: persisted_messages, needs_sync, sync_state });
+        if !needs_sync && self.pending.len() == 1 {
+            // Nothing to wait for: this ready is as durable as its predecessors.
+            self.finish_persisted(number, out, metrics);
+        }
+        let raft = &self.node.raft;
+        metrics.raft.term.with_label_values(&[self.label.as_str()]).set(raft.term as i64);
+        metrics.raft.commit.with_label_values(&[self.label.as_str()]).set(raft.raft_log.committed as i64);
+        Ok(Some(Readied { committed, role_changed }))
+    }
+
+    /// After the loop applied `committed` to its state machine: raises the high watermark,
+    /// tells raft-rs, and serves as leader once caught up. Returns the log starts the entries
+    /// decided, for the caller to apply with [`Partition::delete_before`] (blocking work).
+    pub fn applied(&mut self, committed: &[Entry], metrics: &Metrics) -> Vec<i64> {
+        let Some(last) = committed.last().map(|e| e.index) else { return Vec::new() };
+        metrics.raft.applied.with_label_values(&[self.label.as_str()]).set(last as i64);
+        while self.proposed.front().is_some_and(|(index, _)| *index <= last) {
+            if let Some((_, at)) = self.proposed.pop_front() {
+                metrics.raft.commit_seconds.with_label_values(&[self.label.as_str()]).observe(at.elapsed().as_secs_f64());
+            }
+        }
+        self.partition.commit_to(last);
+        self.node.advance_apply_to(last);
+        self.maybe_serve();
+        committed.iter().filter_map(|e| decode_log_start(&e.data)).collect()
+    }
+
+    /// The fsync this group needs, if it has unsynced writes and none running: at most one in
+    /// flight per replica, so readies persist in order.
+    pub fn sync_job(&mut self) -> Result<Option<SyncJob>, crate::partition::Error> {
+        if self.syncing {
+            return Ok(None);
+        }
+        let Some(last) = self.pending.iter().rev().find(|p| p.needs_sync && p.number > self.queued) else { return Ok(None) };
+        let number = last.number;
+        let sync_state = self.pending.iter().any(|p| p.number > self.queued && p.sync_state);
+        let target = self.partition.sync_target()?;
+        self.queued = number;
+        self.syncing = true;
+        Ok(Some(SyncJob { group: self.id, number, sync_state, target, partition: Arc::clone(&self.partition) }))
+    }
+
+    /// A [`SyncJob`] finished: what it covered counts as persisted (acks=1 on a leader), and
+    /// the messages that waited for it go out.
+    pub fn persisted(&mut self, number: u64, point: &RecoveryPoint, out: &dyn Outbox, metrics: &Metrics) {
+        self.syncing = false;
+        self.partition.persisted(point);
+        self.finish_persisted(number, out, metrics);
+    }
+
+    /// Marks readies up to `number` persisted, plus any following ones that needed no fsync, and
+    /// sends the messages that were waiting for that.
+    fn finish_persisted(&mut self, number: u64, out: &dyn Outbox, metrics: &Metrics) {
+        let mut upto = 0;
+        let mut messages = Vec::new();
+        while let Some(front) = self.pending.front() {
+            if front.number > number && front.needs_sync {
+                break;
+            }
+            let Some(p) = self.pending.pop_front() else { break };
+            upto = p.number;
+            messages.extend(p.messages);
+        }
+        if upto == 0 {
+            return;
+        }
+        self.node.on_persist_ready(upto);
+        for msg in messages {
+            self.send(out, msg, metrics);
+        }
+    }
+
+    /// Sends a message; one that cannot be queued counts as an unreachable peer.
+    fn send(&mut self, out: &dyn Outbox, msg: Message, metrics: &Metrics) {
+        let to = msg.to;
+        metrics.raft.sent.with_label_values(&[self.label.as_str(), message_type(&msg)]).inc();
+        if !out.send(self.id, msg) {
+            self.node.report_unreachable(to);
+        }
+    }
+
+    /// A leader serves writes once everything up to its first entry of the term is applied, so
+    /// its log end and producer state are exact; and again, from its log end, after a refused
+    /// proposal (a leadership transfer in progress) made it stop.
+    fn maybe_serve(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader || self.partition.lease() != 0 {
+            return;
+        }
+        let ready_at = self.leader_start.unwrap_or_else(|| raft.raft_log.last_index());
+        if raft.raft_log.applied >= ready_at {
+            self.leader_start = None;
+            self.partition.become_leader(raft.term);
+            info!(group = self.id, term = raft.term, "serving as leader");
+        }
+    }
+}
+
+/// Applies a log start decided by the partition leader's retention (blocking: deletes files).
+pub fn apply_log_start(partition: &Partition, start: i64, metrics: &Metrics) {
+    match partition.delete_before(start) {
+        Ok(deleted) => {
+            metrics.retention_deleted_segments.inc_by(deleted as u64);
+            info!(topic = partition.topic(), partition = partition.index(), start, deleted, "log start moved by the leader's retention");
+        }
+        Err(e) => error!(topic = partition.topic(), partition = partition.index(), start, cause = %e, "log start not moved"),
+    }
+}
+
+/// The metrics label of a message's type.
+pub fn message_type(msg: &Message) -> &'static str {
+    match msg.get_msg_type() {
+        MessageType::MsgAppend => "append",
+        MessageType::MsgAppendResponse => "append_response",
+        MessageType::MsgHeartbeat => "heartbeat",
+        MessageType::MsgHeartbeatResponse => "heartbeat_response",
+        MessageType::MsgRequestVote => "vote",
+        MessageType::MsgRequestVoteResponse => "vote_response",
+        MessageType::MsgRequestPreVote => "pre_vote",
+        MessageType::MsgRequestPreVoteResponse => "pre_vote_response",
+        MessageType::MsgPropose => "propose",
+        MessageType::MsgTimeoutNow => "timeout_now",
+        _ => "other",
+    }
+}

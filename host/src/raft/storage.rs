@@ -1,0 +1,529 @@
+//! A replica's Raft storage: the hard-state file, the index table (Raft index → term and Kafka
+//! offsets of every entry in the log), the cache of recent entries, and raft-rs's [`Storage`]
+//! over them and the replica's log. The entries themselves live in the partition log, written
+//! once ([`crate::partition::replica`] writes them); what lives here is what Raft needs to know
+//! about them.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+use super::entry::encode_entry;
+use crate::log::{EntryKind, EntryMeta, Offset, PartitionLog, RaftIndex};
+use crate::partition::{Error, Partition};
+
+/// The hard state file: magic, format version, term, vote, commit, crc32c of what precedes it
+/// (big-endian). Version 0 had no version field (32 bytes); it is still read.
+const STATE_FILE: &str = "raft-state";
+const STATE_TMP_FILE: &str = "raft-state.tmp";
+const STATE_MAGIC: u32 = 0x534c_5253; // "SLRS"
+const STATE_VERSION: u32 = 1;
+const STATE_SIZE: usize = 36;
+const STATE_SIZE_V0: usize = 32;
+
+/// The file holding a replica's term, vote and commit index, rewritten in place.
+pub struct HardStateFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl HardStateFile {
+    /// Opens (creating) `dir`'s hard state file and reads it; a file of an older format is
+    /// converted first. What is read is made durable before it is returned: after a kill -9
+    /// it may sit only in the page cache, and the replica is about to act on it. The flag says
+    /// whether the file was created now.
+    pub fn open(dir: &Path) -> Result<(HardStateFile, HardState, bool), Error> {
+        let path = dir.join(STATE_FILE);
+        let io = |source| crate::log::Error::Io { path: path.clone(), source };
+        let existed = path.exists();
+        let open = || OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+        let mut file = open().map_err(io)?;
+        if !existed {
+            // The file's name must survive a power loss too, or a vote fsynced into it could vanish.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        let hard_state = read_hard_state(&file).map_err(|e| Error::StorageFailed(format!("{}: {e}", path.display())))?;
+        if file.metadata().map_err(io)?.len() == STATE_SIZE_V0 as u64 {
+            // An older format: replaced whole, so a crash leaves one format or the other, never
+            // a mix that reads as corrupt; later writes rewrite the current format in place.
+            crate::durable::replace_file(dir, STATE_TMP_FILE, STATE_FILE, &encode_hard_state(&hard_state)).map_err(io)?;
+            file = open().map_err(io)?;
+        }
+        file.sync_all().map_err(io)?;
+        Ok((HardStateFile { path, file }, hard_state, !existed))
+    }
+
+    /// Writes `hs` in place (page cache); [`HardStateFile::sync_handle`] makes it durable.
+    pub fn save(&self, hs: &HardState) -> Result<(), Error> {
+        self.file.write_all_at(&encode_hard_state(hs), 0).map_err(|source| Error::Log(crate::log::Error::Io { path: self.path.clone(), source }))
+    }
+
+    /// Makes what was saved durable.
+    pub fn sync(&self) -> Result<(), Error> {
+        self.file.sync_all().map_err(|source| Error::Log(crate::log::Error::Io { path: self.path.clone(), source }))
+    }
+
+    /// A handle to fsync the file with, off the lock that guards it.
+    pub fn sync_handle(&self) -> Result<File, Error> {
+        self.file.try_clone().map_err(|source| Error::Log(crate::log::Error::Io { path: self.path.clone(), source }))
+    }
+}
+
+fn read_hard_state(file: &File) -> std::io::Result<HardState> {
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("raft state file: {why}"));
+    let len = file.metadata()?.len();
+    // The fields start after the magic (version 0) or after magic and version.
+    let fields_at = match len {
+        0 => return Ok(HardState::default()),
+        l if l == STATE_SIZE_V0 as u64 => 4,
+        l if l == STATE_SIZE as u64 => 8,
+        l => return Err(invalid(format!("{l} bytes, neither {STATE_SIZE_V0} nor {STATE_SIZE}"))),
+    };
+    let mut bytes = [0u8; STATE_SIZE];
+    let buf = &mut bytes[..len as usize];
+    file.read_exact_at(buf, 0)?;
+    let word = |at: usize| u32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+    let crc_at = buf.len() - 4;
+    if word(0) != STATE_MAGIC || crc32c::crc32c(&buf[..crc_at]) != word(crc_at) {
+        return Err(invalid("corrupt (bad magic or checksum)".into()));
+    }
+    if fields_at == 8 && word(4) != STATE_VERSION {
+        return Err(invalid(format!("format version {} is not {STATE_VERSION}, the one this build reads", word(4))));
+    }
+    let field = |at: usize| u64::from_be_bytes(buf[fields_at + at..fields_at + at + 8].try_into().expect("8 bytes"));
+    let mut hs = HardState::default();
+    hs.term = field(0);
+    hs.vote = field(8);
+    hs.commit = field(16);
+    Ok(hs)
+}
+
+fn encode_hard_state(hs: &HardState) -> [u8; STATE_SIZE] {
+    let mut buf = [0u8; STATE_SIZE];
+    buf[0..4].copy_from_slice(&STATE_MAGIC.to_be_bytes());
+    buf[4..8].copy_from_slice(&STATE_VERSION.to_be_bytes());
+    buf[8..16].copy_from_slice(&hs.term.to_be_bytes());
+    buf[16..24].copy_from_slice(&hs.vote.to_be_bytes());
+    buf[24..32].copy_from_slice(&hs.commit.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[0..32]);
+    buf[32..36].copy_from_slice(&crc.to_be_bytes());
+    buf
+}
+
+/// One entry of the log as Raft sees it: its term and the Kafka offsets it holds (`base..end`;
+/// empty for control entries).
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    /// The entry's term.
+    pub term: u64,
+    /// Its first offset.
+    pub base: i64,
+    /// The offset after its last record.
+    pub end: i64,
+}
+
+/// Raft index → [`Slot`] of every entry in the log, kept in memory (rebuilt from the segments'
+/// entry headers at start).
+pub struct IndexTable {
+    /// Raft index of `slots[0]` (the next index when `slots` is empty).
+    first_index: u64,
+    /// Term of the entry before `first_index`.
+    prev_term: u64,
+    slots: VecDeque<Slot>,
+}
+
+impl IndexTable {
+    /// Reads the entry headers of `log`, skipping the entries wholly below its log start.
+    pub fn load(log: &PartitionLog) -> Result<IndexTable, crate::log::Error> {
+        let mut slots = VecDeque::new();
+        let mut first_index = None;
+        log.scan_metas(|meta: &EntryMeta| {
+            first_index.get_or_insert(meta.index.0);
+            slots.push_back(Slot { term: meta.term.0, base: meta.base_offset.0, end: meta.next_offset().0 });
+        })?;
+        let mut table = IndexTable { first_index: first_index.unwrap_or(log.next_index().0), prev_term: 0, slots };
+        // Entries retention dropped may still sit in the first segment: the same cut as at run time.
+        table.forget_before(log.log_start_offset().0);
+        Ok(table)
+    }
+
+    /// The first index Raft may read.
+    pub fn first_index(&self) -> u64 {
+        self.first_index
+    }
+
+    /// The last index in the log (`first_index - 1` when empty).
+    pub fn last_index(&self) -> u64 {
+        self.first_index + self.slots.len() as u64 - 1
+    }
+
+    /// Entry `index`, if the table holds it.
+    pub fn slot(&self, index: u64) -> Option<Slot> {
+        index.checked_sub(self.first_index).and_then(|i| self.slots.get(i as usize).copied())
+    }
+
+    /// Whether entry `index` has `term` and holds offsets `base..end`.
+    pub fn holds(&self, index: u64, term: u64, base: i64, end: i64) -> bool {
+        self.slot(index).is_some_and(|s| s.term == term && s.base <= base && end <= s.end)
+    }
+
+    /// The term of entry `index`, as raft-rs asks for it.
+    pub fn term(&self, index: u64) -> raft::Result<u64> {
+        if index + 1 == self.first_index {
+            return Ok(self.prev_term);
+        }
+        if index < self.first_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.slot(index).map(|s| s.term).ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    /// The offset after entry `prev` when it has `prev_term` (a peer's append builds on it);
+    /// `log_end` stands for the end of an empty table. `None` when the table cannot tell.
+    pub fn end_of(&self, prev: u64, prev_term: u64, log_end: i64) -> Option<i64> {
+        match self.slot(prev) {
+            Some(slot) if slot.term == prev_term => Some(slot.end),
+            None if prev + 1 == self.first_index && self.prev_term == prev_term => Some(self.slots.front().map_or(log_end, |s| s.base)),
+            _ => None,
+        }
+    }
+
+    /// Records entry `index`, the next one after the last.
+    pub fn push(&mut self, index: u64, slot: Slot) {
+        if self.slots.is_empty() {
+            self.first_index = index;
+        }
+        self.slots.push_back(slot);
+    }
+
+    /// Forgets entries from `index` on (a new leader replaced them).
+    pub fn truncate_from(&mut self, index: u64) {
+        self.slots.truncate(index.saturating_sub(self.first_index) as usize);
+    }
+
+    /// Forgets the entries wholly below `log_start` (dropped by retention): Raft sees them as
+    /// compacted.
+    pub fn forget_before(&mut self, log_start: i64) {
+        while let Some(front) = self.slots.front().copied() {
+            if front.end > log_start || (front.end == log_start && front.base == log_start) {
+                break;
+            }
+            self.slots.pop_front();
+            self.prev_term = front.term;
+            self.first_index += 1;
+        }
+    }
+}
+
+/// The newest entries, kept in memory up to a byte budget (at least one), so leaders send
+/// recent entries to followers without reading the log.
+pub struct EntryCache {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl EntryCache {
+    /// An empty cache holding up to `limit` bytes of entry data.
+    pub fn new(limit: usize) -> EntryCache {
+        EntryCache { entries: VecDeque::new(), bytes: 0, limit }
+    }
+
+    /// Adds the next entry, evicting the oldest beyond the budget.
+    pub fn push(&mut self, entry: Entry) {
+        self.bytes += entry.data.len();
+        self.entries.push_back(entry);
+        while self.bytes > self.limit && self.entries.len() > 1 {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.data.len();
+            }
+        }
+    }
+
+    /// Drops entries from `index` on.
+    pub fn truncate_from(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|e| e.index >= index) {
+            if let Some(e) = self.entries.pop_back() {
+                self.bytes -= e.data.len();
+            }
+        }
+    }
+
+    /// Drops entries below `index`.
+    pub fn forget_before(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|e| e.index < index) {
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= e.data.len();
+            }
+        }
+    }
+
+    /// Entries `low..high` if the cache holds `low`, up to `max_size` bytes (at least one).
+    fn range(&self, low: u64, high: u64, max_size: u64) -> Option<Vec<Entry>> {
+        let cached_from = self.entries.front()?.index;
+        if low < cached_from {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for e in self.entries.iter().skip((low - cached_from) as usize).take((high - low) as usize) {
+            size += e.data.len() as u64;
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Some(out)
+    }
+}
+
+/// What raft-rs reads of a replica besides the entries: the cluster's voters, the hard state,
+/// the index table and the entry cache. Lives under the partition lock.
+pub struct RaftStore {
+    /// The group's voters.
+    pub voters: Vec<u64>,
+    /// Term, vote and commit as last saved.
+    pub hard_state: HardState,
+    /// Where they are saved.
+    pub state_file: HardStateFile,
+    /// Index → term and offsets.
+    pub index: IndexTable,
+    /// Recent entries.
+    pub cache: EntryCache,
+}
+
+impl RaftStore {
+    /// Opens the Raft storage of the replica in `dir` whose log is `log`.
+    pub fn open(dir: &Path, log: &PartitionLog, voters: Vec<u64>, cache_bytes: usize) -> Result<RaftStore, Error> {
+        let (state_file, hard_state, created) = HardStateFile::open(dir)?;
+        let mut store = RaftStore { voters, hard_state, state_file, index: IndexTable::load(log)?, cache: EntryCache::new(cache_bytes) };
+        let last = store.index.last_index();
+        if created && store.voters.len() == 1 && last >= store.index.first_index() {
+            // A sole voter's log with entries but no Raft state was written without Raft (a
+            // single node of an earlier version), which served all of it as committed. Nobody
+            // else could ever replace a sole voter's entries, so they are.
+            let mut hs = store.hard_state.clone();
+            (hs.term, hs.commit) = (store.index.term(last).unwrap_or(0), last);
+            store.state_file.save(&hs)?;
+            store.state_file.sync()?;
+            store.hard_state = hs;
+        }
+        Ok(store)
+    }
+
+    /// The commit index to start from. The saved one is written lazily: it never exceeds what
+    /// the log holds, and never falls below what retention already deleted (only committed
+    /// entries are ever deleted, and Raft must not think it has to apply them again).
+    pub fn commit(&self) -> u64 {
+        self.hard_state.commit.clamp(self.index.first_index().saturating_sub(1), self.index.last_index())
+    }
+
+    /// Saves `hs` (page cache) and remembers it.
+    pub fn save_hard_state(&mut self, hs: &HardState) -> Result<(), Error> {
+        self.state_file.save(hs)?;
+        self.hard_state = hs.clone();
+        Ok(())
+    }
+
+    /// Forgets what retention dropped below `log_start`.
+    pub fn forget_before(&mut self, log_start: i64) {
+        self.index.forget_before(log_start);
+        self.cache.forget_before(self.index.first_index());
+    }
+
+    fn initial_state(&self) -> RaftState {
+        let mut hs = self.hard_state.clone();
+        hs.commit = self.commit();
+        let mut cs = ConfState::default();
+        cs.voters = self.voters.clone();
+        RaftState::new(hs, cs)
+    }
+
+    fn entries(&self, log: Option<&PartitionLog>, low: u64, high: u64, max_size: u64) -> raft::Result<Vec<Entry>> {
+        if low < self.index.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.index.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(cached) = self.cache.range(low, high, max_size) {
+            return Ok(cached);
+        }
+        let log = log.ok_or_else(|| storage_error("closed"))?;
+        let hint = self.index.slot(low).map_or(Offset(0), |s| Offset(s.base));
+        let limit = usize::try_from(max_size).unwrap_or(usize::MAX);
+        let read = log.read_entries(RaftIndex(low), hint, RaftIndex(high), limit).map_err(storage_error)?;
+        Ok(read
+            .into_iter()
+            .map(|(meta, payload)| {
+                let mut e = Entry::default();
+                e.term = meta.term.0;
+                e.index = meta.index.0;
+                e.data = match meta.kind {
+                    EntryKind::Data => encode_entry(meta.base_offset.0, meta.record_count, meta.max_timestamp, &payload).into(),
+                    EntryKind::Control => payload.into(),
+                };
+                e
+            })
+            .collect())
+    }
+}
+
+fn storage_error(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(std::io::Error::other(e.to_string()))))
+}
+
+/// raft-rs storage over a replica.
+pub struct ReplicaStorage(pub Arc<Partition>);
+
+impl ReplicaStorage {
+    fn read<T>(&self, read: impl FnOnce(&RaftStore, Option<&PartitionLog>) -> raft::Result<T>) -> raft::Result<T> {
+        self.0.with_raft_store(read).unwrap_or_else(|| Err(storage_error("not a replica (or closed)")))
+    }
+}
+
+impl Storage for ReplicaStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.read(|store, _| Ok(store.initial_state()))
+    }
+
+    fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, _context: GetEntriesContext) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        self.read(|store, log| store.entries(log, low, high, max_size))
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.read(|store, _| store.index.term(idx))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.0.with_raft_store(|store, _| store.index.first_index()).unwrap_or(1))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.0.with_raft_store(|store, _| store.index.last_index()).unwrap_or(0))
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots come with a later change; until then a follower catches up from the log.
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_file(dir: &Path) -> File {
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("s")).unwrap()
+    }
+
+    #[test]
+    fn hard_state_round_trips_and_corruption_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = state_file(dir.path());
+        assert_eq!(read_hard_state(&file).unwrap(), HardState::default());
+        let mut hs = HardState::default();
+        hs.term = 9;
+        hs.vote = 2;
+        hs.commit = 1234;
+        file.write_all_at(&encode_hard_state(&hs), 0).unwrap();
+        assert_eq!(read_hard_state(&file).unwrap(), hs);
+        file.write_all_at(&[0xff], 13).unwrap();
+        assert!(read_hard_state(&file).is_err());
+        // A newer format is refused by name, not misread.
+        let mut newer = encode_hard_state(&hs);
+        newer[4..8].copy_from_slice(&2u32.to_be_bytes());
+        let crc = crc32c::crc32c(&newer[0..32]);
+        newer[32..36].copy_from_slice(&crc.to_be_bytes());
+        file.write_all_at(&newer, 0).unwrap();
+        assert!(read_hard_state(&file).unwrap_err().to_string().contains("format version 2"));
+    }
+
+    #[test]
+    fn a_version_0_hard_state_file_is_read_and_converted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        // Version 0: magic, term 9, vote 2, commit 1234, crc.
+        let mut v0 = Vec::new();
+        v0.extend_from_slice(&STATE_MAGIC.to_be_bytes());
+        for field in [9u64, 2, 1234] {
+            v0.extend_from_slice(&field.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&v0);
+        v0.extend_from_slice(&crc.to_be_bytes());
+        std::fs::write(dir.path().join(STATE_FILE), &v0).unwrap();
+        let (file, hs, created) = HardStateFile::open(dir.path()).unwrap();
+        assert!(!created);
+        assert_eq!((hs.term, hs.vote, hs.commit), (9, 2, 1234));
+        assert_eq!(std::fs::metadata(dir.path().join(STATE_FILE)).unwrap().len(), STATE_SIZE as u64);
+        let mut next = hs.clone();
+        next.term = 10;
+        file.save(&next).unwrap();
+        drop(file);
+        assert_eq!(HardStateFile::open(dir.path()).unwrap().1, next);
+    }
+
+    #[test]
+    fn the_index_table_answers_terms_and_offsets_across_truncation_and_retention() {
+        let mut table = IndexTable { first_index: 1, prev_term: 0, slots: VecDeque::new() };
+        for (i, term) in [(1u64, 1u64), (2, 1), (3, 2), (4, 2)] {
+            let base = (i as i64 - 1) * 10;
+            table.push(i, Slot { term, base, end: base + 10 });
+        }
+        assert_eq!((table.first_index(), table.last_index()), (1, 4));
+        assert!(table.holds(3, 2, 20, 30) && !table.holds(3, 1, 20, 30));
+        assert_eq!(table.end_of(2, 1, 0), Some(20));
+        assert_eq!(table.end_of(2, 2, 0), None, "a term conflict anchors nothing");
+        table.truncate_from(4);
+        assert_eq!(table.last_index(), 3);
+        table.forget_before(20);
+        assert_eq!((table.first_index(), table.term(2).unwrap()), (3, 1));
+        assert!(matches!(table.term(1), Err(raft::Error::Store(StorageError::Compacted))));
+        assert!(matches!(table.term(4), Err(raft::Error::Store(StorageError::Unavailable))));
+        assert_eq!(table.end_of(2, 1, 99), Some(20), "the entry before the first still anchors");
+    }
+
+    #[test]
+    fn the_commit_to_start_from_covers_what_retention_deleted_and_never_passes_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state_file, mut hard_state, _) = HardStateFile::open(dir.path()).unwrap();
+        hard_state.commit = 2;
+        let mut index = IndexTable { first_index: 1, prev_term: 0, slots: VecDeque::new() };
+        for i in 1..=10u64 {
+            index.push(i, Slot { term: 1, base: (i as i64 - 1) * 10, end: i as i64 * 10 });
+        }
+        // Retention deleted entries 1..=5 after they committed; the saved commit lags (a power
+        // loss took its last rewrite).
+        index.forget_before(50);
+        let mut store = RaftStore { voters: vec![1], hard_state, state_file, index, cache: EntryCache::new(0) };
+        assert_eq!(store.commit(), 5);
+        store.hard_state.commit = 99;
+        assert_eq!(store.commit(), 10);
+    }
+
+    #[test]
+    fn the_entry_cache_keeps_the_newest_entries_within_its_budget() {
+        let entry = |index: u64| {
+            let mut e = Entry::default();
+            e.index = index;
+            e.data = vec![0u8; 10].into();
+            e
+        };
+        let mut cache = EntryCache::new(25);
+        for i in 1..=4 {
+            cache.push(entry(i));
+        }
+        assert!(cache.range(2, 5, u64::MAX).is_none(), "evicted");
+        assert_eq!(cache.range(3, 5, u64::MAX).unwrap().len(), 2);
+        assert_eq!(cache.range(3, 5, 5).unwrap().len(), 1, "at least one, then the size limit");
+        cache.truncate_from(4);
+        assert_eq!(cache.range(3, 5, u64::MAX).unwrap().len(), 1);
+        cache.forget_before(4);
+        assert!(cache.range(3, 4, u64::MAX).is_none());
+    }
+}
