@@ -96,8 +96,8 @@ fn apply(
                 metrics.retention_deleted_segments.inc_by(deleted as u64);
                 info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, deleted, "retention moved the log start");
             }
-            Retained::Proposed => {
-                info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, "retention proposed a new log start");
+            Retained::Proposed(proposed) => {
+                info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, proposed, "retention proposed a new log start");
             }
         }
     }

@@ -125,8 +125,9 @@ pub struct Appended {
 pub enum Retained {
     /// Whole segments deleted at once (a single node).
     Deleted(usize),
-    /// Proposed through Raft; replicas delete when they apply it.
-    Proposed,
+    /// A log start proposed through Raft (at most what was asked: never past an entry some
+    /// replica lacks); replicas delete when they apply it.
+    Proposed(i64),
 }
 
 /// Records read for a fetch.
@@ -432,11 +433,17 @@ impl Partition {
     pub fn retain_from(&self, new_start: i64) -> Result<Retained, Error> {
         let mut inner = self.lock();
         if let Some(raft) = inner.raft.as_mut() {
-            raft.propose_log_start(new_start)?;
-            return Ok(Retained::Proposed);
+            return raft.propose_log_start(new_start).map(Retained::Proposed);
         }
         drop(inner);
         self.delete_before(new_start).map(Retained::Deleted)
+    }
+
+    /// Leader: the highest Raft index every voter holds, which bounds retention.
+    pub fn set_replicated(&self, index: u64) {
+        if let Some(raft) = self.lock().raft.as_mut() {
+            raft.set_replicated(index);
+        }
     }
 
     /// Moves the log start to `new_start` (at most the high watermark) and deletes the whole

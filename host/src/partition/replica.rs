@@ -64,6 +64,8 @@ struct LeaderView {
     next_offset: i64,
     /// What was written plus what is in flight.
     producers: ProducerStates,
+    /// The highest index every voter is known to hold (raft-rs's least `matched`).
+    replicated: u64,
 }
 
 /// The Raft side of a replica's state; lives under the partition lock.
@@ -130,9 +132,27 @@ impl RaftLog {
     }
 
     /// Proposes that the log start at `offset` (the leader's retention decision).
-    pub(crate) fn propose_log_start(&mut self, offset: i64) -> Result<(), Error> {
-        let lease = self.leader.as_ref().ok_or(Error::NotLeader)?.lease;
-        hand_over(&self.proposals, Proposal { group: self.group, lease, data: encode_log_start(offset), placements: Vec::new() })
+    /// Never past the entries some voter still lacks: without snapshots a follower can only
+    /// catch up from entries the leader keeps, so one that is behind (or down) holds the log
+    /// start back. Returns the log start proposed.
+    pub(crate) fn propose_log_start(&mut self, offset: i64) -> Result<i64, Error> {
+        let leader = self.leader.as_ref().ok_or(Error::NotLeader)?;
+        let index = &self.store.index;
+        let everywhere = match index.slot(leader.replicated) {
+            Some(slot) => slot.end,
+            // Nothing above the compacted prefix is known to be everywhere.
+            None => index.slot(index.first_index()).map_or(offset, |first| first.base),
+        };
+        let offset = offset.min(everywhere);
+        hand_over(&self.proposals, Proposal { group: self.group, lease: leader.lease, data: encode_log_start(offset), placements: Vec::new() })?;
+        Ok(offset)
+    }
+
+    /// Leader: records the highest index every voter holds.
+    pub(crate) fn set_replicated(&mut self, index: u64) {
+        if let Some(leader) = self.leader.as_mut() {
+            leader.replicated = index;
+        }
     }
 
     /// Forgets the entries wholly below `log_start` (dropped by retention): Raft sees them as
@@ -363,7 +383,7 @@ impl Partition {
         let (Some(log), Some(raft)) = (inner.log.as_ref(), inner.raft.as_mut()) else { return };
         raft.leases += 1;
         let lease = (term << LEASE_TERM_SHIFT) | (raft.leases & ((1 << LEASE_TERM_SHIFT) - 1));
-        raft.leader = Some(LeaderView { lease, term, next_offset: log.next_offset().0, producers: inner.producers.clone() });
+        raft.leader = Some(LeaderView { lease, term, next_offset: log.next_offset().0, producers: inner.producers.clone(), replicated: 0 });
         let end = log.next_offset().0;
         self.durability.send_modify(|d| {
             d.lease = lease;
@@ -748,7 +768,17 @@ mod tests {
         // A follower decides nothing: its leader's decision reaches it through the log.
         assert!(matches!(p.retain_from(150), Err(Error::NotLeader)));
         p.become_leader(3);
-        assert_eq!(p.retain_from(150).unwrap(), crate::partition::Retained::Proposed);
+        // Until every voter is known to hold an entry, nothing may go: a follower that lacks
+        // a deleted entry could never catch up.
+        assert_eq!(p.retain_from(150).unwrap(), crate::partition::Retained::Proposed(0));
+        let _ = rx.try_recv().unwrap();
+        p.set_replicated(40);
+        let bounded = p.retain_from(150).unwrap();
+        let crate::partition::Retained::Proposed(bound) = bounded else { panic!("{bounded:?}") };
+        assert!(bound < 150 && bound > 0, "a log start of {bound} is not bounded by entry 40");
+        let _ = rx.try_recv().unwrap();
+        p.set_replicated(60);
+        assert_eq!(p.retain_from(150).unwrap(), crate::partition::Retained::Proposed(150));
         assert_eq!(p.log_start_offset().unwrap(), 0, "nothing is deleted before the entry commits");
         let proposal = rx.try_recv().unwrap();
         assert_eq!(decode_log_start(&proposal.data), Some(150));

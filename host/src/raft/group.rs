@@ -125,6 +125,20 @@ impl Group {
     /// The group `id` of node `me` over `partition`'s log. `applied`: where the state machine
     /// stands (`None`: everything committed, as for data partitions, whose state is the log).
     pub fn new(id: u64, me: u64, config: &RaftConfig, partition: Arc<Partition>, applied: Option<u64>, logger: &slog::Logger) -> Result<Group, raft::Error> {
+        Group::with_election_timeout(id, me, config, None, partition, applied, logger)
+    }
+
+    /// [`Group::new`] with a fixed election timeout of `fixed_timeout` ticks instead of raft-rs's
+    /// random one (drawn from an unseeded generator), so a seeded simulation replays exactly.
+    pub(crate) fn with_election_timeout(
+        id: u64,
+        me: u64,
+        config: &RaftConfig,
+        fixed_timeout: Option<usize>,
+        partition: Arc<Partition>,
+        applied: Option<u64>,
+        logger: &slog::Logger,
+    ) -> Result<Group, raft::Error> {
         let storage = ReplicaStorage(Arc::clone(&partition));
         let state = storage.initial_state()?;
         let applied = applied.unwrap_or(state.hard_state.commit);
@@ -142,6 +156,9 @@ impl Group {
             max_inflight_msgs: config.max_inflight_appends,
             check_quorum: true,
             pre_vote: true,
+            // raft-rs draws each timeout from [min, max).
+            min_election_tick: fixed_timeout.unwrap_or(0),
+            max_election_tick: fixed_timeout.map_or(0, |t| t + 1),
             ..Default::default()
         };
         let node = RawNode::new(&raft_config, storage, logger)?;
@@ -165,6 +182,10 @@ impl Group {
     pub fn tick(&mut self) {
         self.node.tick();
         self.maybe_serve();
+        if self.node.raft.state == StateRole::Leader {
+            let everywhere = self.node.raft.prs().iter().map(|(_, pr)| pr.matched).min().unwrap_or(0);
+            self.partition.set_replicated(everywhere);
+        }
     }
 
     /// Steps a peer's message into raft-rs after checking it against this group's log.

@@ -16,7 +16,7 @@
 //! committed), so replicas restart over logs whose prefix is gone.
 //!
 //! A failing seed is printed with the command that replays it: `SLUICE_SIM_SEED=<seed> cargo
-//! test -p sluice --lib raft::sim -- --ignored`. `SLUICE_SIM_SEEDS=<n>` runs more seeds.
+//! test -p sluice --lib raft::sim`. `SLUICE_SIM_SEEDS=<n>` runs seeds 1..=n (200 by default).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -224,7 +224,10 @@ impl Sim {
         }
         // So does the hard state file.
         r.durable.hard_state = std::fs::read(r.dir.join("raft-state")).ok();
-        r.group = Some(Group::new(GROUP, r.id, &self.raft, partition, None, &self.logger).expect("raft group starts"));
+        // The sim's generator picks each incarnation's election timeout, so a seed replays.
+        let timeout = self.raft.election_ticks + self.rng.below(self.raft.election_ticks as u64) as usize;
+        let r = &mut self.replicas[i];
+        r.group = Some(Group::with_election_timeout(GROUP, r.id, &self.raft, Some(timeout), partition, None, &self.logger).expect("raft group starts"));
         r.proposals = Some(rx);
         r.synced = None;
     }
@@ -484,7 +487,27 @@ impl Sim {
                 return Ok(());
             }
         }
-        Err(format!("seed {}: the group did not settle in {SETTLE_STEPS} rounds", self.seed))
+        let views: Vec<String> = self
+            .replicas
+            .iter()
+            .filter_map(|r| r.group.as_ref().map(|g| (r.id, g)))
+            .map(|(id, g)| {
+                let raft = &g.node.raft;
+                let serving = if g.partition.is_leader() { " serving" } else { "" };
+                let progress: Vec<String> = raft.prs().iter().map(|(p, pr)| format!("{p}:{:?}/{}/{}", pr.state, pr.matched, pr.next_idx)).collect();
+                format!(
+                    "node {id}: {:?}{serving} term {} first {} last {} commit {} hw {} progress [{}]",
+                    raft.state,
+                    raft.term,
+                    raft.raft_log.first_index(),
+                    raft.raft_log.last_index(),
+                    raft.raft_log.committed,
+                    g.partition.high_watermark(),
+                    if raft.state == raft::StateRole::Leader { progress.join(" ") } else { String::new() }
+                )
+            })
+            .collect();
+        Err(format!("seed {}: the group did not settle in {SETTLE_STEPS} rounds: {}", self.seed, views.join("; ")))
     }
 
     /// Whether one replica serves as leader (so everything acknowledged is below its commit),
@@ -600,7 +623,6 @@ fn sim_root() -> PathBuf {
 }
 
 #[test]
-#[ignore = "not yet run once: run it with --ignored, fix what it finds, then drop this attribute"]
 fn simulated_faults_never_lose_an_acknowledged_write() {
     let seeds: Vec<u64> = match std::env::var("SLUICE_SIM_SEED") {
         Ok(one) => vec![one.parse().expect("SLUICE_SIM_SEED is a number")],
@@ -617,7 +639,7 @@ fn simulated_faults_never_lose_an_acknowledged_write() {
         match run_seed(seed) {
             Ok(n) => acked += n,
             Err(e) => {
-                eprintln!("{e}\n  replay: SLUICE_SIM_SEED={seed} cargo test -p sluice --lib raft::sim -- --ignored");
+                eprintln!("{e}\n  replay: SLUICE_SIM_SEED={seed} cargo test -p sluice --lib raft::sim");
                 failures.push(seed);
             }
         }
