@@ -592,7 +592,15 @@ impl Partition {
 /// count as seen at `now_ms`).
 pub(crate) fn replay_producers(log: &PartitionLog, states: &mut ProducerStates, mut from: Offset, end: Offset, now_ms: i64) -> Result<(), Error> {
     while from < end {
-        let bytes = log.read(from, end, 4 << 20)?;
+        let bytes = match log.read(from, end, 4 << 20) {
+            Ok(bytes) => bytes,
+            // Damaged records are never served; producer state past them is lost, not the node.
+            Err(e @ crate::log::Error::Corruption { .. }) => {
+                warn!(cause = %e, "producer state not replayed past a corrupt entry");
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let Ok(headers) = parse_batches(&bytes, u32::MAX) else { break };
         if headers.is_empty() {
             break;
