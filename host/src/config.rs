@@ -53,7 +53,7 @@ pub struct Config {
     /// WebAssembly plugins.
     pub plugins: PluginsConfig,
     /// The cluster's nodes as `id@host:port` (their `--rpc-addr`), this node included. Empty:
-    /// a single node without replication.
+    /// a single node, a cluster of one voter.
     /// Default: []
     pub peers: Vec<String>,
     /// Raft replication.
@@ -349,6 +349,9 @@ impl Config {
     /// Rejects combinations that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_string()));
+        if self.node_id < 1 {
+            return invalid("node-id must be at least 1");
+        }
         if self.kafka.max_request_bytes < 64 {
             return invalid("kafka.max-request-bytes must be at least 64");
         }

@@ -68,19 +68,21 @@ impl Node {
         let metrics_addr = metrics_listener.local_addr().map_err(io("reading the metrics address".into()))?;
         let advertised = config.advertised_kafka_addr.unwrap_or(kafka_addr);
         let node_id = config.node_id;
-        let peers = crate::config::parse_peers(&config.peers)?;
+        let me = u64::try_from(node_id).map_err(|_| Error::Io { what: "node id".into(), source: std::io::Error::other("the node id must be positive") })?;
+        // A single node is a cluster of one voter: the same Raft path, with nobody to wait for.
+        let mut peers = crate::config::parse_peers(&config.peers)?;
+        if peers.is_empty() {
+            peers.push((me, rpc_addr));
+        }
+        let voters: Vec<u64> = peers.iter().map(|(id, _)| *id).collect();
         let config = Arc::new(config);
         let (events_tx, events_rx) = mpsc::channel(config.raft.peer_queue);
         let (proposals_tx, proposals_rx) = mpsc::channel(config.raft.proposal_queue);
-        let replicas = (!peers.is_empty()).then(|| Replicas {
-            voters: peers.iter().map(|(id, _)| *id).collect(),
-            proposals: proposals_tx.clone(),
-            cache_bytes: config.raft.entry_cache_bytes,
-        });
+        let replicas = Replicas { voters: voters.clone(), proposals: proposals_tx.clone(), cache_bytes: config.raft.entry_cache_bytes };
         // Opening partitions, replaying the offsets topic and opening the plugin store read and
         // fsync files: keep them off the async workers.
         let cluster = Arc::new(blocking("opening the data dir", {
-            let (config, replicas) = (Arc::clone(&config), replicas.clone());
+            let config = Arc::clone(&config);
             move || Cluster::open(config, replicas)
         })
         .await?);
@@ -97,44 +99,42 @@ impl Node {
         .await?);
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = Vec::new();
-        let mut transport_service = None;
-        let proposer = match replicas {
-            None => None,
-            Some(replicas) => {
-                let me = u64::try_from(node_id).map_err(|_| Error::Io { what: "node id".into(), source: std::io::Error::other("a cluster node id must be positive") })?;
-                let metadata_log = blocking("opening the metadata log", {
-                    let config = Arc::clone(&config);
-                    let setup = ReplicaSetup { group: METADATA_GROUP, voters: replicas.voters.clone(), proposals: proposals_tx.clone(), cache_bytes: config.raft.entry_cache_bytes, offsets_on_write: true };
-                    move || {
-                        let settings = crate::cluster::partition_config(&config, &std::collections::BTreeMap::new());
-                        Partition::open_replica(METADATA_LOG, 0, &config.data_dir.join(METADATA_LOG_DIR), settings, setup).map_err(crate::cluster::Error::from)
-                    }
-                })
-                .await?;
-                let timeout = std::time::Duration::from_millis(config.raft.metadata_timeout_ms);
-                let replication = Arc::new(Replication::new(me, replicas.voters.clone(), events_tx.clone(), config.kafka.max_request_bytes as usize));
-                let proposer = Arc::new(Proposer::new(replication, timeout));
-                let transport = Transport::start(me, &peers, config.raft.peer_queue, events_tx.clone());
-                let offsets_groups = Arc::clone(&groups);
-                let machine_for = Box::new(move |log: &Partition| {
-                    (log.topic() == OFFSETS_TOPIC).then(|| Box::new(OffsetsMachine(Arc::clone(&offsets_groups))) as Box<dyn StateMachine>)
-                });
-                let mut driver = Driver::new(config.raft.clone(), Arc::clone(proposer.replication()), transport, events_tx.clone(), Arc::clone(&metrics), machine_for);
-                let metadata = MetadataMachine::new(Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&proposer));
-                let raft_error = |e: raft::Error| Error::Io { what: "starting raft".into(), source: std::io::Error::other(e.to_string()) };
-                driver.add_metadata_group(metadata_log, cluster.applied_index(), Box::new(metadata)).map_err(raft_error)?;
-                for topic in cluster.topics() {
-                    for p in &topic.partitions {
-                        driver.add_partition(crate::cluster::group_of(topic.id, p.index()), Arc::clone(p)).map_err(raft_error)?;
-                    }
-                }
-                tasks.push(tokio::spawn(driver.run(events_rx, proposals_rx, stop.clone())));
-                tasks.push(tokio::spawn(bootstrap(Arc::clone(&cluster), Arc::clone(&proposer), node_id, advertised, config.groups.offsets_topic_partitions, stop.clone())));
-                transport_service = Some(TransportService::server(events_tx.clone(), config.kafka.max_request_bytes.saturating_mul(2) as usize));
-                Some(proposer)
+        let metadata_log = blocking("opening the metadata log", {
+            let config = Arc::clone(&config);
+            let setup = ReplicaSetup { group: METADATA_GROUP, voters: voters.clone(), proposals: proposals_tx.clone(), cache_bytes: config.raft.entry_cache_bytes, offsets_on_write: true };
+            move || {
+                let settings = crate::cluster::partition_config(&config, &std::collections::BTreeMap::new());
+                Partition::open_replica(METADATA_LOG, 0, &config.data_dir.join(METADATA_LOG_DIR), settings, setup).map_err(crate::cluster::Error::from)
             }
-        };
-        let control = Arc::new(Control::new(Arc::clone(&cluster), Arc::clone(&plugins), proposer));
+        })
+        .await?;
+        let timeout = std::time::Duration::from_millis(config.raft.metadata_timeout_ms);
+        let replication = Arc::new(Replication::new(me, voters.clone(), events_tx.clone(), config.kafka.max_request_bytes as usize));
+        let proposer = Arc::new(Proposer::new(replication, timeout));
+        let transport = Transport::start(me, &peers, config.raft.peer_queue, events_tx.clone());
+        let offsets_groups = Arc::clone(&groups);
+        let machine_for = Box::new(move |log: &Partition| {
+            (log.topic() == OFFSETS_TOPIC).then(|| Box::new(OffsetsMachine(Arc::clone(&offsets_groups))) as Box<dyn StateMachine>)
+        });
+        let mut driver = Driver::new(config.raft.clone(), Arc::clone(proposer.replication()), transport, events_tx.clone(), Arc::clone(&metrics), machine_for);
+        let metadata = MetadataMachine::new(Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&proposer));
+        let raft_error = |e: raft::Error| Error::Io { what: "starting raft".into(), source: std::io::Error::other(e.to_string()) };
+        driver.add_metadata_group(metadata_log, cluster.applied_index(), Box::new(metadata)).map_err(raft_error)?;
+        for topic in cluster.topics() {
+            for p in &topic.partitions {
+                driver.add_partition(crate::cluster::group_of(topic.id, p.index()), Arc::clone(p)).map_err(raft_error)?;
+            }
+        }
+        tasks.push(tokio::spawn(driver.run(events_rx, proposals_rx, stop.clone())));
+        let mut bootstrapping = tokio::spawn(bootstrap(Arc::clone(&cluster), Arc::clone(&proposer), node_id, advertised, config.groups.offsets_topic_partitions, stop.clone()));
+        if voters.len() == 1 && tokio::time::timeout(timeout, &mut bootstrapping).await.is_ok() {
+            // A sole voter needs nobody else: it serves with its metadata settled.
+            debug!("bootstrapped");
+        } else {
+            tasks.push(bootstrapping);
+        }
+        let transport_service = TransportService::server(events_tx.clone(), config.kafka.max_request_bytes.saturating_mul(2) as usize);
+        let control = Arc::new(Control::new(Arc::clone(&cluster), proposer));
         let ctx = Arc::new(KafkaContext {
             cluster: Arc::clone(&cluster),
             node_id,
@@ -147,7 +147,7 @@ impl Node {
         tasks.extend([
             tokio::spawn(kafka::serve(kafka_listener, ctx, stop.clone())),
             tokio::spawn(tick_groups(groups, stop.clone())),
-            tokio::spawn(retention::run(Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&metrics), stop.clone())),
+            tokio::spawn(retention::run(Arc::clone(&cluster), Arc::clone(&plugins), stop.clone())),
             tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control), transport_service, stop.clone())),
             tokio::spawn(metrics::serve(metrics_listener, metrics, stop)),
         ]);

@@ -40,14 +40,13 @@ impl AdminService {
     }
 }
 
-/// Serves the admin API (and, in a cluster, the Raft transport) on `listener` until `stop`
-/// turns true.
-pub async fn serve(listener: TcpListener, service: AdminService, raft: Option<RaftTransportServer<TransportService>>, mut stop: watch::Receiver<bool>) {
+/// Serves the admin API and the Raft transport on `listener` until `stop` turns true.
+pub async fn serve(listener: TcpListener, service: AdminService, raft: RaftTransportServer<TransportService>, mut stop: watch::Receiver<bool>) {
     // A component may be as large as plugins.max-component-bytes, plus the request around it.
     let limit = service.cluster.config().plugins.max_component_bytes + (1 << 20);
     let server = tonic::transport::Server::builder()
         .add_service(AdminServer::new(service).max_decoding_message_size(limit))
-        .add_optional_service(raft)
+        .add_service(raft)
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
             let _ = stop.wait_for(|s| *s).await;
         });
@@ -172,7 +171,7 @@ impl Admin for AdminService {
     }
 
     async fn cluster_status(&self, _request: Request<proto::ClusterStatusRequest>) -> Result<Response<proto::ClusterStatusResponse>, Status> {
-        let r = self.control.replication().ok_or_else(|| Status::failed_precondition("this node runs alone, without --peers"))?;
+        let r = self.control.replication();
         let groups = r
             .status()
             .await
@@ -195,7 +194,7 @@ impl Admin for AdminService {
 
     async fn transfer_leader(&self, request: Request<proto::TransferLeaderRequest>) -> Result<Response<proto::TransferLeaderResponse>, Status> {
         let req = request.into_inner();
-        let r = self.control.replication().ok_or_else(|| Status::failed_precondition("this node runs alone, without --peers"))?;
+        let r = self.control.replication();
         if !r.voters().contains(&req.to) {
             return Err(Status::invalid_argument(format!("node {} is not in the cluster", req.to)));
         }

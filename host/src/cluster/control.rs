@@ -1,7 +1,6 @@
 //! Cluster changes as the Kafka handlers and the admin API make them. Every change is a metadata
-//! [`Command`] applied by the one state machine ([`metadata::apply`]): in a cluster it is
-//! proposed to the metadata group and awaited until applied here; on a single node it is
-//! applied at once.
+//! [`Command`], proposed to the metadata group and awaited until this node applied it (on a
+//! single node too: it is a cluster of one voter).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,43 +8,44 @@ use std::sync::Arc;
 use base64::Engine as _;
 use uuid::Uuid;
 
-use super::metadata::{self, Command, Outcome, Proposer};
+use super::metadata::{Command, Outcome, Proposer};
 use super::{Cluster, Error, Topic};
-use crate::plugins::{Params, PluginInfo, PluginKind, Plugins};
+use crate::plugins::{Params, PluginInfo, PluginKind};
 use crate::raft::Replication;
 
 /// The way this node changes cluster metadata.
 pub struct Control {
     cluster: Arc<Cluster>,
-    plugins: Arc<Plugins>,
-    proposer: Option<Arc<Proposer>>,
+    proposer: Arc<Proposer>,
     /// Held while a block of producer ids is taken, so callers that find the block used up
     /// together take one new block, not one each.
     taking_ids: tokio::sync::Mutex<()>,
 }
 
 impl Control {
-    /// `proposer` is `None` on a single node.
-    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, proposer: Option<Arc<Proposer>>) -> Control {
-        Control { cluster, plugins, proposer, taking_ids: tokio::sync::Mutex::new(()) }
+    pub fn new(cluster: Arc<Cluster>, proposer: Arc<Proposer>) -> Control {
+        Control { cluster, proposer, taking_ids: tokio::sync::Mutex::new(()) }
     }
 
-    /// The replication handle, in a cluster.
-    pub fn replication(&self) -> Option<&Arc<Replication>> {
-        self.proposer.as_ref().map(|p| p.replication())
+    /// The replication handle.
+    pub fn replication(&self) -> &Arc<Replication> {
+        self.proposer.replication()
     }
 
-    /// Applies `command`: through the metadata group in a cluster, here on a single node.
+    /// Applies `command` through the metadata group.
     async fn change(&self, command: Command) -> Result<Outcome, Error> {
-        match &self.proposer {
-            Some(proposer) => proposer.propose(command).await,
-            None => {
-                let (cluster, plugins) = (Arc::clone(&self.cluster), Arc::clone(&self.plugins));
-                // Applying opens or removes files and may compile a plugin: not on the async workers.
-                tokio::task::spawn_blocking(move || metadata::apply(&cluster, &plugins, &command))
-                    .await
-                    .map_err(|e| Error::NotApplied(format!("applying the change failed: {e}")))?
-            }
+        self.proposer.propose(command).await
+    }
+
+    /// Waits (at most the metadata timeout) until every partition of `topic` has a leader, so
+    /// a client that produces right after creating it finds one. Not finding one is no error:
+    /// clients retry NOT_LEADER_OR_FOLLOWER.
+    async fn wait_for_leaders(&self, topic: &Topic, from: usize) {
+        let replication = self.replication();
+        let deadline = tokio::time::Instant::now() + self.proposer.timeout();
+        let groups: Vec<u64> = topic.partitions.iter().skip(from).map(|p| super::group_of(topic.id, p.index())).collect();
+        while groups.iter().any(|&g| replication.leadership(g).leader == 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
@@ -55,7 +55,9 @@ impl Control {
         self.cluster.validate_new_topic(name, partitions, replication_factor, &configs)?;
         let id = Uuid::new_v4();
         self.change(Command::CreateTopic { name: name.to_string(), id, partitions, replication_factor, configs }).await?;
-        self.cluster.topic_by_id(id).ok_or_else(|| Error::UnknownTopic(name.to_string()))
+        let topic = self.cluster.topic_by_id(id).ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
+        self.wait_for_leaders(&topic, 0).await;
+        Ok(topic)
     }
 
     /// Deletes a topic.
@@ -68,7 +70,12 @@ impl Control {
         if validate_only {
             return self.cluster.create_partitions(name, count, true);
         }
-        self.change(Command::CreatePartitions { name: name.to_string(), count }).await.map(drop)
+        let before = self.cluster.topic(name).map_or(0, |t| t.partitions.len());
+        self.change(Command::CreatePartitions { name: name.to_string(), count }).await?;
+        if let Some(topic) = self.cluster.topic(name) {
+            self.wait_for_leaders(&topic, before).await;
+        }
+        Ok(())
     }
 
     /// Replaces a topic's config overrides (already validated).

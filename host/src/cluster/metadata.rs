@@ -207,6 +207,11 @@ impl Proposer {
         Proposer { replication, next_request: AtomicU64::new(first_request_id()), waiters: Mutex::new(HashMap::new()), timeout }
     }
 
+    /// How long a change may take to apply.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The replication handle it proposes through.
     pub fn replication(&self) -> &Arc<Replication> {
         &self.replication

@@ -107,7 +107,7 @@ struct MetadataFile {
     shared_cluster_id: Option<String>,
 }
 
-/// How partitions join Raft groups on a node of a cluster.
+/// How partitions join Raft groups on this node (a single node is a cluster of one voter).
 #[derive(Clone)]
 pub struct Replicas {
     /// Node ids of every node; each partition is replicated on all of them.
@@ -140,7 +140,7 @@ pub struct Cluster {
     producer_ids: Mutex<ProducerIds>,
     /// Serialises writers of metadata.json; taken before `topics` and `producer_ids`.
     write_lock: Mutex<()>,
-    replicas: Option<Replicas>,
+    replicas: Replicas,
     /// Replicated: (next, end) of the block granted to this node.
     local_producer_ids: Mutex<(i64, i64)>,
     applied_index: std::sync::atomic::AtomicU64,
@@ -153,7 +153,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Loads `metadata.json` (or starts a new cluster) and opens every partition.
-    pub fn open(config: Arc<Config>, replicas: Option<Replicas>) -> Result<Cluster, Error> {
+    pub fn open(config: Arc<Config>, replicas: Replicas) -> Result<Cluster, Error> {
         std::fs::create_dir_all(config.data_dir.join(PARTITIONS_DIR))?;
         let path = config.data_dir.join(METADATA_FILE);
         let file = match std::fs::read(&path) {
@@ -174,7 +174,7 @@ impl Cluster {
         let mut topics = BTreeMap::new();
         for record in &file.topics {
             let partitions = (0..record.partitions)
-                .map(|i| open_partition(&config, replicas.as_ref(), record.id, &record.name, i, &record.configs))
+                .map(|i| open_partition(&config, &replicas, record.id, &record.name, i, &record.configs))
                 .collect::<Result<Vec<_>, _>>()?;
             info!(topic = %record.name, partitions = partitions.len(), "opened topic");
             topics.insert(
@@ -256,7 +256,7 @@ impl Cluster {
         if partitions < 1 || partitions > max {
             return Err(Error::InvalidPartitions(format!("partition count {partitions} is outside 1..={max}")));
         }
-        let nodes = self.replicas.as_ref().map_or(1, |r| r.voters.len());
+        let nodes = self.replicas.voters.len();
         if replication_factor != -1 && replication_factor as i64 != nodes as i64 {
             return Err(Error::InvalidReplicationFactor(replication_factor, nodes));
         }
@@ -266,7 +266,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// Creates a topic; `partitions` and `replication_factor` are already defaulted.
+    /// Creates a topic; `partitions` and `replication_factor` are already defaulted. (Nodes
+    /// create topics by applying the metadata group's entries; tests create them directly.)
+    #[cfg(test)]
     pub fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, Error> {
         self.create_topic_with_id(name, Uuid::new_v4(), partitions, replication_factor, configs)
     }
@@ -276,7 +278,7 @@ impl Cluster {
         let _writer = self.lock_writer();
         self.validate_new_topic(name, partitions, replication_factor, &configs)?;
         let opened = (0..partitions)
-            .map(|i| open_partition(&self.config, self.replicas.as_ref(), id, name, i, &configs))
+            .map(|i| open_partition(&self.config, &self.replicas, id, name, i, &configs))
             .collect::<Result<Vec<_>, _>>()?;
         let topic = Arc::new(Topic { name: name.to_string(), id, configs, partitions: opened });
         self.write_topics().insert(name.to_string(), Arc::clone(&topic));
@@ -320,7 +322,7 @@ impl Cluster {
         }
         let mut partitions = topic.partitions.clone();
         let added = (current..count)
-            .map(|i| open_partition(&self.config, self.replicas.as_ref(), topic.id, name, i, &topic.configs))
+            .map(|i| open_partition(&self.config, &self.replicas, topic.id, name, i, &topic.configs))
             .collect::<Result<Vec<_>, _>>()?;
         partitions.extend(added.iter().cloned());
         let grown = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs: topic.configs.clone(), partitions });
@@ -380,11 +382,6 @@ impl Cluster {
     /// A block granted to this node.
     pub fn grant_producer_ids(&self, start: i64) {
         *self.local_producer_ids.lock().unwrap_or_else(|p| p.into_inner()) = (start, start + PRODUCER_ID_BLOCK);
-    }
-
-    /// Whether partitions are Raft replicas.
-    pub fn replicas(&self) -> Option<&Replicas> {
-        self.replicas.as_ref()
     }
 
     /// Notified when topic configs or retention bindings change.
@@ -550,23 +547,18 @@ fn dir_owner(dir: &Path) -> Result<Option<Uuid>, Error> {
     }
 }
 
-fn open_partition(config: &Config, replicas: Option<&Replicas>, id: Uuid, topic: &str, index: i32, overrides: &BTreeMap<String, String>) -> Result<Arc<Partition>, Error> {
+fn open_partition(config: &Config, replicas: &Replicas, id: Uuid, topic: &str, index: i32, overrides: &BTreeMap<String, String>) -> Result<Arc<Partition>, Error> {
     let dir = partition_dir(config, topic, index);
     claim_partition_dir(&dir, id)?;
     let settings = partition_config(config, overrides);
-    Ok(match replicas {
-        None => Partition::open(topic, index, &dir, settings)?,
-        Some(r) => {
-            let setup = partition::replica::ReplicaSetup {
-                group: group_of(id, index),
-                voters: r.voters.clone(),
-                proposals: r.proposals.clone(),
-                cache_bytes: r.cache_bytes,
-                offsets_on_write: false,
-            };
-            Partition::open_replica(topic, index, &dir, settings, setup)?
-        }
-    })
+    let setup = partition::replica::ReplicaSetup {
+        group: group_of(id, index),
+        voters: replicas.voters.clone(),
+        proposals: replicas.proposals.clone(),
+        cache_bytes: replicas.cache_bytes,
+        offsets_on_write: false,
+    };
+    Ok(Partition::open_replica(topic, index, &dir, settings, setup)?)
 }
 
 fn close_and_remove(partitions: &[Arc<Partition>]) {
@@ -604,6 +596,8 @@ pub fn validate_topic_name(name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::partition::batch::tests::batch;
+    use crate::partition::replica::tests::data_entry;
 
     #[test]
     fn topic_names_follow_kafka_rules() {
@@ -618,7 +612,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = Arc::new(Config { data_dir: dir.path().to_path_buf(), ..Config::default() });
         let first = {
-            let cluster = Cluster::open(Arc::clone(&config), None).unwrap();
+            let cluster = Cluster::open(Arc::clone(&config), sole_voter()).unwrap();
             let first = cluster.apply_entry(5, || cluster.take_producer_id_block()).unwrap().unwrap();
             // What is on disk now, right after the command's own write, is what a crash leaves.
             let on_disk: MetadataFile = serde_json::from_slice(&std::fs::read(dir.path().join(METADATA_FILE)).unwrap()).unwrap();
@@ -627,7 +621,7 @@ mod tests {
             cluster.apply_entry(6, || cluster.delete_topic("missing")).unwrap().unwrap_err();
             first
         };
-        let cluster = Cluster::open(config, None).unwrap();
+        let cluster = Cluster::open(config, sole_voter()).unwrap();
         assert_eq!(cluster.applied_index(), 6);
         let next = cluster.apply_entry(7, || cluster.take_producer_id_block()).unwrap().unwrap();
         assert_eq!(next, first + PRODUCER_ID_BLOCK, "a block is handed out once");
@@ -639,11 +633,11 @@ mod tests {
         let config = Arc::new(Config { data_dir: dir.path().to_path_buf(), ..Config::default() });
         let saved = dir.path().join("saved");
         {
-            let cluster = Cluster::open(Arc::clone(&config), None).unwrap();
+            let cluster = Cluster::open(Arc::clone(&config), sole_voter()).unwrap();
             let topic = cluster.create_topic("orders", 1, -1, BTreeMap::new()).unwrap();
             let p = &topic.partitions[0];
-            let appended = p.append(&crate::partition::batch::tests::batch(5, -1, -1, -1), 0).unwrap();
-            p.wait_durable(&appended, true).await.unwrap();
+            p.write_entries(&[data_entry(1, 1, 0, batch(5, -1, -1, -1))], 0).unwrap();
+            p.commit_to(1);
             cluster.close();
             // A deletion that a crash interrupts after metadata.json forgot the topic leaves its
             // files behind: keep a copy and put it back once the deletion is done.
@@ -651,17 +645,17 @@ mod tests {
             cluster.delete_topic("orders").unwrap();
             std::fs::rename(&saved, p.dir()).unwrap();
         }
-        let cluster = Cluster::open(Arc::clone(&config), None).unwrap();
+        let cluster = Cluster::open(Arc::clone(&config), sole_voter()).unwrap();
         assert!(!dir.path().join(PARTITIONS_DIR).join("orders-0").exists(), "the orphaned directory is removed at start");
         let topic = cluster.create_topic("orders", 1, -1, BTreeMap::new()).unwrap();
         let p = &topic.partitions[0];
         assert_eq!(p.high_watermark(), 0, "the new topic starts empty");
-        let appended = p.append(&crate::partition::batch::tests::batch(3, -1, -1, -1), 0).unwrap();
-        p.wait_durable(&appended, true).await.unwrap();
+        p.write_entries(&[data_entry(1, 1, 0, batch(3, -1, -1, -1))], 0).unwrap();
+        p.commit_to(1);
         cluster.close();
         // A directory under the name whose owner is another topic id is not adopted either.
         std::fs::write(p.dir().join(TOPIC_ID_FILE), Uuid::new_v4().to_string()).unwrap();
-        let again = Cluster::open(config, None).unwrap();
+        let again = Cluster::open(config, sole_voter()).unwrap();
         assert_eq!(again.partition("orders", 0).unwrap().high_watermark(), 0);
         again.close();
     }
@@ -674,9 +668,14 @@ mod tests {
         std::fs::create_dir_all(&stray).unwrap();
         std::fs::write(stray.join(TOPIC_ID_FILE), "not a topic id").unwrap();
         std::fs::write(stray.join("00000000000000000000.log"), b"records").unwrap();
-        let refused = Cluster::open(config, None).err().expect("a start that refuses the directory");
+        let refused = Cluster::open(config, sole_voter()).err().expect("a start that refuses the directory");
         assert!(matches!(refused, Error::CorruptTopicId(..)), "{refused}");
         assert!(stray.join("00000000000000000000.log").exists(), "nothing was removed");
+    }
+
+    /// A node's partitions as a sole voter's replicas; no driver runs in these tests.
+    fn sole_voter() -> Replicas {
+        Replicas { voters: vec![1], proposals: tokio::sync::mpsc::channel(16).0, cache_bytes: 1 << 20 }
     }
 
     fn copy_dir(from: &Path, to: &Path) {

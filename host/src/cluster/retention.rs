@@ -15,14 +15,12 @@ use tracing::{info, warn};
 
 use super::{Cluster, Topic, topic_config};
 use crate::clock::now_ms;
-use crate::metrics::Metrics;
-use crate::partition::Retained;
 use crate::plugins::retention::clamp;
 use crate::plugins::wit::latest::retention::exports::sluice::plugins::retention_policy::{PartitionInfo, SegmentInfo};
 use crate::plugins::{Params, PluginKind, Plugins};
 
 /// Runs retention until `stop` turns true.
-pub async fn run(cluster: Arc<Cluster>, plugins: Arc<Plugins>, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+pub async fn run(cluster: Arc<Cluster>, plugins: Arc<Plugins>, mut stop: watch::Receiver<bool>) {
     let period = Duration::from_millis(cluster.config().plugins.retention_check_interval_ms);
     let mut ticks = tokio::time::interval(period);
     ticks.tick().await;
@@ -32,14 +30,14 @@ pub async fn run(cluster: Arc<Cluster>, plugins: Arc<Plugins>, metrics: Arc<Metr
             _ = cluster.retention_changed().notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let (cluster, plugins, metrics) = (Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&metrics));
+        let (cluster, plugins) = (Arc::clone(&cluster), Arc::clone(&plugins));
         // Policies run guest code and deletion touches files: keep both off the async workers.
-        let _ = tokio::task::spawn_blocking(move || run_once(&cluster, &plugins, &metrics)).await;
+        let _ = tokio::task::spawn_blocking(move || run_once(&cluster, &plugins)).await;
     }
 }
 
 /// One pass over every partition.
-pub fn run_once(cluster: &Cluster, plugins: &Plugins, metrics: &Metrics) {
+pub fn run_once(cluster: &Cluster, plugins: &Plugins) {
     for topic in cluster.topics() {
         let policy = topic.configs.get("cleanup.policy").map(String::as_str).unwrap_or("delete");
         if !policy.split(',').any(|p| p.trim() == "delete") {
@@ -55,7 +53,7 @@ pub fn run_once(cluster: &Cluster, plugins: &Plugins, metrics: &Metrics) {
         let configs = effective_configs(cluster, &topic);
         // Only a leader decides; its replicas delete the same prefix when they apply its decision.
         for partition in topic.partitions.iter().filter(|p| p.is_leader()) {
-            if let Err(e) = apply(&topic, partition, &plugin, &params, &configs, metrics) {
+            if let Err(e) = apply(&topic, partition, &plugin, &params, &configs) {
                 warn!(topic = %topic.name, partition = partition.index(), cause = %e, "retention deleted nothing");
             }
         }
@@ -68,7 +66,6 @@ fn apply(
     plugin: &crate::plugins::Plugin,
     params: &Params,
     configs: &Params,
-    metrics: &Metrics,
 ) -> Result<(), String> {
     let (log_start, high_watermark, total_bytes, segments) = partition.retention_view().map_err(|e| e.to_string())?;
     let info = PartitionInfo {
@@ -91,15 +88,8 @@ fn apply(
         .collect();
     let answer = plugin.retain(params, &info, configs, &segments).map_err(|e| e.to_string())?;
     if let Some(new_start) = clamp(&answer, log_start, high_watermark) {
-        match partition.retain_from(new_start).map_err(|e| e.to_string())? {
-            Retained::Deleted(deleted) => {
-                metrics.retention_deleted_segments.inc_by(deleted as u64);
-                info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, deleted, "retention moved the log start");
-            }
-            Retained::Proposed(proposed) => {
-                info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, proposed, "retention proposed a new log start");
-            }
-        }
+        let proposed = partition.retain_from(new_start).map_err(|e| e.to_string())?;
+        info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, proposed, "retention proposed a new log start");
     }
     Ok(())
 }

@@ -103,15 +103,11 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Creates the offsets topic if needed and replays it.
+    /// Replays the offsets topic, if it exists yet.
     pub fn open(cluster: Arc<Cluster>, config: GroupsConfig) -> Result<Coordinator, Error> {
-        if cluster.topic(OFFSETS_TOPIC).is_none() && cluster.replicas().is_some() {
-            // In a cluster the metadata group creates it once a leader is elected.
-            return Ok(Coordinator { cluster, config, state: Mutex::new(State { groups: HashMap::new(), offsets: HashMap::new(), positions: HashMap::new() }) });
-        }
         if cluster.topic(OFFSETS_TOPIC).is_none() {
-            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-            cluster.create_topic(OFFSETS_TOPIC, config.offsets_topic_partitions, 1, configs)?;
+            // The metadata group creates it once a leader is elected.
+            return Ok(Coordinator { cluster, config, state: Mutex::new(State { groups: HashMap::new(), offsets: HashMap::new(), positions: HashMap::new() }) });
         }
         let topic = cluster.topic(OFFSETS_TOPIC).ok_or_else(|| Error::Replay("offsets topic vanished".into()))?;
         let mut offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> = HashMap::new();

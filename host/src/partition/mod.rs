@@ -1,15 +1,12 @@
-//! One partition replica: its log, its high watermark, its idempotent-producer state and the
-//! group-commit flusher that makes appends durable. The Kafka handlers talk to this type; the
-//! on-disk format lives in [`crate::log`].
+//! One partition replica: its log, its high watermark and its idempotent-producer state. The
+//! Kafka handlers talk to this type; the on-disk format lives in [`crate::log`].
 //!
-//! Durability (flush policy `on-ack`): an append goes to the page cache under the partition lock;
-//! the flusher task runs one `fdatasync` for every append that arrived while the previous one ran
-//! (group commit) and then raises the high watermark. Producers with acks=1/-1 wait for the high
-//! watermark to pass their batch; consumers never see data above it, so nothing a consumer read
-//! can vanish in a crash.
-//!
-//! In a cluster the partition is a Raft replica instead ([`replica`]): there is no flusher, the
-//! Raft driver writes and fsyncs entries, and the high watermark is the commit point.
+//! Every partition is a replica of a Raft group ([`replica`]), on a single node too (a group of
+//! one voter): the leader validates and numbers a produce request and proposes it; the Raft
+//! driver writes and fsyncs entries (one fsync per replica per round, group commit), and the high
+//! watermark is the commit point. Producers with acks=all wait for the high watermark to pass
+//! their batch, acks=1 for the leader's own fsync; consumers never see data above the high
+//! watermark, so nothing a consumer read can vanish in a crash.
 
 pub mod batch;
 pub mod producer_state;
@@ -18,18 +15,15 @@ pub mod replica;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
-use tracing::{error, warn};
+use tokio::sync::watch;
+use tracing::warn;
 
 use crate::config::FlushPolicy;
-use crate::log::{EntryKind, EntryMeta, LogConfig, Offset, PartitionLog, Term};
+use crate::log::{EntryKind, LogConfig, Offset, PartitionLog};
 use batch::{BatchError, BatchHeader, parse_batches};
 use producer_state::{ProducerStates, SequenceCheck};
-
-/// The term of every entry a single-node broker writes; the leader epoch clients see equals it.
-pub const SINGLE_NODE_TERM: Term = Term(1);
 
 /// Why a partition operation failed; the Kafka layer maps each to an error code.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +61,9 @@ pub struct PartitionConfig {
     pub log: LogConfig,
     /// Largest batch accepted.
     pub max_message_bytes: u32,
-    /// When to fsync.
+    /// When to fsync: `interval` is write caching (see [`Partition::write_caching`]).
     pub flush_policy: FlushPolicy,
-    /// Period of the `interval` policy.
+    /// Period of the `interval` policy's fsyncs.
     pub flush_interval: Duration,
     /// How often the recovery checkpoint is rewritten.
     pub checkpoint_interval: Duration,
@@ -113,21 +107,11 @@ pub struct Appended {
     pub end_offset: i64,
     /// A retried idempotent batch that was already stored: nothing new was written.
     pub duplicate: bool,
-    /// The leadership it was proposed under (0 on a single node); the acknowledgement fails if
-    /// that leadership ends first, unless the committed entry at its index is its own.
+    /// The leadership it was proposed under; the acknowledgement fails if that leadership ends
+    /// first, unless the committed entry at its index is its own.
     pub lease: u64,
-    /// Where the proposal landed (unset on a single node, and for duplicates).
+    /// Where the proposal landed (unset for duplicates).
     pub placement: Placement,
-}
-
-/// What [`Partition::retain_from`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retained {
-    /// Whole segments deleted at once (a single node).
-    Deleted(usize),
-    /// A log start proposed through Raft (at most what was asked: never past an entry some
-    /// replica lacks); replicas delete when they apply it.
-    Proposed(i64),
 }
 
 /// Records read for a fetch.
@@ -144,23 +128,21 @@ pub struct ReadResult {
 /// What consumers and waiting producers observe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Durability {
-    /// Invariant: high_watermark <= log end offset; with `on-ack`, everything below it is fsynced.
-    /// Replicated: everything below it is committed (on a majority's disks).
+    /// Invariant: high_watermark <= log end offset; everything below it is committed (on a
+    /// majority's disks, or page caches under write caching).
     high_watermark: i64,
-    failed: bool,
-    /// Replicated: the leadership this replica holds and serves writes under (0: none).
+    /// The leadership this replica holds and serves writes under (0: none).
     lease: u64,
-    /// Replicated leader: the end of what is fsynced here, for acks=1.
+    /// Leader: the end of what is fsynced here (written, under write caching), for acks=1.
     persisted: i64,
 }
 
 struct Inner {
     /// `None` once closed.
     log: Option<PartitionLog>,
-    /// Replicated: the state of everything written to `log`. Single node: also what appends
-    /// check against.
+    /// The state of everything written to `log`.
     producers: ProducerStates,
-    /// `Some` for a replica of a Raft group.
+    /// The Raft side; `None` once closed.
     raft: Option<replica::RaftLog>,
 }
 
@@ -176,22 +158,15 @@ pub struct Partition {
     max_message_bytes: AtomicU32,
     inner: Mutex<Inner>,
     durability: watch::Sender<Durability>,
-    /// Woken on every append that waits for an fsync; a stored permit means none is lost.
-    flush_wanted: Notify,
     closing: AtomicBool,
-    failure: Mutex<Option<String>>,
-    /// Held while a checkpoint file is written, so the flusher's and `close`'s never interleave.
+    /// Held while a checkpoint file is written, so the driver's and `close`'s never interleave.
     /// Lock order: before `inner`.
     checkpoint_lock: Mutex<()>,
 }
 
 impl Partition {
-    /// Opens (recovering) or creates the partition in `dir` and starts its flusher.
-    pub fn open(topic: &str, index: i32, dir: &Path, config: PartitionConfig) -> Result<Arc<Partition>, Error> {
-        Partition::open_with(topic, index, dir, config, None)
-    }
-
-    fn open_with(topic: &str, index: i32, dir: &Path, config: PartitionConfig, raft: Option<replica::ReplicaSetup>) -> Result<Arc<Partition>, Error> {
+    /// Opens (recovering) or creates the replica in `dir` ([`Partition::open_replica`]).
+    fn open_with(topic: &str, index: i32, dir: &Path, config: PartitionConfig, setup: replica::ReplicaSetup) -> Result<Arc<Partition>, Error> {
         let mut tail: Vec<(BatchHeader, i64)> = Vec::new();
         let (log, extra) = PartitionLog::open(dir, config.log.clone(), |meta, payload| {
             if meta.kind != EntryKind::Data {
@@ -236,7 +211,7 @@ impl Partition {
         // before they count as committed, so a power loss now cannot take back what we serve.
         let (file, point) = log.sync_target();
         file.sync_data().map_err(|source| crate::log::Error::Io { path: dir.to_path_buf(), source })?;
-        let (durability, _) = watch::channel(Durability { high_watermark: point.next_offset.0, failed: false, lease: 0, persisted: 0 });
+        let (durability, _) = watch::channel(Durability { high_watermark: point.next_offset.0, lease: 0, persisted: 0 });
         let partition = Arc::new(Partition {
             topic: topic.to_string(),
             index,
@@ -248,17 +223,10 @@ impl Partition {
             max_message_bytes: AtomicU32::new(config.max_message_bytes),
             inner: Mutex::new(Inner { log: Some(log), producers: replayed, raft: None }),
             durability,
-            flush_wanted: Notify::new(),
             closing: AtomicBool::new(false),
-            failure: Mutex::new(None),
             checkpoint_lock: Mutex::new(()),
         });
-        match raft {
-            Some(setup) => partition.attach_raft(setup)?,
-            None => {
-                tokio::spawn(Arc::clone(&partition).flush_loop());
-            }
-        }
+        partition.attach_raft(setup)?;
         Ok(partition)
     }
 
@@ -295,64 +263,28 @@ impl Partition {
     ///
     /// Nothing is stored unless every batch is valid and passes the sequence checks.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<Appended, Error> {
-        self.check_healthy()?;
         let headers = parse_batches(records, self.max_message_bytes.load(Ordering::Relaxed))?;
         let mut inner = self.lock();
         let inner = &mut *inner;
-        if let Some(raft) = inner.raft.as_mut() {
-            let max_entry_bytes = inner.log.as_ref().ok_or(Error::Closed)?.max_entry_bytes();
-            return raft.propose(records, &headers, now_ms, max_entry_bytes);
-        }
-        let log = inner.log.as_mut().ok_or(Error::Closed)?;
-        let next = log.next_offset().0;
-        if let Some(duplicate) = check_sequences(&inner.producers, &headers, next, now_ms)? {
-            return Ok(duplicate);
-        }
-        let stamped = stamp(records, &headers, next, SINGLE_NODE_TERM.0 as i32)?;
-        let meta = EntryMeta {
-            kind: EntryKind::Data,
-            term: SINGLE_NODE_TERM,
-            index: log.next_index(),
-            base_offset: Offset(next),
-            record_count: stamped.record_count,
-            max_timestamp: stamped.max_timestamp,
-        };
-        log.append(meta, &stamped.payload, now_ms)?;
-        let mut at = next;
-        for h in &headers {
-            inner.producers.record(h, at, now_ms);
-            at += i64::from(h.offset_count);
-        }
-        let offset = stamped.end_offset;
-        match self.policy {
-            FlushPolicy::OnAck => self.flush_wanted.notify_one(),
-            FlushPolicy::Interval => self.durability.send_modify(|d| d.high_watermark = offset),
-        }
-        Ok(Appended { base_offset: next, end_offset: offset, duplicate: false, lease: 0, placement: Placement::default() })
+        let max_entry_bytes = inner.log.as_ref().ok_or(Error::Closed)?.max_entry_bytes();
+        let raft = inner.raft.as_mut().ok_or(Error::Closed)?;
+        raft.propose(records, &headers, now_ms, max_entry_bytes)
     }
 
-    /// Waits until an append is acknowledged: committed (`all_replicas`, or on a single node:
-    /// durable per the flush policy) or persisted by this leader under the leadership it was
-    /// proposed in (acks=1). If that leadership ends first, only a committed entry at the
+    /// Waits until an append is acknowledged: committed (`all_replicas`) or persisted by this
+    /// leader under the leadership it was proposed in (acks=1). If that leadership ends first, only a committed entry at the
     /// proposal's index with the proposal's term acknowledges it (either acks); anything else
     /// fails with [`Error::NotLeader`], which producers retry.
     pub async fn wait_durable(&self, appended: &Appended, all_replicas: bool) -> Result<(), Error> {
         let mut rx = self.durability.subscribe();
         let end = appended.end_offset;
-        let replicated = appended.lease != 0;
         let seen = *rx
             .wait_for(|d| {
-                let reached = if replicated && !all_replicas { d.persisted >= end || d.high_watermark >= end } else { d.high_watermark >= end };
-                d.failed || reached || (replicated && d.lease != appended.lease)
+                let reached = if all_replicas { d.high_watermark >= end } else { d.persisted >= end || d.high_watermark >= end };
+                reached || d.lease != appended.lease
             })
             .await
             .map_err(|_| Error::Closed)?;
-        if seen.failed {
-            return Err(self.storage_failure());
-        }
-        if !replicated {
-            return Ok(());
-        }
         if seen.lease == appended.lease {
             // Still leading as when proposed: our log holds the entry, so reaching it is enough.
             return Ok(());
@@ -427,16 +359,11 @@ impl Partition {
         Ok((log.log_start_offset().0, high_watermark, log.size_bytes(), log.segments()?))
     }
 
-    /// Retention's decision that the log start at `new_start`. A replica of a Raft group proposes
-    /// it (leader only) and every replica deletes the same prefix when it applies the entry
-    /// ([`Partition::delete_before`]); a single node deletes at once.
-    pub fn retain_from(&self, new_start: i64) -> Result<Retained, Error> {
-        let mut inner = self.lock();
-        if let Some(raft) = inner.raft.as_mut() {
-            return raft.propose_log_start(new_start).map(Retained::Proposed);
-        }
-        drop(inner);
-        self.delete_before(new_start).map(Retained::Deleted)
+    /// Retention's decision that the log start at `new_start`: the leader proposes it (never
+    /// past an entry some replica lacks; returns the start proposed) and every replica deletes
+    /// the same prefix when it applies the entry ([`Partition::delete_before`]).
+    pub fn retain_from(&self, new_start: i64) -> Result<i64, Error> {
+        self.lock().raft.as_mut().ok_or(Error::Closed)?.propose_log_start(new_start)
     }
 
     /// Leader: the highest Raft index every voter holds, which bounds retention.
@@ -465,7 +392,6 @@ impl Partition {
     /// Flushes, writes the final checkpoint and closes the files. Waiting producers get `Closed`.
     pub fn close(&self) -> Result<(), Error> {
         self.closing.store(true, Ordering::SeqCst);
-        self.flush_wanted.notify_one();
         let _writing = self.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
         let extra = inner.producers.to_bytes();
@@ -475,17 +401,10 @@ impl Partition {
             // they change): a restart then re-applies a few entries.
             warn!(topic = %self.topic, partition = self.index, cause = %e, "raft state not synced at close");
         }
-        let replicated = raft.is_some();
         if let Some(log) = inner.log.take() {
-            let end = log.next_offset().0;
             log.close(&extra)?;
-            if replicated {
-                // Synced is not committed: waiting producers learn the leadership ended.
-                self.durability.send_modify(|d| d.lease = 0);
-            } else {
-                // Everything is fsynced now: producers still waiting get their acknowledgement.
-                self.durability.send_modify(|d| d.high_watermark = d.high_watermark.max(end));
-            }
+            // Synced is not committed: waiting producers learn the leadership ended.
+            self.durability.send_modify(|d| d.lease = 0);
         }
         Ok(())
     }
@@ -494,97 +413,6 @@ impl Partition {
         // A panic while holding the lock would be a bug already reported; the state it protects
         // is only ever changed after the fallible I/O succeeded, so it stays usable.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn check_healthy(&self) -> Result<(), Error> {
-        if self.durability.borrow().failed {
-            return Err(self.storage_failure());
-        }
-        Ok(())
-    }
-
-    fn storage_failure(&self) -> Error {
-        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Error::StorageFailed(failure.unwrap_or_else(|| "unknown".into()))
-    }
-
-    fn fail(&self, cause: String) {
-        error!(topic = %self.topic, partition = self.index, %cause, "fsync failed; partition taken offline");
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(cause);
-        self.durability.send_modify(|d| d.failed = true);
-    }
-
-    /// Group commit: one fsync per round covers every append made before it started.
-    async fn flush_loop(self: Arc<Self>) {
-        let mut last_checkpoint = Instant::now();
-        loop {
-            match self.policy {
-                FlushPolicy::OnAck => self.flush_wanted.notified().await,
-                FlushPolicy::Interval => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.flush_interval) => {}
-                        _ = self.flush_wanted.notified() => {}
-                    }
-                }
-            }
-            if self.closing.load(Ordering::SeqCst) {
-                return;
-            }
-            let checkpoint_due = last_checkpoint.elapsed() >= self.checkpoint_interval;
-            let (file, point, extra) = {
-                let mut inner = self.lock();
-                let Some((file, point)) = inner.log.as_ref().map(|log| log.sync_target()) else { return };
-                let extra = checkpoint_due.then(|| {
-                    inner.producers.expire(crate::clock::now_ms(), self.producer_expiration_ms);
-                    inner.producers.to_bytes()
-                });
-                (file, point, extra)
-            };
-            let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
-            match synced {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return self.fail(e.to_string()),
-                Err(e) => return self.fail(e.to_string()),
-            }
-            if self.policy == FlushPolicy::OnAck {
-                let end = point.next_offset.0;
-                self.durability.send_if_modified(|d| {
-                    let raised = end > d.high_watermark;
-                    d.high_watermark = d.high_watermark.max(end);
-                    raised
-                });
-            }
-            if let Some(extra) = extra {
-                last_checkpoint = Instant::now();
-                // The checkpoint's fsyncs run without the partition lock, so appends go on.
-                let writer = match self.lock().log.as_ref().map(|log| log.checkpoint_writer(&point)) {
-                    Some(Ok(writer)) => writer,
-                    Some(Err(e)) => {
-                        warn!(topic = %self.topic, partition = self.index, cause = %e, "checkpoint skipped");
-                        continue;
-                    }
-                    None => return,
-                };
-                let this = Arc::clone(&self);
-                let written = tokio::task::spawn_blocking(move || {
-                    let _writing = this.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
-                    // After `close` wrote the final checkpoint, an older one must not replace it.
-                    if this.closing.load(Ordering::SeqCst) {
-                        return Ok(());
-                    }
-                    writer.write(&extra)
-                })
-                .await;
-                let confirmed = match written {
-                    Ok(Ok(())) => self.lock().log.as_ref().map_or(Ok(()), |log| log.checkpoint_written(&point)),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(crate::log::Error::Io { path: self.dir.clone(), source: std::io::Error::other(e.to_string()) }),
-                };
-                if let Err(e) = confirmed {
-                    warn!(topic = %self.topic, partition = self.index, cause = %e, "checkpoint write failed");
-                }
-            }
-        }
     }
 }
 

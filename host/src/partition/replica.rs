@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use raft::prelude::{Entry, HardState};
 use tokio::sync::mpsc;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use super::batch::{BatchHeader, parse_batches};
 use super::producer_state::ProducerStates;
 use super::{Appended, Error, Partition, check_sequences, stamp};
+use crate::config::FlushPolicy;
 use crate::log::{EntryKind, EntryMeta, Offset, PartitionLog, RaftIndex, RecoveryPoint, Term};
 use crate::raft::storage::{RaftStore, Slot};
 
@@ -198,9 +200,9 @@ pub struct SyncTarget {
 }
 
 impl Partition {
-    /// Opens a replica of a Raft group (no flusher: the driver runs group commit).
+    /// Opens (recovering) or creates a replica of a Raft group in `dir`.
     pub fn open_replica(topic: &str, index: i32, dir: &Path, config: super::PartitionConfig, setup: ReplicaSetup) -> Result<Arc<Partition>, Error> {
-        Partition::open_with(topic, index, dir, config, Some(setup))
+        Partition::open_with(topic, index, dir, config, setup)
     }
 
     pub(super) fn attach_raft(&self, setup: ReplicaSetup) -> Result<(), Error> {
@@ -215,10 +217,27 @@ impl Partition {
         Ok(())
     }
 
-    /// Whether this replica may serve reads and writes (always, on a single node).
+    /// Whether this replica leads and serves reads and writes.
     pub fn is_leader(&self) -> bool {
         let inner = self.lock();
-        inner.raft.as_ref().is_none_or(|r| r.leader.is_some())
+        inner.raft.as_ref().is_some_and(|r| r.leader.is_some())
+    }
+
+    /// Write caching (`flush-policy = interval`): the fsync period, if this replica acknowledges
+    /// entries once they are in the page cache. Like Kafka's default, a power loss can take
+    /// back acknowledged writes; a process crash cannot.
+    pub fn write_caching(&self) -> Option<Duration> {
+        (self.policy == FlushPolicy::Interval).then_some(self.flush_interval)
+    }
+
+    /// Write caching: everything written so far counts as persisted (acks=1 on a leader).
+    pub fn written(&self) {
+        let Some(end) = self.lock().log.as_ref().map(|log| log.next_offset().0) else { return };
+        self.durability.send_if_modified(|d| {
+            let raised = end > d.persisted;
+            d.persisted = d.persisted.max(end);
+            raised
+        });
     }
 
     /// Writes entries Raft handed over (new ones, or a leader's that replace a conflicting
@@ -355,6 +374,10 @@ impl Partition {
             None | Some(Err(_)) => return,
         };
         let _writing = self.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // After `close` wrote the final checkpoint, an older one must not replace it.
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let written = writer.write(producers).and_then(|()| self.lock().log.as_ref().map_or(Ok(()), |log| log.checkpoint_written(point)));
         match written {
             // A new leader's entries cut the log meanwhile: the next round writes a fresh one.
@@ -414,7 +437,7 @@ impl Partition {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -449,7 +472,7 @@ mod tests {
     }
 
     /// A data entry at `index` of `term` holding `batch_bytes` (one batch) at offset `base`.
-    fn data_entry(index: u64, term: u64, base: i64, mut batch_bytes: Vec<u8>) -> Entry {
+    pub(crate) fn data_entry(index: u64, term: u64, base: i64, mut batch_bytes: Vec<u8>) -> Entry {
         let count = batch::parse_batches(&batch_bytes, u32::MAX).unwrap()[0].offset_count;
         batch::assign_offset(&mut batch_bytes, base, term as i32);
         let mut e = Entry::default();
@@ -770,15 +793,14 @@ mod tests {
         p.become_leader(3);
         // Until every voter is known to hold an entry, nothing may go: a follower that lacks
         // a deleted entry could never catch up.
-        assert_eq!(p.retain_from(150).unwrap(), crate::partition::Retained::Proposed(0));
+        assert_eq!(p.retain_from(150).unwrap(), 0);
         let _ = rx.try_recv().unwrap();
         p.set_replicated(40);
-        let bounded = p.retain_from(150).unwrap();
-        let crate::partition::Retained::Proposed(bound) = bounded else { panic!("{bounded:?}") };
+        let bound = p.retain_from(150).unwrap();
         assert!(bound < 150 && bound > 0, "a log start of {bound} is not bounded by entry 40");
         let _ = rx.try_recv().unwrap();
         p.set_replicated(60);
-        assert_eq!(p.retain_from(150).unwrap(), crate::partition::Retained::Proposed(150));
+        assert_eq!(p.retain_from(150).unwrap(), 150);
         assert_eq!(p.log_start_offset().unwrap(), 0, "nothing is deleted before the entry commits");
         let proposal = rx.try_recv().unwrap();
         assert_eq!(decode_log_start(&proposal.data), Some(150));

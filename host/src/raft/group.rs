@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use raft::prelude::{Entry, Message, MessageType};
 use raft::{RawNode, StateRole, Storage};
@@ -119,6 +119,13 @@ pub struct Group {
     leader_start: Option<u64>,
     /// The term we were last elected in.
     elected_term: u64,
+    /// Write caching: entries count as persisted once in the page cache and are fsynced at
+    /// this period (the metadata group never caches).
+    write_caching: Option<Duration>,
+    /// Write caching: entries were written since the last fsync started.
+    cached: bool,
+    /// When the last fsync started.
+    last_sync: Instant,
 }
 
 impl Group {
@@ -161,7 +168,12 @@ impl Group {
             max_election_tick: fixed_timeout.map_or(0, |t| t + 1),
             ..Default::default()
         };
-        let node = RawNode::new(&raft_config, storage, logger)?;
+        let mut node = RawNode::new(&raft_config, storage, logger)?;
+        if node.raft.prs().iter().all(|(&id, _)| id == me) {
+            // A sole voter needs nobody's vote: lead at once instead of after a timeout.
+            node.campaign()?;
+        }
+        let write_caching = (id != METADATA_GROUP).then(|| partition.write_caching()).flatten();
         let label = if id == METADATA_GROUP { partition.topic().to_string() } else { format!("{}-{}", partition.topic(), partition.index()) };
         Ok(Group {
             id,
@@ -175,6 +187,9 @@ impl Group {
             syncing: false,
             leader_start: None,
             elected_term: 0,
+            write_caching,
+            cached: false,
+            last_sync: Instant::now(),
         })
     }
 
@@ -249,9 +264,14 @@ impl Group {
         let entries = rd.take_entries();
         let mut needs_sync = false;
         if !entries.is_empty() {
-            needs_sync = true;
             metrics.raft.entries.with_label_values(&[self.label.as_str()]).inc_by(entries.len() as u64);
             self.partition.write_entries(&entries, now_ms()).map_err(|e| fatal(format!("writing raft entries failed: {e}")))?;
+            if self.write_caching.is_some() {
+                self.cached = true;
+                self.partition.written();
+            } else {
+                needs_sync = true;
+            }
         }
         let mut sync_state = false;
         if let Some(hs) = rd.hs() {
@@ -293,16 +313,22 @@ impl Group {
 
     /// The fsync this group needs, if it has unsynced writes and none running: at most one in
     /// flight per replica, so readies persist in order.
+    /// Under write caching, cached writes are fsynced once the period has passed.
     pub fn sync_job(&mut self) -> Result<Option<SyncJob>, crate::partition::Error> {
         if self.syncing {
             return Ok(None);
         }
-        let Some(last) = self.pending.iter().rev().find(|p| p.needs_sync && p.number > self.queued) else { return Ok(None) };
-        let number = last.number;
+        let number = match self.pending.iter().rev().find(|p| p.needs_sync && p.number > self.queued) {
+            Some(last) => last.number,
+            None if self.cached && self.write_caching.is_some_and(|period| self.last_sync.elapsed() >= period) => self.queued,
+            None => return Ok(None),
+        };
         let sync_state = self.pending.iter().any(|p| p.number > self.queued && p.sync_state);
         let target = self.partition.sync_target()?;
         self.queued = number;
         self.syncing = true;
+        self.cached = false;
+        self.last_sync = Instant::now();
         Ok(Some(SyncJob { group: self.id, number, sync_state, target, partition: Arc::clone(&self.partition) }))
     }
 

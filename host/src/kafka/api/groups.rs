@@ -87,14 +87,9 @@ pub fn find_coordinator(ctx: &KafkaContext, request: &Request) -> Result<Bytes, 
 
 /// The broker leading the offsets partition of `group`: (id, host, port).
 fn coordinator_of(ctx: &KafkaContext, group: &str) -> Option<(i32, String, i32)> {
-    let leader = match ctx.control.replication() {
-        None => ctx.node_id,
-        Some(r) => {
-            let topic = ctx.cluster.topic(crate::groups::offsets::OFFSETS_TOPIC)?;
-            let index = crate::groups::offsets::partition_for(group, topic.partitions.len() as i32);
-            i32::try_from(r.leadership(crate::cluster::group_of(topic.id, index)).leader).ok().filter(|l| *l > 0)?
-        }
-    };
+    let topic = ctx.cluster.topic(crate::groups::offsets::OFFSETS_TOPIC)?;
+    let index = crate::groups::offsets::partition_for(group, topic.partitions.len() as i32);
+    let leader = i32::try_from(ctx.control.replication().leadership(crate::cluster::group_of(topic.id, index)).leader).ok().filter(|l| *l > 0)?;
     super::metadata::brokers(ctx).into_iter().find(|(id, _, _)| *id == leader)
 }
 

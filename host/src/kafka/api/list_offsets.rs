@@ -10,7 +10,6 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::{code, partition_error_code, respond};
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
-use crate::partition::SINGLE_NODE_TERM;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -43,11 +42,11 @@ pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError
     respond(request, &response)
 }
 
-/// The partition's current leader epoch (the Raft term in a cluster).
+/// The partition's current leader epoch (its Raft term).
 fn leader_epoch(ctx: &KafkaContext, topic: &str, index: i32) -> i32 {
-    match (ctx.control.replication(), ctx.cluster.topic(topic)) {
-        (Some(r), Some(t)) => i32::try_from(r.leadership(crate::cluster::group_of(t.id, index)).term).unwrap_or(-1),
-        _ => SINGLE_NODE_TERM.0 as i32,
+    match ctx.cluster.topic(topic) {
+        Some(t) => i32::try_from(ctx.control.replication().leadership(crate::cluster::group_of(t.id, index)).term).unwrap_or(-1),
+        None => -1,
     }
 }
 

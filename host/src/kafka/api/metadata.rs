@@ -16,7 +16,6 @@ use super::{cluster_error_code, code, respond};
 use crate::cluster::Topic;
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
-use crate::partition::SINGLE_NODE_TERM;
 use crate::raft::METADATA_GROUP;
 
 pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
@@ -37,7 +36,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
     // Any node accepts admin requests in a cluster (they go through the metadata group), so
     // while no metadata leader is known, or clients cannot reach it yet, this node stands in:
     // clients never wait for a controller.
-    let metadata_leader = ctx.control.replication().map(|r| r.leadership(METADATA_GROUP).leader).and_then(|l| i32::try_from(l).ok());
+    let metadata_leader = i32::try_from(ctx.control.replication().leadership(METADATA_GROUP).leader).ok();
     response.controller_id = BrokerId(match metadata_leader {
         Some(leader) if response.brokers.iter().any(|b| b.node_id.0 == leader) => leader,
         _ => ctx.node_id,
@@ -73,13 +72,10 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
     respond(request, &response)
 }
 
-/// (id, host, port) of every broker: this node alone, or every node that registered with the
-/// metadata group.
+/// (id, host, port) of every broker: every node that registered with the metadata group, and
+/// this node (as it advertises itself now).
 pub(super) fn brokers(ctx: &KafkaContext) -> Vec<(i32, String, i32)> {
     let me = (ctx.node_id, ctx.advertised.ip().to_string(), i32::from(ctx.advertised.port()));
-    if ctx.control.replication().is_none() {
-        return vec![me];
-    }
     let mut out: Vec<(i32, String, i32)> = ctx
         .cluster
         .brokers()
@@ -108,8 +104,7 @@ async fn lookup_or_create(ctx: &KafkaContext, name: &str, client_allows: bool) -
     }
 }
 
-/// A topic as Metadata reports it: each partition's leader, replicas and in-sync replicas (on a
-/// single node, this node for all three).
+/// A topic as Metadata reports it: each partition's leader, replicas and in-sync replicas.
 pub fn describe(ctx: &KafkaContext, topic: &Topic) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
@@ -121,34 +116,24 @@ pub fn describe(ctx: &KafkaContext, topic: &Topic) -> MetadataResponseTopic {
         .map(|p| {
             let mut m = MetadataResponsePartition::default();
             m.partition_index = p.index();
-            match ctx.control.replication() {
-                None => {
-                    let leader = BrokerId(ctx.node_id);
-                    m.leader_id = leader;
-                    m.leader_epoch = SINGLE_NODE_TERM.0 as i32;
-                    m.replica_nodes = vec![leader];
-                    m.isr_nodes = vec![leader];
-                }
-                Some(r) => {
-                    let view = r.leadership(crate::cluster::group_of(topic.id, p.index()));
-                    let node = |id: u64| BrokerId(i32::try_from(id).unwrap_or(-1));
-                    m.replica_nodes = r.voters().iter().map(|v| node(*v)).collect();
-                    if view.leader == 0 {
-                        m.error_code = code(ResponseError::LeaderNotAvailable);
-                        m.leader_id = BrokerId(-1);
-                        m.isr_nodes = m.replica_nodes.clone();
+            let r = ctx.control.replication();
+                let view = r.leadership(crate::cluster::group_of(topic.id, p.index()));
+                let node = |id: u64| BrokerId(i32::try_from(id).unwrap_or(-1));
+                m.replica_nodes = r.voters().iter().map(|v| node(*v)).collect();
+                if view.leader == 0 {
+                    m.error_code = code(ResponseError::LeaderNotAvailable);
+                    m.leader_id = BrokerId(-1);
+                    m.isr_nodes = m.replica_nodes.clone();
+                } else {
+                    m.leader_id = node(view.leader);
+                    // Followers only know the leader; its own view names who is caught up.
+                    m.isr_nodes = if view.leader == r.me() {
+                        r.voters().iter().filter(|v| **v == r.me() || view.caught_up & (1 << (**v % 64)) != 0).map(|v| node(*v)).collect()
                     } else {
-                        m.leader_id = node(view.leader);
-                        // Followers only know the leader; its own view names who is caught up.
-                        m.isr_nodes = if view.leader == r.me() {
-                            r.voters().iter().filter(|v| **v == r.me() || view.caught_up & (1 << (**v % 64)) != 0).map(|v| node(*v)).collect()
-                        } else {
-                            m.replica_nodes.clone()
-                        };
-                    }
-                    m.leader_epoch = i32::try_from(view.term).unwrap_or(i32::MAX);
+                        m.replica_nodes.clone()
+                    };
                 }
-            }
+                m.leader_epoch = i32::try_from(view.term).unwrap_or(i32::MAX);
             m
         })
         .collect();
