@@ -231,9 +231,11 @@ pub struct KafkaConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum FlushPolicy {
     /// fsync before acknowledging acks=1/-1 and before data becomes visible to consumers; one
-    /// fsync covers every append that arrived while the previous one ran (group commit).
+    /// fsync per replica covers every entry written while the previous one ran (group commit).
     OnAck,
-    /// fsync every `flush-interval-ms`; acknowledgements and visibility do not wait for it.
+    /// Write caching: a replica counts entries as persisted once they are in its page cache
+    /// and fsyncs every `flush-interval-ms`; acknowledgements and visibility do not wait for
+    /// it. A process crash loses nothing acknowledged; a power loss of a majority can.
     Interval,
 }
 

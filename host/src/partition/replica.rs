@@ -450,7 +450,7 @@ pub(crate) mod tests {
     use crate::partition::batch;
     use crate::partition::batch::tests::batch;
 
-    fn settings(segment_bytes: u64) -> PartitionConfig {
+    pub(crate) fn settings(segment_bytes: u64) -> PartitionConfig {
         PartitionConfig {
             log: LogConfig { segment_bytes, segment_ms: 3_600_000, index_interval_bytes: 256, max_entry_bytes: 1 << 20 },
             max_message_bytes: 1 << 20,

@@ -126,6 +126,9 @@ pub struct Group {
     cached: bool,
     /// When the last fsync started.
     last_sync: Instant,
+    /// (term, vote) as last written to the hard state file: only a change of either must be
+    /// durable before Raft goes on (the commit index is recomputed after a restart).
+    saved_vote: (u64, u64),
 }
 
 impl Group {
@@ -149,6 +152,7 @@ impl Group {
         let storage = ReplicaStorage(Arc::clone(&partition));
         let state = storage.initial_state()?;
         let applied = applied.unwrap_or(state.hard_state.commit);
+        let saved_vote = (state.hard_state.term, state.hard_state.vote);
         if applied > state.hard_state.commit {
             let mut hs = state.hard_state.clone();
             hs.commit = applied;
@@ -190,6 +194,7 @@ impl Group {
             write_caching,
             cached: false,
             last_sync: Instant::now(),
+            saved_vote,
         })
     }
 
@@ -276,7 +281,8 @@ impl Group {
         let mut sync_state = false;
         if let Some(hs) = rd.hs() {
             self.partition.save_hard_state(hs).map_err(|e| fatal(format!("writing the raft hard state failed: {e}")))?;
-            sync_state = rd.must_sync();
+            sync_state = (hs.term, hs.vote) != self.saved_vote;
+            self.saved_vote = (hs.term, hs.vote);
             needs_sync |= sync_state;
         }
         let committed = rd.take_committed_entries();
@@ -413,5 +419,97 @@ pub fn message_type(msg: &Message) -> &'static str {
         MessageType::MsgPropose => "propose",
         MessageType::MsgTimeoutNow => "timeout_now",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use futures::FutureExt;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config::FlushPolicy;
+    use crate::partition::batch::tests::batch;
+    use crate::partition::replica::ReplicaSetup;
+    use crate::partition::replica::tests::settings;
+
+    /// A sole voter has no peers to send to.
+    struct Nowhere;
+
+    impl Outbox for Nowhere {
+        fn send(&self, _group: u64, _msg: Message) -> bool {
+            true
+        }
+    }
+
+    fn sole_voter(dir: &Path, policy: FlushPolicy, flush_interval: Duration) -> (Group, mpsc::Receiver<Proposal>) {
+        let (tx, rx) = mpsc::channel(16);
+        let setup = ReplicaSetup { group: 7, voters: vec![1], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
+        let config = crate::partition::PartitionConfig { flush_policy: policy, flush_interval, ..settings(1 << 20) };
+        let partition = Partition::open_replica("t", 0, dir, config, setup).unwrap();
+        let group = Group::new(7, 1, &RaftConfig::default(), partition, None, &slog::Logger::root(slog::Discard, slog::o!())).unwrap();
+        (group, rx)
+    }
+
+    /// One round of the ready loop without a tick; returns how many files it fsynced.
+    fn round(g: &mut Group, proposals: &mut mpsc::Receiver<Proposal>, metrics: &Metrics) -> usize {
+        while let Ok(p) = proposals.try_recv() {
+            g.propose(p);
+        }
+        if let Some(readied) = g.ready(&Nowhere, metrics).unwrap() {
+            g.applied(&readied.committed, metrics);
+        }
+        match g.sync_job().unwrap() {
+            Some(job) => {
+                let files = 1 + usize::from(job.sync_state);
+                let (_, number, point) = job.run().unwrap();
+                g.persisted(number, &point, &Nowhere, metrics);
+                files
+            }
+            None => 0,
+        }
+    }
+
+    #[test]
+    fn a_sole_voter_leads_at_once_and_commits_with_one_fsync_per_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new(1);
+        let (mut g, mut rx) = sole_voter(dir.path(), FlushPolicy::OnAck, Duration::from_secs(1));
+        // No tick: no election timeout is waited for.
+        for _ in 0..4 {
+            round(&mut g, &mut rx, &metrics);
+        }
+        assert!(g.partition.is_leader(), "a sole voter serves without waiting for an election timeout");
+        let appended = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
+        let mut fsyncs = 0;
+        for _ in 0..3 {
+            fsyncs += round(&mut g, &mut rx, &metrics);
+        }
+        assert!(g.partition.wait_durable(&appended, true).now_or_never().is_some_and(|r| r.is_ok()), "acks=all is answered");
+        assert_eq!(fsyncs, 1, "one write, one fsync (the hard state's commit index needs none)");
+    }
+
+    #[test]
+    fn write_caching_acknowledges_before_the_fsync_and_fsyncs_each_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new(1);
+        let (mut g, mut rx) = sole_voter(dir.path(), FlushPolicy::Interval, Duration::from_secs(3600));
+        for _ in 0..4 {
+            round(&mut g, &mut rx, &metrics);
+        }
+        assert!(g.partition.is_leader());
+        let appended = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
+        let mut fsyncs = 0;
+        for _ in 0..3 {
+            fsyncs += round(&mut g, &mut rx, &metrics);
+        }
+        assert!(g.partition.wait_durable(&appended, true).now_or_never().is_some_and(|r| r.is_ok()), "cached writes are acknowledged");
+        assert_eq!(fsyncs, 0, "nothing is fsynced before the period is over");
+        // Once the period has passed, one fsync covers what was cached.
+        g.write_caching = Some(Duration::ZERO);
+        assert_eq!(round(&mut g, &mut rx, &metrics), 1);
+        assert_eq!(round(&mut g, &mut rx, &metrics), 0, "nothing is left to fsync");
     }
 }

@@ -171,12 +171,15 @@ impl Sim {
     fn new(seed: u64, root: &Path) -> Sim {
         let mut rng = Rng(seed);
         let n = if rng.chance(0.3) { 5 } else { 3 };
+        let write_caching = rng.chance(0.25);
         let voters: Vec<u64> = (1..=n).collect();
         let partition = PartitionConfig {
             log: LogConfig { segment_bytes: 2048 + rng.below(4096), segment_ms: 3_600_000, index_interval_bytes: 256, max_entry_bytes: 1 << 20 },
             max_message_bytes: 1 << 20,
-            flush_policy: FlushPolicy::OnAck,
-            flush_interval: Duration::from_secs(1),
+            // Write caching acknowledges what a power loss takes back: such seeds only kill -9.
+            flush_policy: if write_caching { FlushPolicy::Interval } else { FlushPolicy::OnAck },
+            // Elapsed at once or never, so the schedule does not depend on the clock.
+            flush_interval: if rng.chance(0.5) { Duration::ZERO } else { Duration::from_secs(3600) },
             checkpoint_interval: if rng.chance(0.5) { Duration::ZERO } else { Duration::from_secs(3600) },
             producer_expiration_ms: i64::MAX,
         };
@@ -290,7 +293,7 @@ impl Sim {
         let down = n - live.len();
         if self.rng.chance(0.004) && down < (n - 1) / 2 + usize::from(self.rng.chance(0.2)) {
             let victim = live[self.rng.below(live.len() as u64) as usize];
-            let power_loss = self.rng.chance(0.5);
+            let power_loss = self.rng.chance(0.5) && self.partition.flush_policy == FlushPolicy::OnAck;
             self.kill(victim, power_loss);
         }
         for i in 0..n {
