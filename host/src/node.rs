@@ -193,8 +193,9 @@ async fn blocking<T: Send + 'static, E: Into<Error> + Send + 'static>(
     }
 }
 
-/// In a cluster: settles the cluster id, registers this node's Kafka address with the metadata
-/// group and makes sure the offsets topic exists, retrying until both are applied (a leader must be elected first).
+/// Settles the cluster id, registers this node's Kafka address with the metadata group and makes
+/// sure the offsets topic exists, retrying each until it is applied (a leader must be elected
+/// first).
 async fn bootstrap(cluster: Arc<Cluster>, proposer: Arc<Proposer>, node_id: i32, advertised: SocketAddr, offsets_partitions: i32, mut stop: watch::Receiver<bool>) {
     let mut cluster_id_settled = false;
     while !cluster_id_settled {
