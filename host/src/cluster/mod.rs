@@ -487,6 +487,7 @@ pub fn partition_config(config: &Config, overrides: &BTreeMap<String, String>) -
         flush_interval: Duration::from_millis(d.flush_interval_ms),
         checkpoint_interval: Duration::from_millis(d.checkpoint_interval_ms),
         producer_expiration_ms: i64::try_from(d.producer_id_expiration_ms).unwrap_or(i64::MAX),
+        fs: crate::log::fs::StdFs::shared(),
     }
 }
 

@@ -6,12 +6,10 @@
 //! the file, and a sparser index is still a correct one: lookups then scan a little further.
 
 use std::sync::Arc;
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::error::io_err;
+use super::fs::{FileHandle, FileSystem};
 use super::format::{
     ENTRY_HEADER_SIZE, FILE_HEADER_SIZE, FileKind, check_file_header, encode_file_header, i64_at,
     u32_at,
@@ -124,8 +122,8 @@ pub(super) struct Loaded<E> {
 ///
 /// Reads at most one record per possible entry of the segment, so a huge file costs no more
 /// memory than a full index would.
-pub(super) fn load<E: IndexRecord>(path: &Path, bounds: &IndexBounds) -> Result<Loaded<E>, Error> {
-    let file = match File::open(path) {
+pub(super) fn load<E: IndexRecord>(fs: &dyn FileSystem, path: &Path, bounds: &IndexBounds) -> Result<Loaded<E>, Error> {
+    let file = match fs.open_read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Loaded {
@@ -135,13 +133,11 @@ pub(super) fn load<E: IndexRecord>(path: &Path, bounds: &IndexBounds) -> Result<
         }
         Err(e) => return Err(io_err(path)(e)),
     };
-    let len = file.metadata().map_err(io_err(path))?.len();
+    let len = file.len().map_err(io_err(path))?;
     let max_records = bounds.segment_size / ENTRY_HEADER_SIZE as u64 + 1;
     let cap = FILE_HEADER_SIZE + max_records * E::LEN as u64;
-    let mut bytes = Vec::new();
-    file.take(len.min(cap))
-        .read_to_end(&mut bytes)
-        .map_err(io_err(path))?;
+    let mut bytes = vec![0; len.min(cap) as usize];
+    file.read_exact_at(&mut bytes, 0).map_err(io_err(path))?;
     if check_file_header(E::KIND, &bytes).is_err() {
         return Ok(Loaded {
             entries: Vec::new(),
@@ -163,8 +159,8 @@ pub(super) fn load<E: IndexRecord>(path: &Path, bounds: &IndexBounds) -> Result<
 }
 
 /// Writes a whole index file (header and `entries`) and syncs it.
-pub(super) fn write_all<E: IndexRecord>(path: &Path, entries: &[E]) -> Result<(), Error> {
-    let mut w = IndexWriter::<E>::resume(path, Vec::new())?;
+pub(super) fn write_all<E: IndexRecord>(fs: &dyn FileSystem, path: &Path, entries: &[E]) -> Result<(), Error> {
+    let mut w = IndexWriter::<E>::resume(fs, path, Vec::new())?;
     for e in entries {
         w.append(*e)?;
     }
@@ -178,7 +174,7 @@ pub(super) fn write_all<E: IndexRecord>(path: &Path, entries: &[E]) -> Result<()
 pub(super) struct IndexWriter<E> {
     path: PathBuf,
     /// Shared so a checkpoint can sync it without holding the log.
-    file: Arc<File>,
+    file: Arc<dyn FileHandle>,
     entries: Vec<E>,
 }
 
@@ -186,21 +182,15 @@ impl<E: IndexRecord> IndexWriter<E> {
     /// Opens (or creates) the file at `path` whose believable prefix is `entries`, and cuts
     /// everything after it. The caller got `entries` from [`load`] on the same file, truncated
     /// it, or passes none.
-    pub fn resume(path: &Path, entries: Vec<E>) -> Result<Self, Error> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_err(path))?;
+    pub fn resume(fs: &dyn FileSystem, path: &Path, entries: Vec<E>) -> Result<Self, Error> {
+        let file = fs.open_write(path, false).map_err(io_err(path))?;
         file.write_all_at(&encode_file_header(E::KIND), 0)
             .map_err(io_err(path))?;
         let len = FILE_HEADER_SIZE + (entries.len() * E::LEN) as u64;
         file.set_len(len).map_err(io_err(path))?;
         Ok(IndexWriter {
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            file,
             entries,
         })
     }
@@ -234,7 +224,7 @@ impl<E: IndexRecord> IndexWriter<E> {
     }
 
     /// The open file and its path, for syncing outside the log's lock.
-    pub fn handle(&self) -> (Arc<File>, PathBuf) {
+    pub fn handle(&self) -> (Arc<dyn FileHandle>, PathBuf) {
         (Arc::clone(&self.file), self.path.clone())
     }
 
@@ -356,6 +346,7 @@ impl IndexPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::fs::StdFs;
     use crate::log::{RaftIndex, Term};
 
     fn data(offset: i64, ts: i64) -> EntryMeta {
@@ -421,16 +412,16 @@ mod tests {
                 position: 900,
             },
         ];
-        write_all(&path, &entries).unwrap();
+        write_all(&StdFs, &path, &entries).unwrap();
         let bounds = IndexBounds {
             segment_size: 1000,
             offset_span: 10,
         };
-        let l = load::<OffsetEntry>(&path, &bounds).unwrap();
+        let l = load::<OffsetEntry>(&StdFs, &path, &bounds).unwrap();
         assert_eq!(l.entries, entries[..2]);
         assert!(!l.clean);
         std::fs::write(&path, b"garbage garbage garbage").unwrap();
-        let l = load::<OffsetEntry>(&path, &bounds).unwrap();
+        let l = load::<OffsetEntry>(&StdFs, &path, &bounds).unwrap();
         assert!(l.entries.is_empty() && !l.clean);
         assert_eq!(floor_offset(&entries[..2], 4), Some(entries[0]));
         assert_eq!(floor_offset(&entries[..2], 0), None);

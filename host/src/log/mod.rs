@@ -25,13 +25,13 @@
 #![cfg_attr(not(test), allow(dead_code))]
 
 mod checkpoint;
+pub mod fs;
 mod error;
 mod format;
 mod index;
 mod recovery;
 mod segment;
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::warn;
 
 pub use error::Error;
+use fs::{FileHandle, FileSystem, StdFs};
 pub use format::{EntryKind, EntryMeta, Offset, RaftIndex, RecoveryPoint, Term};
 #[cfg(test)]
 pub(crate) use format::RECOVERY_POINT_FILE_NAME;
@@ -130,9 +131,10 @@ pub struct SegmentInfo {
 /// A checkpoint being written outside the log's lock (see [`PartitionLog::checkpoint_writer`]).
 #[derive(Debug)]
 pub struct CheckpointWriter {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     point: RecoveryPoint,
-    index_files: Vec<(Arc<File>, PathBuf)>,
+    index_files: Vec<(Arc<dyn FileHandle>, PathBuf)>,
 }
 
 impl CheckpointWriter {
@@ -141,13 +143,15 @@ impl CheckpointWriter {
         for (file, path) in &self.index_files {
             file.sync_all().map_err(|source| Error::Io { path: path.clone(), source })?;
         }
-        checkpoint::write_checkpoint(&self.dir, &self.point, extra)
+        checkpoint::write_checkpoint(&*self.fs, &self.dir, &self.point, extra)
     }
 }
 
 /// The log of one partition. `Send`; the caller serialises access (a `Mutex`).
 #[derive(Debug)]
 pub struct PartitionLog {
+    /// Where every file of the log lives.
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     config: LogConfig,
     /// Segments before the active one, oldest first.
@@ -192,7 +196,22 @@ impl PartitionLog {
         config: LogConfig,
         on_recovered: impl FnMut(&EntryMeta, &[u8]),
     ) -> Result<(PartitionLog, Vec<u8>), Error> {
-        recovery::open(dir, config, on_recovered)
+        recovery::open(StdFs::shared(), dir, config, on_recovered)
+    }
+
+    /// [`PartitionLog::open`] on the file system `fs`.
+    pub fn open_on(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        config: LogConfig,
+        on_recovered: impl FnMut(&EntryMeta, &[u8]),
+    ) -> Result<(PartitionLog, Vec<u8>), Error> {
+        recovery::open(fs, dir, config, on_recovered)
+    }
+
+    /// The file system the log's files live on.
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
+        &self.fs
     }
 
     /// The log end offset: the offset the next record gets.
@@ -283,6 +302,7 @@ impl PartitionLog {
         // new one exists, so every segment but the last is always trusted by recovery.
         self.active.prepare_seal()?;
         let new = ActiveSegment::create(
+            &self.fs,
             &self.dir,
             self.next_offset(),
             Some(now_ms),
@@ -296,7 +316,7 @@ impl PartitionLog {
     /// A handle for group commit: the active segment's file and the point it is durable up to
     /// once the caller has run `sync_data()` on it (outside any lock). Rolled segments were
     /// fsynced at roll, so syncing this file makes everything before the point durable.
-    pub fn sync_target(&self) -> (Arc<File>, RecoveryPoint) {
+    pub fn sync_target(&self) -> (Arc<dyn FileHandle>, RecoveryPoint) {
         (Arc::clone(&self.active.file), self.recovery_point())
     }
 
@@ -305,7 +325,7 @@ impl PartitionLog {
     /// lets the caller rebuild its state from the checkpoint plus the tail, not the whole log.
     pub fn checkpoint(&self) -> Result<Option<(Offset, Vec<u8>)>, Error> {
         let known = self.checkpoint_index.load(Ordering::Relaxed);
-        let Some((point, extra)) = checkpoint::read_checkpoint(&self.dir)? else { return Ok(None) };
+        let Some((point, extra)) = checkpoint::read_checkpoint(&*self.fs, &self.dir)? else { return Ok(None) };
         let usable = known != 0 && point.next_index.0 == known && point.next_index <= self.next_index && point.next_offset >= self.log_start;
         Ok(usable.then_some((point.next_offset, extra)))
     }
@@ -355,14 +375,14 @@ impl PartitionLog {
         } else {
             Vec::new()
         };
-        Ok(CheckpointWriter { dir: self.dir.clone(), point: point.clone(), index_files })
+        Ok(CheckpointWriter { fs: Arc::clone(&self.fs), dir: self.dir.clone(), point: point.clone(), index_files })
     }
 
     /// Records that a checkpoint from [`Self::checkpoint_writer`] is on disk. If the log was
     /// truncated meanwhile the checkpoint may point past the cut, so it is removed instead.
     pub fn checkpoint_written(&self, point: &RecoveryPoint) -> Result<(), Error> {
         if point.generation != self.generation {
-            checkpoint::remove_checkpoint(&self.dir)?;
+            checkpoint::remove_checkpoint(&*self.fs, &self.dir)?;
             return Err(Error::StaleRecoveryPoint);
         }
         self.checkpoint_index.store(point.next_index.0, Ordering::Relaxed);
@@ -726,7 +746,7 @@ impl PartitionLog {
         // A checkpoint at the cut itself goes too: its bytes were written by the caller, and only
         // a checkpoint below every removed entry is sure to describe none of them.
         if self.checkpoint_index.load(Ordering::Relaxed) >= from.0 {
-            checkpoint::remove_checkpoint(&self.dir)?;
+            checkpoint::remove_checkpoint(&*self.fs, &self.dir)?;
             self.checkpoint_index.store(0, Ordering::Relaxed);
         }
         self.generation += 1;
@@ -740,10 +760,10 @@ impl PartitionLog {
         let cut = self.locate(k, from)?;
         // Newest first, so a crash part way leaves a log that ends earlier but has no hole.
         if k < self.sealed.len() {
-            self.active.seg.paths.remove()?;
+            self.active.seg.paths.remove(&*self.fs)?;
             while self.sealed.len() > k + 1 {
                 if let Some(seg) = self.sealed.pop() {
-                    seg.paths.remove()?;
+                    seg.paths.remove(&*self.fs)?;
                 }
             }
             let seg = self.sealed.remove(k);
@@ -775,7 +795,7 @@ impl PartitionLog {
         // The cut must be durable before entries are appended again at the same raft indexes,
         // or a crash could bring back the old suffix behind them.
         self.active.sync_all()?;
-        checkpoint::sync_dir(&self.dir)?;
+        self.fs.sync_dir(&self.dir).map_err(error::io_err(&self.dir))?;
         self.active.seg.size = cut.position;
         self.active.seg.next_offset = cut.next_offset;
         self.active.policy = IndexPolicy::new(
@@ -856,17 +876,13 @@ impl PartitionLog {
     /// Makes a sealed segment appendable again (after the segments behind it were truncated away).
     fn reactivate(&self, mut seg: Segment) -> Result<ActiveSegment, Error> {
         let ix = ActiveSegment::take_sealed_indexes(&mut seg)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&seg.paths.log)
-            .map_err(io_err(&seg.paths.log))?;
-        let offsets = IndexWriter::resume(&seg.paths.offset_index, ix.offsets)?;
-        let times = IndexWriter::resume(&seg.paths.time_index, ix.times)?;
+        let file = self.fs.open_write(&seg.paths.log, false).map_err(io_err(&seg.paths.log))?;
+        let offsets = IndexWriter::resume(&*self.fs, &seg.paths.offset_index, ix.offsets)?;
+        let times = IndexWriter::resume(&*self.fs, &seg.paths.time_index, ix.times)?;
         let policy = IndexPolicy::new(seg.base, self.config.index_interval_bytes, 0, None);
         Ok(ActiveSegment::from_parts(
             seg,
-            Arc::new(file),
+            file,
             offsets,
             times,
             policy,
@@ -893,7 +909,7 @@ impl PartitionLog {
         }
         // Durable before any deletion: replicas agree on the start through Raft, and a restart
         // must never serve offsets below it once their neighbours' files are gone.
-        checkpoint::write_log_start(&self.dir, new_start)?;
+        checkpoint::write_log_start(&*self.fs, &self.dir, new_start)?;
         self.log_start = new_start;
         self.delete_segments_below_start()
     }
@@ -911,11 +927,11 @@ impl PartitionLog {
             return Ok(());
         }
         for seg in self.sealed.drain(..deletable) {
-            seg.paths.remove()?;
+            seg.paths.remove(&*self.fs)?;
         }
         // Not needed for correctness (a resurrected old segment lies below the durable log
         // start and is deleted again at open), but keeps the directory listing honest.
-        checkpoint::sync_dir(&self.dir)
+        self.fs.sync_dir(&self.dir).map_err(error::io_err(&self.dir))
     }
 
     /// Per-segment facts for retention, oldest first. Loads sealed segments' time indexes.
@@ -947,7 +963,7 @@ impl PartitionLog {
     pub fn close(self, extra: &[u8]) -> Result<(), Error> {
         // Everything appended must be durable before a checkpoint that vouches for it.
         self.active.sync_all()?;
-        checkpoint::write_checkpoint(&self.dir, &self.recovery_point(), extra)
+        checkpoint::write_checkpoint(&*self.fs, &self.dir, &self.recovery_point(), extra)
     }
 }
 
@@ -973,6 +989,7 @@ fn corrupt_or_partial<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
     use std::fs;
     use std::os::unix::fs::FileExt;
 
@@ -1053,8 +1070,8 @@ mod tests {
     }
 
     fn entries_in(path: &Path) -> Vec<(u64, EntryMeta)> {
-        let file = File::open(path).unwrap();
-        let len = file.metadata().unwrap().len();
+        let file = StdFs.open_read(path).unwrap();
+        let len = file.len().unwrap();
         let mut pos = FILE_HEADER_SIZE;
         let mut out = Vec::new();
         while let Probe::Entry(h) = probe(&file, pos, len).unwrap() {

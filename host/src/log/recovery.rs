@@ -8,7 +8,6 @@
 //! previous entry) and cuts the file at the first one that fails. Index records before the scan
 //! start are kept if they can be believed; the scanned region is indexed again.
 
-use std::fs::{self, OpenOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -17,6 +16,7 @@ use tracing::{info, warn};
 
 use super::checkpoint;
 use super::error::io_err;
+use super::fs::FileSystem;
 use super::format::{
     FILE_HEADER_SIZE, FileKind, LOG_FILE_SUFFIX, OFFSET_INDEX_FILE_SUFFIX, RecoveryPoint,
     TEMP_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX, check_file_header, parse_segment_file_name,
@@ -48,23 +48,25 @@ struct RecoveredTail {
 type Scan = Option<RecoveredTail>;
 
 pub(super) fn open(
+    fs: Arc<dyn FileSystem>,
     dir: &Path,
     config: LogConfig,
     mut on_recovered: impl FnMut(&EntryMeta, &[u8]),
 ) -> Result<(PartitionLog, Vec<u8>), Error> {
     config.validate()?;
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let bases = list_segments(dir)?;
-    let stored_start = checkpoint::read_log_start(dir)?;
-    let stored_checkpoint = checkpoint::read_checkpoint(dir)?;
+    fs.create_dir_all(dir).map_err(io_err(dir))?;
+    let bases = list_segments(&*fs, dir)?;
+    let stored_start = checkpoint::read_log_start(&*fs, dir)?;
+    let stored_checkpoint = checkpoint::read_checkpoint(&*fs, dir)?;
     let had_checkpoint = stored_checkpoint.is_some();
 
     let Some((&last_base, older)) = bases.split_last() else {
-        let active = ActiveSegment::create(dir, Offset(0), None, config.index_interval_bytes)?;
+        let active = ActiveSegment::create(&fs, dir, Offset(0), None, config.index_interval_bytes)?;
         if had_checkpoint {
-            checkpoint::remove_checkpoint(dir)?;
+            checkpoint::remove_checkpoint(&*fs, dir)?;
         }
         let log = assemble(
+            fs,
             dir,
             config,
             Vec::new(),
@@ -79,8 +81,9 @@ pub(super) fn open(
     for (i, &base) in older.iter().enumerate() {
         let next = bases[i + 1];
         let paths = SegmentPaths::new(dir, base);
-        let size = fs::metadata(&paths.log).map_err(io_err(&paths.log))?.len();
+        let size = fs.open_read(&paths.log).and_then(|f| f.len()).map_err(io_err(&paths.log))?;
         sealed.push(Segment::sealed(
+            &fs,
             dir,
             base,
             next,
@@ -116,13 +119,14 @@ pub(super) fn open(
         }
     }
 
-    let tail = match recover_last(dir, &config, last_base, start, &mut on_recovered)? {
+    let tail = match recover_last(&fs, dir, &config, last_base, start, &mut on_recovered)? {
         Some(tail) => tail,
         None => {
             warn!(dir = %dir.display(), "recovery point does not match the last segment; scanning it whole");
             extra.clear();
             checkpoint_index = 0;
             match recover_last(
+                &fs,
                 dir,
                 &config,
                 last_base,
@@ -143,7 +147,7 @@ pub(super) fn open(
     };
     if checkpoint_index == 0 && had_checkpoint {
         // An unusable checkpoint must not become usable later, once the log has grown past it.
-        checkpoint::remove_checkpoint(dir)?;
+        checkpoint::remove_checkpoint(&*fs, dir)?;
     }
     let next = match (tail.next, sealed.last()) {
         (Some(next), _) => next,
@@ -151,6 +155,7 @@ pub(super) fn open(
         (None, None) => (RaftIndex(1), Term(0)),
     };
     let log = assemble(
+        fs,
         dir,
         config,
         sealed,
@@ -170,6 +175,7 @@ pub(super) fn open(
 }
 
 fn assemble(
+    fs: Arc<dyn FileSystem>,
     dir: &Path,
     config: LogConfig,
     sealed: Vec<Segment>,
@@ -186,6 +192,7 @@ fn assemble(
         log_start = next_offset;
     }
     let mut log = PartitionLog {
+        fs,
         dir: dir.to_path_buf(),
         config,
         sealed,
@@ -203,28 +210,27 @@ fn assemble(
 
 /// Base offsets of the segments in `dir`, ascending. Removes leftover temporary files and index
 /// files whose log file is gone (a crash while deleting a segment).
-fn list_segments(dir: &Path) -> Result<Vec<Offset>, Error> {
+fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Offset>, Error> {
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+    for path in fs.read_dir(dir).map_err(io_err(dir))? {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             continue;
         };
         if name.ends_with(TEMP_FILE_SUFFIX) {
-            fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+            fs.remove_file(&path).map_err(io_err(&path))?;
         } else if let Some(base) = parse_segment_file_name(&name, LOG_FILE_SUFFIX) {
             bases.push(base);
         } else if let Some(base) = parse_segment_file_name(&name, OFFSET_INDEX_FILE_SUFFIX)
             .or_else(|| parse_segment_file_name(&name, TIME_INDEX_FILE_SUFFIX))
         {
-            index_files.push((base, entry.path()));
+            index_files.push((base, path));
         }
     }
     bases.sort();
     for (base, path) in index_files {
         if bases.binary_search(&base).is_err() {
-            fs::remove_file(&path).map_err(io_err(&path))?;
+            fs.remove_file(&path).map_err(io_err(&path))?;
         }
     }
     Ok(bases)
@@ -369,6 +375,7 @@ fn sealed_tail(seg: &Segment) -> Result<(RaftIndex, Term), Error> {
 /// Recovers the last segment: checks its header, keeps believable index records before the
 /// scan start, scans and re-indexes from there, and cuts the file at the first bad entry.
 fn recover_last(
+    fs: &Arc<dyn FileSystem>,
     dir: &Path,
     config: &LogConfig,
     base: Offset,
@@ -376,15 +383,11 @@ fn recover_last(
     on_recovered: &mut impl FnMut(&EntryMeta, &[u8]),
 ) -> Result<Scan, Error> {
     let paths = SegmentPaths::new(dir, base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&paths.log)
-        .map_err(io_err(&paths.log))?;
-    let len = file.metadata().map_err(io_err(&paths.log))?.len();
+    let file = fs.open_write(&paths.log, false).map_err(io_err(&paths.log))?;
+    let len = file.len().map_err(io_err(&paths.log))?;
     let mut header = [0u8; FILE_HEADER_SIZE as usize];
     let header_ok = len >= FILE_HEADER_SIZE
-        && std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0).is_ok()
+        && file.read_exact_at(&mut header, 0).is_ok()
         && check_file_header(FileKind::Segment, &header).is_ok();
     if !header_ok {
         if len > FILE_HEADER_SIZE {
@@ -397,7 +400,7 @@ fn recover_last(
         }
         warn!(segment = %paths.log.display(), "segment header torn at roll; recreating it empty");
         drop(file);
-        let active = ActiveSegment::create(dir, base, None, config.index_interval_bytes)?;
+        let active = ActiveSegment::create(fs, dir, base, None, config.index_interval_bytes)?;
         let next = match start {
             Start::Header { follows } => follows,
             Start::Checkpoint(_) => return Ok(None),
@@ -427,8 +430,8 @@ fn recover_last(
         segment_size: start_pos,
         offset_span: u64::try_from(next_offset.0 - base.0).unwrap_or(0),
     };
-    let offsets = index::load::<OffsetEntry>(&paths.offset_index, &bounds)?.entries;
-    let times = index::load::<TimeEntry>(&paths.time_index, &bounds)?.entries;
+    let offsets = index::load::<OffsetEntry>(&**fs, &paths.offset_index, &bounds)?.entries;
+    let times = index::load::<TimeEntry>(&**fs, &paths.time_index, &bounds)?.entries;
     let bytes_since_index = start_pos
         - offsets
             .last()
@@ -439,16 +442,16 @@ fn recover_last(
         bytes_since_index,
         max_timestamp,
     );
-    let offsets = IndexWriter::resume(&paths.offset_index, offsets)?;
-    let times = IndexWriter::resume(&paths.time_index, times)?;
+    let offsets = IndexWriter::resume(&**fs, &paths.offset_index, offsets)?;
+    let times = IndexWriter::resume(&**fs, &paths.time_index, times)?;
     let seg = Segment::sealed(
+        fs,
         dir,
         base,
         next_offset,
         start_pos,
         config.index_interval_bytes,
     );
-    let file = Arc::new(file);
     let mut active = ActiveSegment::from_parts(seg, Arc::clone(&file), offsets, times, policy);
 
     let mut pos = start_pos;

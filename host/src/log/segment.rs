@@ -2,16 +2,14 @@
 //! (with their crc checked), appending to the active segment, and sealing it on roll. Which
 //! segment to use, and recovery, belong to the callers in `mod.rs` and `recovery.rs`.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use tracing::warn;
 
-use super::checkpoint::sync_dir;
 use super::error::io_err;
+use super::fs::{FileHandle, FileSystem};
 use super::format::{
     ENTRY_HEADER_SIZE, EntryHeader, FILE_HEADER_SIZE, FileKind, LOG_FILE_SUFFIX,
     OFFSET_INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX, decode_entry_header, encode_entry_header,
@@ -49,9 +47,9 @@ impl SegmentPaths {
 
     /// Deletes the three files; a missing one is fine. The log file goes first, so a crash in
     /// between leaves orphan indexes, which open removes, never a log without its name.
-    pub fn remove(&self) -> Result<(), Error> {
+    pub fn remove(&self, fs: &dyn FileSystem) -> Result<(), Error> {
         for path in [&self.log, &self.offset_index, &self.time_index] {
-            match std::fs::remove_file(path) {
+            match fs.remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err(path)(e)),
@@ -85,8 +83,10 @@ pub(super) struct Segment {
     pub paths: SegmentPaths,
     /// `index_interval_bytes` to rebuild damaged indexes with.
     index_interval: u32,
+    /// Where its files live.
+    fs: Arc<dyn FileSystem>,
     /// The log file, opened on first read (read-write for the active segment).
-    file: OnceLock<Arc<File>>,
+    file: OnceLock<Arc<dyn FileHandle>>,
     /// Indexes of a sealed segment, loaded on first use.
     /// Invariant: never set while the segment is active (the writers hold its indexes).
     sealed_indexes: OnceLock<SealedIndexes>,
@@ -95,6 +95,7 @@ pub(super) struct Segment {
 impl Segment {
     /// A sealed segment found on disk; nothing is read.
     pub fn sealed(
+        fs: &Arc<dyn FileSystem>,
         dir: &Path,
         base: Offset,
         next_offset: Offset,
@@ -103,6 +104,7 @@ impl Segment {
     ) -> Self {
         Segment {
             index_interval,
+            fs: Arc::clone(fs),
             base,
             next_offset,
             size,
@@ -114,11 +116,11 @@ impl Segment {
     }
 
     /// The log file, opened read-only on first use.
-    pub fn file(&self) -> Result<&Arc<File>, Error> {
+    pub fn file(&self) -> Result<&Arc<dyn FileHandle>, Error> {
         if let Some(f) = self.file.get() {
             return Ok(f);
         }
-        let f = File::open(&self.paths.log).map_err(io_err(&self.paths.log))?;
+        let f = self.fs.open_read(&self.paths.log).map_err(io_err(&self.paths.log))?;
         Ok(self.file.get_or_init(|| Arc::new(f)))
     }
 
@@ -151,8 +153,8 @@ impl Segment {
 
     fn load_or_rebuild_indexes(&self) -> Result<SealedIndexes, Error> {
         let bounds = self.bounds();
-        let offsets = index::load::<OffsetEntry>(&self.paths.offset_index, &bounds)?;
-        let times = index::load::<TimeEntry>(&self.paths.time_index, &bounds)?;
+        let offsets = index::load::<OffsetEntry>(&*self.fs, &self.paths.offset_index, &bounds)?;
+        let times = index::load::<TimeEntry>(&*self.fs, &self.paths.time_index, &bounds)?;
         // A segment with data always has a time record for its first data entry.
         let times_missing = times.entries.is_empty() && self.next_offset > self.base;
         if offsets.clean && times.clean && !times_missing {
@@ -195,8 +197,8 @@ impl Segment {
         rebuilt
             .times
             .extend(policy.final_time_record(rebuilt.times.last()));
-        index::write_all(&self.paths.offset_index, &rebuilt.offsets)?;
-        index::write_all(&self.paths.time_index, &rebuilt.times)?;
+        index::write_all(&*self.fs, &self.paths.offset_index, &rebuilt.offsets)?;
+        index::write_all(&*self.fs, &self.paths.time_index, &rebuilt.times)?;
         Ok(rebuilt)
     }
 
@@ -215,7 +217,7 @@ impl Segment {
 pub(super) struct ActiveSegment {
     pub seg: Segment,
     /// Same handle as `seg.file`, kept here to hand to group commit.
-    pub file: Arc<File>,
+    pub file: Arc<dyn FileHandle>,
     pub offsets: IndexWriter<OffsetEntry>,
     pub times: IndexWriter<TimeEntry>,
     pub policy: IndexPolicy,
@@ -224,36 +226,31 @@ pub(super) struct ActiveSegment {
 impl ActiveSegment {
     /// Creates a new, empty segment at `base` and makes its names durable.
     pub fn create(
+        fs: &Arc<dyn FileSystem>,
         dir: &Path,
         base: Offset,
         created_ms: Option<i64>,
         index_interval: u32,
     ) -> Result<Self, Error> {
         let paths = SegmentPaths::new(dir, base);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&paths.log)
-            .map_err(io_err(&paths.log))?;
+        let file = fs.open_write(&paths.log, true).map_err(io_err(&paths.log))?;
         file.write_all_at(&encode_file_header(FileKind::Segment), 0)
             .map_err(io_err(&paths.log))?;
         // File header must be persisted: entries appended later are synced by group commit
         // (sync_data), and a crash must not leave them behind a missing header.
         file.sync_all().map_err(io_err(&paths.log))?;
-        let offsets = IndexWriter::resume(&paths.offset_index, Vec::new())?;
-        let times = IndexWriter::resume(&paths.time_index, Vec::new())?;
+        let offsets = IndexWriter::resume(&**fs, &paths.offset_index, Vec::new())?;
+        let times = IndexWriter::resume(&**fs, &paths.time_index, Vec::new())?;
         offsets.sync()?;
         times.sync()?;
         // The new names must survive a crash, or entries synced into the new file would be
         // lost together with its directory entry.
-        sync_dir(dir)?;
-        let mut seg = Segment::sealed(dir, base, base, FILE_HEADER_SIZE, index_interval);
+        fs.sync_dir(dir).map_err(io_err(dir))?;
+        let mut seg = Segment::sealed(fs, dir, base, base, FILE_HEADER_SIZE, index_interval);
         seg.created_ms = created_ms;
         Ok(Self::from_parts(
             seg,
-            Arc::new(file),
+            file,
             offsets,
             times,
             IndexPolicy::new(base, index_interval, 0, None),
@@ -263,7 +260,7 @@ impl ActiveSegment {
     /// Assembles an active segment whose log file is `file`, opened read-write.
     pub fn from_parts(
         seg: Segment,
-        file: Arc<File>,
+        file: Arc<dyn FileHandle>,
         offsets: IndexWriter<OffsetEntry>,
         times: IndexWriter<TimeEntry>,
         policy: IndexPolicy,
@@ -382,7 +379,7 @@ pub(super) enum Probe {
 }
 
 /// Reads `buf.len()` bytes at `pos`; `false` if the file ends first.
-fn pread(file: &File, buf: &mut [u8], pos: u64) -> io::Result<bool> {
+fn pread(file: &dyn FileHandle, buf: &mut [u8], pos: u64) -> io::Result<bool> {
     match file.read_exact_at(buf, pos) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
@@ -392,7 +389,7 @@ fn pread(file: &File, buf: &mut [u8], pos: u64) -> io::Result<bool> {
 
 /// Reads and decodes the entry header at `pos` of a file of length `file_len`. Allocates nothing:
 /// a length prefix is checked against the file before anything is sized by it.
-pub(super) fn probe(file: &File, pos: u64, file_len: u64) -> io::Result<Probe> {
+pub(super) fn probe(file: &dyn FileHandle, pos: u64, file_len: u64) -> io::Result<Probe> {
     if pos == file_len {
         return Ok(Probe::End);
     }
@@ -428,7 +425,7 @@ fn check_header(h: &[u8; ENTRY_HEADER_SIZE], left: u64) -> Probe {
 /// so a scan that skips payloads costs one read per buffer, not one per entry (start-up reads
 /// every header of every segment).
 pub(super) struct HeaderReader<'a> {
-    file: &'a File,
+    file: &'a dyn FileHandle,
     file_len: u64,
     buf: Vec<u8>,
     /// File position of `buf[0]`.
@@ -438,7 +435,7 @@ pub(super) struct HeaderReader<'a> {
 }
 
 impl<'a> HeaderReader<'a> {
-    pub fn new(file: &'a File, file_len: u64) -> Self {
+    pub fn new(file: &'a dyn FileHandle, file_len: u64) -> Self {
         HeaderReader {
             file,
             file_len,
@@ -488,7 +485,7 @@ impl<'a> HeaderReader<'a> {
 
 /// Checks the payload crc of the entry at `pos` in chunks, without holding the payload.
 pub(super) fn verify_payload(
-    file: &File,
+    file: &dyn FileHandle,
     pos: u64,
     h: &EntryHeader,
     scratch: &mut Vec<u8>,
@@ -512,7 +509,7 @@ pub(super) fn verify_payload(
 /// Appends the payload of the entry at `pos` to `out` if its crc matches; `out` is unchanged if
 /// not. A payload longer than `max_entry_bytes` is verified in chunks before it is allocated.
 pub(super) fn read_payload(
-    file: &File,
+    file: &dyn FileHandle,
     pos: u64,
     h: &EntryHeader,
     max_entry_bytes: u32,
@@ -540,7 +537,7 @@ mod tests {
     #[test]
     fn append_then_probe_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut active = ActiveSegment::create(dir.path(), Offset(0), Some(0), 4096).unwrap();
+        let mut active = ActiveSegment::create(&crate::log::fs::StdFs::shared(), dir.path(), Offset(0), Some(0), 4096).unwrap();
         let meta = EntryMeta {
             kind: EntryKind::Data,
             term: Term(1),

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::config::FlushPolicy;
+use crate::log::fs::FileSystem;
 use crate::log::{EntryKind, LogConfig, Offset, PartitionLog};
 use batch::{BatchError, BatchHeader, parse_batches};
 use producer_state::{ProducerStates, SequenceCheck};
@@ -69,6 +70,8 @@ pub struct PartitionConfig {
     pub checkpoint_interval: Duration,
     /// How long an idempotent producer's state is kept after its last write.
     pub producer_expiration_ms: i64,
+    /// Where the replica's files live (the real file system, or a faulty one in tests).
+    pub fs: Arc<dyn FileSystem>,
 }
 
 /// Where a leader's proposal landed in the Raft log: the driver records the index once raft-rs
@@ -168,7 +171,7 @@ impl Partition {
     /// Opens (recovering) or creates the replica in `dir` ([`Partition::open_replica`]).
     fn open_with(topic: &str, index: i32, dir: &Path, config: PartitionConfig, setup: replica::ReplicaSetup) -> Result<Arc<Partition>, Error> {
         let mut tail: Vec<(BatchHeader, i64)> = Vec::new();
-        let (log, extra) = PartitionLog::open(dir, config.log.clone(), |meta, payload| {
+        let (log, extra) = PartitionLog::open_on(Arc::clone(&config.fs), dir, config.log.clone(), |meta, payload| {
             if meta.kind != EntryKind::Data {
                 return;
             }

@@ -10,7 +10,6 @@
 //! already written, so every replica stores identical bytes; a leader's no-op; or a new log
 //! start chosen by the leader's retention policy, applied by every replica at the same index.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +21,7 @@ use super::batch::{BatchHeader, parse_batches};
 use super::producer_state::ProducerStates;
 use super::{Appended, Error, Partition, check_sequences, stamp};
 use crate::config::FlushPolicy;
+use crate::log::fs::FileHandle;
 use crate::log::{EntryKind, EntryMeta, Offset, PartitionLog, RaftIndex, RecoveryPoint, Term};
 use crate::raft::storage::{RaftStore, Slot};
 
@@ -189,11 +189,11 @@ fn rebuild_producers(log: &PartitionLog, now_ms: i64) -> Result<ProducerStates, 
 /// What the driver fsyncs for a replica: the log's active segment and the hard state file.
 pub struct SyncTarget {
     /// Active segment.
-    pub log: Arc<File>,
+    pub log: Arc<dyn FileHandle>,
     /// Where the log stood.
     pub point: RecoveryPoint,
     /// The hard state file.
-    pub state: File,
+    pub state: Arc<dyn FileHandle>,
     /// Producer state exactly at `point`, when a checkpoint is due: read under the same lock as
     /// the point, so a checkpoint never vouches for a batch the synced log lacks.
     pub checkpoint: Option<Vec<u8>>,
@@ -335,7 +335,7 @@ impl Partition {
         let log = inner.log.as_ref().ok_or(Error::Closed)?;
         let raft = inner.raft.as_mut().ok_or(Error::Closed)?;
         let (file, point) = log.sync_target();
-        let state = raft.store.state_file.sync_handle()?;
+        let state = raft.store.state_file.sync_handle();
         let checkpoint = (raft.last_checkpoint.elapsed() >= self.checkpoint_interval).then(|| {
             raft.last_checkpoint = std::time::Instant::now();
             let now = crate::clock::now_ms();
@@ -458,6 +458,7 @@ pub(crate) mod tests {
             flush_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(3600),
             producer_expiration_ms: i64::MAX,
+            fs: crate::log::fs::StdFs::shared(),
         }
     }
 

@@ -431,6 +431,7 @@ mod tests {
 
     use super::*;
     use crate::config::FlushPolicy;
+    use crate::log::fs::FaultyFs;
     use crate::partition::batch::tests::batch;
     use crate::partition::replica::ReplicaSetup;
     use crate::partition::replica::tests::settings;
@@ -445,9 +446,13 @@ mod tests {
     }
 
     fn sole_voter(dir: &Path, policy: FlushPolicy, flush_interval: Duration) -> (Group, mpsc::Receiver<Proposal>) {
+        sole_voter_on(FaultyFs::new(), dir, policy, flush_interval)
+    }
+
+    fn sole_voter_on(fs: FaultyFs, dir: &Path, policy: FlushPolicy, flush_interval: Duration) -> (Group, mpsc::Receiver<Proposal>) {
         let (tx, rx) = mpsc::channel(16);
         let setup = ReplicaSetup { group: 7, voters: vec![1], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
-        let config = crate::partition::PartitionConfig { flush_policy: policy, flush_interval, ..settings(1 << 20) };
+        let config = crate::partition::PartitionConfig { flush_policy: policy, flush_interval, fs: Arc::new(fs), ..settings(1 << 20) };
         let partition = Partition::open_replica("t", 0, dir, config, setup).unwrap();
         let group = Group::new(7, 1, &RaftConfig::default(), partition, None, &slog::Logger::root(slog::Discard, slog::o!())).unwrap();
         (group, rx)
@@ -511,5 +516,66 @@ mod tests {
         g.write_caching = Some(Duration::ZERO);
         assert_eq!(round(&mut g, &mut rx, &metrics), 1);
         assert_eq!(round(&mut g, &mut rx, &metrics), 0, "nothing is left to fsync");
+    }
+
+    /// Runs rounds until the replica serves as leader.
+    fn lead(g: &mut Group, rx: &mut mpsc::Receiver<Proposal>, metrics: &Metrics) {
+        for _ in 0..4 {
+            round(g, rx, metrics);
+        }
+        assert!(g.partition.is_leader());
+    }
+
+    #[test]
+    fn a_failed_fsync_acknowledges_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new(1);
+        let fs = FaultyFs::new();
+        let (mut g, mut rx) = sole_voter_on(fs.clone(), dir.path(), FlushPolicy::OnAck, Duration::from_secs(1));
+        lead(&mut g, &mut rx, &metrics);
+        let appended = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
+        g.propose(rx.try_recv().unwrap());
+        g.ready(&Nowhere, &metrics).unwrap();
+        fs.fail_syncs(1);
+        let job = g.sync_job().unwrap().expect("the entry needs an fsync");
+        // The driver stops the node on this error; nothing it covered was acknowledged.
+        assert!(job.run().is_err());
+        for all in [true, false] {
+            assert!(g.partition.wait_durable(&appended, all).now_or_never().is_none(), "acks={} answered for an entry whose fsync failed", if all { "all" } else { "1" });
+        }
+    }
+
+    #[test]
+    fn a_full_disk_or_a_torn_write_stops_the_replica_and_a_restart_keeps_what_was_acknowledged() {
+        for fault in ["disk full", "torn write"] {
+            let dir = tempfile::tempdir().unwrap();
+            let metrics = Metrics::new(1);
+            let fs = FaultyFs::new();
+            let (mut g, mut rx) = sole_voter_on(fs.clone(), dir.path(), FlushPolicy::OnAck, Duration::from_secs(1));
+            lead(&mut g, &mut rx, &metrics);
+            let first = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
+            for _ in 0..3 {
+                round(&mut g, &mut rx, &metrics);
+            }
+            assert!(g.partition.wait_durable(&first, true).now_or_never().is_some_and(|r| r.is_ok()));
+            let second = g.partition.append(&batch(5, -1, -1, -1), 0).unwrap();
+            g.propose(rx.try_recv().unwrap());
+            match fault {
+                "disk full" => fs.set_disk_full(true),
+                _ => fs.tear_next_write(10),
+            }
+            assert!(g.ready(&Nowhere, &metrics).is_err(), "{fault}: writing the entry must fail the replica");
+            assert!(g.partition.wait_durable(&second, true).now_or_never().is_none(), "{fault}: the failed write was acknowledged");
+            // The driver stops the node; after a power loss and a restart the acknowledged write
+            // is there and the torn bytes are not.
+            drop(g);
+            fs.set_disk_full(false);
+            fs.crash().unwrap();
+            let (mut g, mut rx) = sole_voter_on(fs.clone(), dir.path(), FlushPolicy::OnAck, Duration::from_secs(1));
+            lead(&mut g, &mut rx, &metrics);
+            assert_eq!(g.partition.high_watermark(), first.end_offset, "{fault}");
+            let third = g.partition.append(&batch(2, -1, -1, -1), 0).unwrap();
+            assert_eq!(third.base_offset, first.end_offset, "{fault}: the log goes on after the acknowledged write");
+        }
     }
 }

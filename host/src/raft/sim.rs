@@ -1,7 +1,9 @@
 //! A randomized, seeded simulation of one partition's Raft group: 3 or 5 replicas of the real
 //! replica, log and per-group driver code ([`Group`], the proposal merging of the ready loop)
 //! over a simulated network that drops, delays, reorders and partitions messages, with nodes
-//! killed (their process state lost, their files kept) and restarted. Time is the step counter.
+//! killed (kill -9: their process state lost, their files kept) or powered off (their
+//! [`FaultyFs`] crashes: whatever was not fsynced is lost) and restarted. Time is the step
+//! counter.
 //!
 //! Idempotent producers write all the time, each with one batch in flight, retrying a failed
 //! batch on whichever replica leads, with acks=all or acks=1. Every acknowledgement is recorded.
@@ -32,6 +34,7 @@ use super::driver::ProposalBatch;
 use super::group::{Group, Outbox};
 use crate::config::{FlushPolicy, RaftConfig};
 use crate::log::LogConfig;
+use crate::log::fs::FaultyFs;
 use crate::metrics::Metrics;
 use crate::partition::batch::{self, parse_batches};
 use crate::partition::replica::{Proposal, ReplicaSetup};
@@ -93,17 +96,8 @@ struct Replica {
     synced: Option<(u64, u64, crate::log::RecoveryPoint)>,
     /// The high watermark this incarnation last showed.
     high_watermark: i64,
-    /// What the last fsyncs made durable: a power loss keeps only this.
-    durable: Durable,
-}
-
-/// What a power loss keeps of a replica's files (rolled segments were fsynced when rolled).
-#[derive(Default)]
-struct Durable {
-    /// The active segment's base, synced length and log generation at the last log fsync.
-    segment: Option<(i64, u64, u64)>,
-    /// The hard state file's bytes at its last fsync.
-    hard_state: Option<Vec<u8>>,
+    /// Its files: a power loss keeps only what was made durable.
+    fs: FaultyFs,
 }
 
 /// One logical write of a producer; retried with the same bytes until acknowledged.
@@ -182,12 +176,13 @@ impl Sim {
             flush_interval: if rng.chance(0.5) { Duration::ZERO } else { Duration::from_secs(3600) },
             checkpoint_interval: if rng.chance(0.5) { Duration::ZERO } else { Duration::from_secs(3600) },
             producer_expiration_ms: i64::MAX,
+            fs: crate::log::fs::StdFs::shared(),
         };
         let raft = RaftConfig { election_ticks: 10, heartbeat_ticks: 2, max_append_bytes: 256 + rng.below(8192), max_inflight_appends: 2 + rng.below(30) as usize, ..RaftConfig::default() };
         let loss = [0.0, 0.02, 0.1][rng.below(3) as usize];
         let replicas = voters
             .iter()
-            .map(|&id| Replica { id, dir: root.join(format!("node-{id}")), group: None, proposals: None, synced: None, high_watermark: 0, durable: Durable::default() })
+            .map(|&id| Replica { id, dir: root.join(format!("node-{id}")), group: None, proposals: None, synced: None, high_watermark: 0, fs: FaultyFs::new() })
             .collect();
         let mut sim = Sim {
             seed,
@@ -219,14 +214,9 @@ impl Sim {
         let (tx, rx) = mpsc::channel(1024);
         let r = &mut self.replicas[i];
         let setup = ReplicaSetup { group: GROUP, voters: self.voters.clone(), proposals: tx, cache_bytes: 2048, offsets_on_write: false };
-        let partition = Partition::open_replica("sim", 0, &r.dir, self.partition.clone(), setup).unwrap_or_else(|e| panic!("seed {}: node {} does not reopen: {e}", self.seed, r.id));
+        let config = PartitionConfig { fs: Arc::new(r.fs.clone()), ..self.partition.clone() };
+        let partition = Partition::open_replica("sim", 0, &r.dir, config, setup).unwrap_or_else(|e| panic!("seed {}: node {} does not reopen: {e}", self.seed, r.id));
         r.high_watermark = partition.high_watermark();
-        // Opening fsyncs the active segment as recovery found it: all of it is durable now.
-        if let Ok(target) = partition.sync_target() {
-            r.durable.segment = Some((target.point.segment_base.0, target.point.position, target.point.generation()));
-        }
-        // So does the hard state file.
-        r.durable.hard_state = std::fs::read(r.dir.join("raft-state")).ok();
         // The sim's generator picks each incarnation's election timeout, so a seed replays.
         let timeout = self.raft.election_ticks + self.rng.below(self.raft.election_ticks as u64) as usize;
         let r = &mut self.replicas[i];
@@ -236,31 +226,17 @@ impl Sim {
     }
 
     /// kill -9: the process state goes, the files stay; requests waiting on it get no answer.
-    /// With `power_loss`, also everything written since the last fsync goes.
+    /// With `power_loss`, also everything not made durable goes: file contents not fsynced,
+    /// names not fsynced into their directory.
     fn kill(&mut self, i: usize, power_loss: bool) {
         let id = self.replicas[i].id;
         let r = &mut self.replicas[i];
-        let generation = r.group.as_ref().and_then(|g| g.partition.sync_target().ok()).map(|t| (t.point.segment_base.0, t.point.generation()));
         r.group = None;
         r.proposals = None;
         r.synced = None;
         self.waiting.retain(|w| w.node != id);
         if power_loss {
-            // Only what is known to be unsynced is dropped: the active segment's tail past the
-            // last fsync (while no truncation came between), and an unsynced hard state.
-            if let (Some((base, length, synced_generation)), Some((active_base, generation))) = (r.durable.segment, generation)
-                && base == active_base
-                && synced_generation == generation
-            {
-                let segment = r.dir.join(format!("{base:020}.log"));
-                let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("the active segment");
-                if file.metadata().expect("metadata").len() > length {
-                    file.set_len(length).expect("truncating the unsynced tail");
-                }
-            }
-            if let Some(bytes) = &r.durable.hard_state {
-                std::fs::write(r.dir.join("raft-state"), bytes).expect("restoring the synced hard state");
-            }
+            r.fs.crash().unwrap_or_else(|e| panic!("seed {}: power loss of node {id}: {e}", self.seed));
         }
     }
 
@@ -395,12 +371,7 @@ impl Sim {
         if r.synced.is_none()
             && let Ok(Some(job)) = group.sync_job()
         {
-            let sync_state = job.sync_state;
             let done = job.run().unwrap_or_else(|e| panic!("seed {}: fsync: {e}", self.seed));
-            r.durable.segment = Some((done.2.segment_base.0, done.2.position, done.2.generation()));
-            if sync_state {
-                r.durable.hard_state = std::fs::read(r.dir.join("raft-state")).ok();
-            }
             r.synced = Some((self.step + self.rng.below(3), done.1, done.2));
         }
         let hw = group.partition.high_watermark();

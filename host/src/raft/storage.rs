@@ -5,8 +5,6 @@
 //! about them.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +12,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use super::entry::encode_entry;
+use crate::log::fs::{FileHandle, FileSystem, replace_file};
 use crate::log::{EntryKind, EntryMeta, Offset, PartitionLog, RaftIndex};
 use crate::partition::{Error, Partition};
 
@@ -29,7 +28,7 @@ const STATE_SIZE_V0: usize = 32;
 /// The file holding a replica's term, vote and commit index, rewritten in place.
 pub struct HardStateFile {
     path: PathBuf,
-    file: File,
+    file: Arc<dyn FileHandle>,
 }
 
 impl HardStateFile {
@@ -37,21 +36,21 @@ impl HardStateFile {
     /// converted first. What is read is made durable before it is returned: after a kill -9
     /// it may sit only in the page cache, and the replica is about to act on it. The flag says
     /// whether the file was created now.
-    pub fn open(dir: &Path) -> Result<(HardStateFile, HardState, bool), Error> {
+    pub fn open(fs: &dyn FileSystem, dir: &Path) -> Result<(HardStateFile, HardState, bool), Error> {
         let path = dir.join(STATE_FILE);
         let io = |source| crate::log::Error::Io { path: path.clone(), source };
-        let existed = path.exists();
-        let open = || OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+        let existed = fs.open_read(&path).is_ok();
+        let open = || fs.open_write(&path, false);
         let mut file = open().map_err(io)?;
         if !existed {
             // The file's name must survive a power loss too, or a vote fsynced into it could vanish.
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            fs.sync_dir(dir).map_err(io)?;
         }
-        let hard_state = read_hard_state(&file).map_err(|e| Error::StorageFailed(format!("{}: {e}", path.display())))?;
-        if file.metadata().map_err(io)?.len() == STATE_SIZE_V0 as u64 {
+        let hard_state = read_hard_state(&*file).map_err(|e| Error::StorageFailed(format!("{}: {e}", path.display())))?;
+        if file.len().map_err(io)? == STATE_SIZE_V0 as u64 {
             // An older format: replaced whole, so a crash leaves one format or the other, never
             // a mix that reads as corrupt; later writes rewrite the current format in place.
-            crate::durable::replace_file(dir, STATE_TMP_FILE, STATE_FILE, &encode_hard_state(&hard_state)).map_err(io)?;
+            replace_file(fs, dir, STATE_TMP_FILE, STATE_FILE, &encode_hard_state(&hard_state)).map_err(io)?;
             file = open().map_err(io)?;
         }
         file.sync_all().map_err(io)?;
@@ -69,14 +68,14 @@ impl HardStateFile {
     }
 
     /// A handle to fsync the file with, off the lock that guards it.
-    pub fn sync_handle(&self) -> Result<File, Error> {
-        self.file.try_clone().map_err(|source| Error::Log(crate::log::Error::Io { path: self.path.clone(), source }))
+    pub fn sync_handle(&self) -> Arc<dyn FileHandle> {
+        Arc::clone(&self.file)
     }
 }
 
-fn read_hard_state(file: &File) -> std::io::Result<HardState> {
+fn read_hard_state(file: &dyn FileHandle) -> std::io::Result<HardState> {
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("raft state file: {why}"));
-    let len = file.metadata()?.len();
+    let len = file.len()?;
     // The fields start after the magic (version 0) or after magic and version.
     let fields_at = match len {
         0 => return Ok(HardState::default()),
@@ -300,7 +299,7 @@ pub struct RaftStore {
 impl RaftStore {
     /// Opens the Raft storage of the replica in `dir` whose log is `log`.
     pub fn open(dir: &Path, log: &PartitionLog, voters: Vec<u64>, cache_bytes: usize) -> Result<RaftStore, Error> {
-        let (state_file, hard_state, created) = HardStateFile::open(dir)?;
+        let (state_file, hard_state, created) = HardStateFile::open(&**log.fs(), dir)?;
         let mut store = RaftStore { voters, hard_state, state_file, index: IndexTable::load(log)?, cache: EntryCache::new(cache_bytes) };
         let last = store.index.last_index();
         if created && store.voters.len() == 1 && last >= store.index.first_index() {
@@ -419,8 +418,8 @@ impl Storage for ReplicaStorage {
 mod tests {
     use super::*;
 
-    fn state_file(dir: &Path) -> File {
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("s")).unwrap()
+    fn state_file(dir: &Path) -> Arc<dyn FileHandle> {
+        crate::log::fs::StdFs.open_write(&dir.join("s"), false).unwrap()
     }
 
     #[test]
@@ -457,7 +456,7 @@ mod tests {
         let crc = crc32c::crc32c(&v0);
         v0.extend_from_slice(&crc.to_be_bytes());
         std::fs::write(dir.path().join(STATE_FILE), &v0).unwrap();
-        let (file, hs, created) = HardStateFile::open(dir.path()).unwrap();
+        let (file, hs, created) = HardStateFile::open(&crate::log::fs::StdFs, dir.path()).unwrap();
         assert!(!created);
         assert_eq!((hs.term, hs.vote, hs.commit), (9, 2, 1234));
         assert_eq!(std::fs::metadata(dir.path().join(STATE_FILE)).unwrap().len(), STATE_SIZE as u64);
@@ -465,7 +464,7 @@ mod tests {
         next.term = 10;
         file.save(&next).unwrap();
         drop(file);
-        assert_eq!(HardStateFile::open(dir.path()).unwrap().1, next);
+        assert_eq!(HardStateFile::open(&crate::log::fs::StdFs, dir.path()).unwrap().1, next);
     }
 
     #[test]
@@ -491,7 +490,7 @@ mod tests {
     #[test]
     fn the_commit_to_start_from_covers_what_retention_deleted_and_never_passes_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let (state_file, mut hard_state, _) = HardStateFile::open(dir.path()).unwrap();
+        let (state_file, mut hard_state, _) = HardStateFile::open(&crate::log::fs::StdFs, dir.path()).unwrap();
         hard_state.commit = 2;
         let mut index = IndexTable { first_index: 1, prev_term: 0, slots: VecDeque::new() };
         for i in 1..=10u64 {
