@@ -202,7 +202,7 @@ impl Partition {
             None => {
                 let mut states = ProducerStates::default();
                 let tail_start = tail.first().map_or(log.next_offset(), |&(_, offset)| Offset(offset));
-                replay_producers(&log, &mut states, log.log_start_offset(), tail_start, now)?;
+                replay_producers(&log, &mut states, log.log_start_offset(), tail_start, usize::MAX, now)?;
                 states
             }
         };
@@ -394,6 +394,8 @@ impl Partition {
 
     /// Flushes, writes the final checkpoint and closes the files. Waiting producers get `Closed`.
     pub fn close(&self) -> Result<(), Error> {
+        // The final checkpoint vouches for the producer state: finish rebuilding it first.
+        while !self.rebuild_producers(usize::MAX)? {}
         self.closing.store(true, Ordering::SeqCst);
         let _writing = self.checkpoint_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut inner = self.lock();
@@ -419,11 +421,16 @@ impl Partition {
     }
 }
 
-/// Records in `states` every batch of `log` from offset `from` up to `end` (replayed producers
-/// count as seen at `now_ms`).
-pub(crate) fn replay_producers(log: &PartitionLog, states: &mut ProducerStates, mut from: Offset, end: Offset, now_ms: i64) -> Result<(), Error> {
+/// Records in `states` the batches of `log` from offset `from` up to `end`, reading about
+/// `budget` bytes at most (replayed producers count as seen at `now_ms`). Returns where it
+/// stopped: `end` once done (also past damage it cannot read through).
+pub(crate) fn replay_producers(log: &PartitionLog, states: &mut ProducerStates, mut from: Offset, end: Offset, budget: usize, now_ms: i64) -> Result<Offset, Error> {
+    let mut left = budget;
     while from < end {
-        let bytes = match log.read(from, end, 4 << 20) {
+        if left == 0 {
+            return Ok(from);
+        }
+        let bytes = match log.read(from, end, left.min(4 << 20)) {
             Ok(bytes) => bytes,
             // Damaged records are never served; producer state past them is lost, not the node.
             Err(e @ crate::log::Error::Corruption { .. }) => {
@@ -441,8 +448,9 @@ pub(crate) fn replay_producers(log: &PartitionLog, states: &mut ProducerStates, 
             states.record(h, base, now_ms);
             from = Offset(base + i64::from(h.offset_count));
         }
+        left = left.saturating_sub(bytes.len());
     }
-    Ok(())
+    Ok(end)
 }
 
 /// A produce record set with offsets and leader epoch written in.

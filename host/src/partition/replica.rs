@@ -80,6 +80,8 @@ pub(crate) struct RaftLog {
     leases: u64,
     offsets_on_write: bool,
     last_checkpoint: std::time::Instant,
+    /// After a truncation: the producer state being rebuilt, until it is done.
+    rebuild: Option<Rebuild>,
 }
 
 impl RaftLog {
@@ -93,6 +95,7 @@ impl RaftLog {
             leases: 0,
             offsets_on_write: setup.offsets_on_write,
             last_checkpoint: std::time::Instant::now(),
+            rebuild: None,
         })
     }
 
@@ -171,19 +174,32 @@ fn hand_over(proposals: &mpsc::Sender<Proposal>, proposal: Proposal) -> Result<(
     })
 }
 
-/// Rebuilds producer state after a truncation took entries back: from the newest checkpoint,
-/// which a truncation never leaves above the cut, plus the batches after it; from the whole log
-/// only when there is no checkpoint.
-fn rebuild_producers(log: &PartitionLog, now_ms: i64) -> Result<ProducerStates, Error> {
-    let (mut states, from) = match log.checkpoint()? {
-        Some((at, bytes)) => match ProducerStates::from_bytes(&bytes) {
-            Ok(states) => (states, at),
-            Err(_) => (ProducerStates::default(), log.log_start_offset()),
-        },
-        None => (ProducerStates::default(), log.log_start_offset()),
-    };
-    super::replay_producers(log, &mut states, from, log.next_offset(), now_ms)?;
-    Ok(states)
+/// Bytes of log a producer-state rebuild reads per round of the Raft driver, so a truncation
+/// never stalls the other groups of the node for long.
+pub const REBUILD_BYTES_PER_ROUND: usize = 1 << 20;
+
+/// Producer state being rebuilt after a truncation took entries back: from the newest
+/// checkpoint (which a truncation never leaves above the cut; the log start when there is none)
+/// through the batches up to the cut, a bounded read at a time. Batches written after the cut
+/// meanwhile wait in `since`. A replica does not start leading before it is done.
+pub(crate) struct Rebuild {
+    states: ProducerStates,
+    next: Offset,
+    upto: Offset,
+    since: Vec<(BatchHeader, i64, i64)>,
+}
+
+impl Rebuild {
+    fn start(log: &PartitionLog) -> Result<Rebuild, Error> {
+        let (states, next) = match log.checkpoint()? {
+            Some((at, bytes)) => match ProducerStates::from_bytes(&bytes) {
+                Ok(states) => (states, at),
+                Err(_) => (ProducerStates::default(), log.log_start_offset()),
+            },
+            None => (ProducerStates::default(), log.log_start_offset()),
+        };
+        Ok(Rebuild { states, next, upto: log.next_offset(), since: Vec::new() })
+    }
 }
 
 /// What the driver fsyncs for a replica: the log's active segment and the hard state file.
@@ -260,7 +276,8 @@ impl Partition {
                 lowered
             });
             raft.store.cache.truncate_from(first.index);
-            inner.producers = rebuild_producers(log, now_ms)?;
+            // Replaces a rebuild still running: the new one reads up to the new cut.
+            raft.rebuild = Some(Rebuild::start(log)?);
         }
         for entry in entries {
             let next = log.next_offset().0;
@@ -286,7 +303,10 @@ impl Partition {
             {
                 let mut at = meta.base_offset.0;
                 for h in &headers {
-                    inner.producers.record(h, at, now_ms);
+                    match raft.rebuild.as_mut() {
+                        Some(rebuild) => rebuild.since.push((*h, at, now_ms)),
+                        None => inner.producers.record(h, at, now_ms),
+                    }
                     at += i64::from(h.offset_count);
                 }
             }
@@ -336,7 +356,8 @@ impl Partition {
         let raft = inner.raft.as_mut().ok_or(Error::Closed)?;
         let (file, point) = log.sync_target();
         let state = raft.store.state_file.sync_handle();
-        let checkpoint = (raft.last_checkpoint.elapsed() >= self.checkpoint_interval).then(|| {
+        // While producer state is rebuilt there is none to vouch for the point with.
+        let checkpoint = (raft.rebuild.is_none() && raft.last_checkpoint.elapsed() >= self.checkpoint_interval).then(|| {
             raft.last_checkpoint = std::time::Instant::now();
             let now = crate::clock::now_ms();
             inner.producers.expire(now, self.producer_expiration_ms);
@@ -400,10 +421,14 @@ impl Partition {
 
     /// Starts serving writes as leader of `term`: called once everything before the leader's
     /// first entry is applied, so the log end and producer state are exact.
-    pub fn become_leader(&self, term: u64) {
+    /// Returns false (and changes nothing) while producer state is still being rebuilt.
+    pub fn become_leader(&self, term: u64) -> bool {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let (Some(log), Some(raft)) = (inner.log.as_ref(), inner.raft.as_mut()) else { return };
+        let (Some(log), Some(raft)) = (inner.log.as_ref(), inner.raft.as_mut()) else { return false };
+        if raft.rebuild.is_some() {
+            return false;
+        }
         raft.leases += 1;
         let lease = (term << LEASE_TERM_SHIFT) | (raft.leases & ((1 << LEASE_TERM_SHIFT) - 1));
         raft.leader = Some(LeaderView { lease, term, next_offset: log.next_offset().0, producers: inner.producers.clone(), replicated: 0 });
@@ -412,6 +437,28 @@ impl Partition {
             d.lease = lease;
             d.persisted = d.persisted.min(end);
         });
+        true
+    }
+
+    /// Goes on with a producer-state rebuild for at most `budget` bytes of log; true once none
+    /// is left to do.
+    pub fn rebuild_producers(&self, budget: usize) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let (Some(log), Some(raft)) = (inner.log.as_ref(), inner.raft.as_mut()) else { return Ok(true) };
+        let Some(rebuild) = raft.rebuild.as_mut() else { return Ok(true) };
+        // Retention may have moved the log start meanwhile: what it deleted is not replayed.
+        rebuild.next = rebuild.next.max(log.log_start_offset());
+        rebuild.next = super::replay_producers(log, &mut rebuild.states, rebuild.next, rebuild.upto, budget, crate::clock::now_ms())?;
+        if rebuild.next < rebuild.upto {
+            return Ok(false);
+        }
+        let Some(Rebuild { mut states, since, .. }) = raft.rebuild.take() else { return Ok(true) };
+        for (h, at, seen_ms) in &since {
+            states.record(h, *at, *seen_ms);
+        }
+        inner.producers = states;
+        Ok(true)
     }
 
     /// Stops serving writes; producers waiting on this leadership are failed.
@@ -704,7 +751,8 @@ pub(crate) mod tests {
         // A point taken before the cut vouches for nothing after it.
         p.persisted(&before_cut.point);
         // Re-elected, this replica's next write [15, 18) is not on its disk yet.
-        p.become_leader(4);
+        while !p.rebuild_producers(usize::MAX).unwrap() {}
+        assert!(p.become_leader(4));
         let appended = p.append(&batch(3, -1, -1, -1), 0).unwrap();
         assert_eq!((appended.base_offset, appended.end_offset), (15, 18));
         let proposal = rx.try_recv().unwrap();
@@ -829,13 +877,22 @@ pub(crate) mod tests {
         let target = p.sync_target().unwrap();
         target.log.sync_data().unwrap();
         p.write_checkpoint(&target.point, target.checkpoint.as_deref().unwrap());
-        p.write_entries(&[data_entry(3, 1, 2, batch(2, 71, 0, 0)), data_entry(4, 1, 4, batch(2, 72, 0, 0))], 0).unwrap();
-        // A term-2 leader keeps entry 3 and replaces entry 4.
-        p.write_entries(&[data_entry(4, 2, 4, batch(1, -1, -1, -1))], 0).unwrap();
-        p.commit_to(4);
-        p.become_leader(3);
+        p.write_entries(&[data_entry(3, 1, 2, batch(2, 71, 0, 0)), data_entry(4, 1, 4, batch(2, 73, 0, 0)), data_entry(5, 1, 6, batch(2, 72, 0, 0))], 0).unwrap();
+        // A term-2 leader keeps entries 3 and 4 and replaces entry 5.
+        p.write_entries(&[data_entry(5, 2, 6, batch(1, -1, -1, -1))], 0).unwrap();
+        p.commit_to(5);
+        // The rebuild reads a bounded amount per call (the driver makes one call per round);
+        // until it is done the replica does not lead.
+        assert!(!p.become_leader(3), "led with producer state still being rebuilt");
+        let mut calls = 1;
+        while !p.rebuild_producers(1).unwrap() {
+            calls += 1;
+        }
+        assert!(calls > 1, "the rebuild was not done in steps");
+        assert!(p.become_leader(3));
         assert!(p.append(&batch(2, 70, 0, 0), 0).unwrap().duplicate, "before the checkpoint");
         assert!(p.append(&batch(2, 71, 0, 0), 0).unwrap().duplicate, "between the checkpoint and the cut");
+        assert!(p.append(&batch(2, 73, 0, 0), 0).unwrap().duplicate, "between the checkpoint and the cut");
         assert!(!p.append(&batch(2, 72, 0, 0), 0).unwrap().duplicate, "cut away");
         assert!(rx.try_recv().is_ok());
     }

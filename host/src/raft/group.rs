@@ -26,7 +26,7 @@ use crate::config::RaftConfig;
 use crate::log::RecoveryPoint;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
-use crate::partition::replica::{Proposal, SyncTarget};
+use crate::partition::replica::{Proposal, REBUILD_BYTES_PER_ROUND, SyncTarget};
 
 /// Proposals per group whose commit latency is measured at once; beyond it some go unmeasured.
 const MAX_TIMED_PROPOSALS: usize = 65536;
@@ -238,6 +238,9 @@ impl Group {
     /// Handles a ready, if raft-rs has one: sends what may go before persistence, writes
     /// entries and hard state to the page cache, and returns the committed entries to apply.
     pub fn ready(&mut self, out: &dyn Outbox, metrics: &Metrics) -> Result<Option<Readied>, Fatal> {
+        // A truncation's producer-state rebuild goes on a bounded read per round.
+        // (A leader waiting for it starts serving at a later tick or apply.)
+        self.partition.rebuild_producers(REBUILD_BYTES_PER_ROUND).map_err(|e| Fatal { group: self.id, cause: format!("rebuilding producer state failed: {e}") })?;
         if !self.node.has_ready() {
             return Ok(None);
         }
@@ -386,9 +389,8 @@ impl Group {
             return;
         }
         let ready_at = self.leader_start.unwrap_or_else(|| raft.raft_log.last_index());
-        if raft.raft_log.applied >= ready_at {
+        if raft.raft_log.applied >= ready_at && self.partition.become_leader(raft.term) {
             self.leader_start = None;
-            self.partition.become_leader(raft.term);
             info!(group = self.id, term = raft.term, "serving as leader");
         }
     }
