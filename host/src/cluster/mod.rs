@@ -614,10 +614,16 @@ mod tests {
         let config = Arc::new(Config { data_dir: dir.path().to_path_buf(), ..Config::default() });
         let first = {
             let cluster = Cluster::open(Arc::clone(&config), sole_voter()).unwrap();
-            let first = cluster.apply_entry(5, || cluster.take_producer_id_block()).unwrap().unwrap();
-            // What is on disk now, right after the command's own write, is what a crash leaves.
-            let on_disk: MetadataFile = serde_json::from_slice(&std::fs::read(dir.path().join(METADATA_FILE)).unwrap()).unwrap();
-            assert_eq!((on_disk.applied_index, on_disk.producer_id_block_end), (5, first + PRODUCER_ID_BLOCK));
+            let on_disk = || -> MetadataFile { serde_json::from_slice(&std::fs::read(dir.path().join(METADATA_FILE)).unwrap()).unwrap() };
+            let (first, seen) = cluster
+                .apply_entry(5, || {
+                    let first = cluster.take_producer_id_block().unwrap();
+                    // What is on disk right after the command's own write is what a crash
+                    // before anything else leaves: the change and its index together.
+                    (first, on_disk())
+                })
+                .unwrap();
+            assert_eq!((seen.applied_index, seen.producer_id_block_end), (5, first + PRODUCER_ID_BLOCK));
             // An entry that changes nothing still records its index.
             cluster.apply_entry(6, || cluster.delete_topic("missing")).unwrap().unwrap_err();
             first

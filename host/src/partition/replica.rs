@@ -870,17 +870,21 @@ pub(crate) mod tests {
     #[test]
     fn a_truncation_rebuilds_producer_state_from_the_checkpoint_and_the_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let config = PartitionConfig { checkpoint_interval: Duration::ZERO, ..settings(1 << 20) };
+        // Segments of one entry each, so retention can drop the first.
+        let config = PartitionConfig { checkpoint_interval: Duration::ZERO, ..settings(200) };
         let (p, mut rx) = open_with(dir.path(), 1 << 20, config);
         p.write_entries(&entries(1, 1, 1), 0).unwrap();
-        p.write_entries(&[data_entry(2, 1, 0, batch(2, 70, 0, 0))], 0).unwrap();
+        p.write_entries(&[data_entry(2, 1, 0, batch(2, 69, 0, 0)), data_entry(3, 1, 2, batch(2, 70, 0, 0))], 0).unwrap();
+        p.commit_to(3);
+        // Producer 69's batch is gone from the log; its state lives on in the checkpoint only.
+        assert!(p.delete_before(2).unwrap() > 0);
         let target = p.sync_target().unwrap();
         target.log.sync_data().unwrap();
         p.write_checkpoint(&target.point, target.checkpoint.as_deref().unwrap());
-        p.write_entries(&[data_entry(3, 1, 2, batch(2, 71, 0, 0)), data_entry(4, 1, 4, batch(2, 73, 0, 0)), data_entry(5, 1, 6, batch(2, 72, 0, 0))], 0).unwrap();
-        // A term-2 leader keeps entries 3 and 4 and replaces entry 5.
-        p.write_entries(&[data_entry(5, 2, 6, batch(1, -1, -1, -1))], 0).unwrap();
-        p.commit_to(5);
+        p.write_entries(&[data_entry(4, 1, 4, batch(2, 71, 0, 0)), data_entry(5, 1, 6, batch(2, 73, 0, 0)), data_entry(6, 1, 8, batch(2, 72, 0, 0))], 0).unwrap();
+        // A term-2 leader keeps entries 4 and 5 and replaces entry 6.
+        p.write_entries(&[data_entry(6, 2, 8, batch(1, -1, -1, -1))], 0).unwrap();
+        p.commit_to(6);
         // The rebuild reads a bounded amount per call (the driver makes one call per round);
         // until it is done the replica does not lead.
         assert!(!p.become_leader(3), "led with producer state still being rebuilt");
@@ -890,6 +894,7 @@ pub(crate) mod tests {
         }
         assert!(calls > 1, "the rebuild was not done in steps");
         assert!(p.become_leader(3));
+        assert!(p.append(&batch(2, 69, 0, 0), 0).unwrap().duplicate, "in the checkpoint, deleted from the log");
         assert!(p.append(&batch(2, 70, 0, 0), 0).unwrap().duplicate, "before the checkpoint");
         assert!(p.append(&batch(2, 71, 0, 0), 0).unwrap().duplicate, "between the checkpoint and the cut");
         assert!(p.append(&batch(2, 73, 0, 0), 0).unwrap().duplicate, "between the checkpoint and the cut");

@@ -580,4 +580,56 @@ mod tests {
             assert_eq!(third.base_offset, first.end_offset, "{fault}: the log goes on after the acknowledged write");
         }
     }
+
+    fn peer_message(kind: MessageType, term: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(kind);
+        m.from = 2;
+        m.to = 1;
+        m.term = term;
+        m
+    }
+
+    #[test]
+    fn peer_messages_that_contradict_the_log_are_refused_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new(1);
+        let (mut g, mut rx) = sole_voter(dir.path(), FlushPolicy::OnAck, Duration::from_secs(1));
+        lead(&mut g, &mut rx, &metrics);
+        let appended = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
+        for _ in 0..3 {
+            round(&mut g, &mut rx, &metrics);
+        }
+        let raft_log = &g.node.raft.raft_log;
+        let (term, committed, last) = (g.node.raft.term, raft_log.committed, raft_log.last_index());
+        let before_last = raft_log.term(committed - 1).unwrap();
+        assert_eq!(committed, last);
+        // A heartbeat that claims a commit past our log (raft-rs would panic on it).
+        let mut heartbeat = peer_message(MessageType::MsgHeartbeat, term);
+        heartbeat.commit = last + 5;
+        assert!(matches!(g.step(heartbeat, &metrics), Err(Refusal::Commit { .. })));
+        // A forged newer term that rewrites a committed entry.
+        let mut rewrite = peer_message(MessageType::MsgAppend, term + 1);
+        rewrite.index = committed - 1;
+        rewrite.log_term = before_last;
+        let mut e = Entry::default();
+        e.index = committed;
+        e.term = term + 1;
+        rewrite.entries = vec![e].into();
+        assert!(matches!(g.step(rewrite, &metrics), Err(Refusal::Entries(_))));
+        // Entries whose offsets leave a gap after our log.
+        let mut gap = peer_message(MessageType::MsgAppend, term);
+        gap.index = last;
+        gap.log_term = term;
+        let mut e = Entry::default();
+        e.index = last + 1;
+        e.term = term;
+        e.data = crate::raft::entry::encode_entry(appended.end_offset + 100, 1, 0, &batch(1, -1, -1, -1)).into();
+        gap.entries = vec![e].into();
+        assert!(matches!(g.step(gap, &metrics), Err(Refusal::Entries(_))));
+        // None of them reached raft-rs.
+        let raft = &g.node.raft;
+        assert_eq!((raft.term, raft.raft_log.committed, raft.raft_log.last_index()), (term, committed, last));
+        assert!(g.partition.is_leader());
+    }
 }
