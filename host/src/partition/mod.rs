@@ -312,6 +312,13 @@ impl Partition {
         self.durability.subscribe()
     }
 
+    /// The log start and log end offsets.
+    pub fn offset_range(&self) -> Result<(i64, i64), Error> {
+        let inner = self.lock();
+        let log = inner.log.as_ref().ok_or(Error::Closed)?;
+        Ok((log.log_start_offset().0, log.next_offset().0))
+    }
+
     /// The high watermark: consumers read below it.
     pub fn high_watermark(&self) -> i64 {
         self.durability.borrow().high_watermark

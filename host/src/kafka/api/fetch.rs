@@ -119,12 +119,14 @@ fn read_partition(target: &Target, remaining: usize) -> Result<(Bytes, i64, i64)
         return Err(code(ResponseError::NotLeaderOrFollower));
     }
     let high_watermark = partition.high_watermark();
-    let log_start = partition.log_start_offset().map_err(|e| partition_error_code(&e))?;
-    if target.offset < log_start || target.offset > high_watermark {
+    let (log_start, log_end) = partition.offset_range().map_err(|e| partition_error_code(&e))?;
+    // As Kafka: out of range only outside the log. Between the high watermark and the log end
+    // (a new leader whose high watermark has not caught up yet) the answer is empty.
+    if target.offset < log_start || target.offset > log_end {
         return Err(code(ResponseError::OffsetOutOfRange));
     }
     let budget = target.max_bytes.min(remaining);
-    if budget == 0 || target.offset == high_watermark {
+    if budget == 0 || target.offset >= high_watermark {
         return Ok((Bytes::new(), high_watermark, log_start));
     }
     match partition.read(target.offset, budget) {
@@ -133,5 +135,34 @@ fn read_partition(target: &Target, remaining: usize) -> Result<(Bytes, i64, i64)
             warn!(topic = partition.topic(), partition = partition.index(), offset = target.offset, cause = %e, "fetch failed");
             Err(partition_error_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::batch::tests::batch;
+    use crate::partition::replica::ReplicaSetup;
+    use crate::partition::replica::tests::{data_entry, settings};
+
+    #[test]
+    fn a_fetch_between_the_high_watermark_and_the_log_end_is_empty_not_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
+        let partition = Partition::open_replica("t", 0, dir.path(), settings(1 << 20), setup).unwrap();
+        // Offsets 0..3 committed, 3..8 written but not committed yet (a new leader's high
+        // watermark lags until it commits an entry of its term).
+        partition.write_entries(&[data_entry(1, 1, 0, batch(3, -1, -1, -1)), data_entry(2, 1, 3, batch(5, -1, -1, -1))], 0).unwrap();
+        partition.commit_to(1);
+        assert!(partition.become_leader(1));
+        let target = |offset| Target { index: 0, partition: Some(Arc::clone(&partition)), offset, max_bytes: 1 << 20 };
+        let (records, high_watermark, _) = read_partition(&target(5), usize::MAX).expect("an offset the log holds is in range");
+        assert!(records.is_empty());
+        assert_eq!(high_watermark, 3);
+        let (records, _, _) = read_partition(&target(8), usize::MAX).expect("the log end is in range");
+        assert!(records.is_empty());
+        assert_eq!(read_partition(&target(9), usize::MAX).unwrap_err(), code(ResponseError::OffsetOutOfRange), "past the log end");
+        assert!(!read_partition(&target(0), usize::MAX).unwrap().0.is_empty());
     }
 }
