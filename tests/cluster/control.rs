@@ -246,7 +246,9 @@ fn retention_decided_by_the_leader_deletes_the_same_prefix_on_every_replica() ->
     let cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &[("SLUICE_PLUGINS__RETENTION_CHECK_INTERVAL_MS", "300")])?;
     let topic = "retained";
     let admin: AdminClient<DefaultClientContext> = client_config(&cluster.bootstrap()).create()?;
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(3)).set("segment.bytes", "1024").set("retention.bytes", "3072");
+    // Replication factor -1, as `kafka-topics --create` without the flag and the Java admin
+    // client send it: the cluster's default, every node.
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("segment.bytes", "1024").set("retention.bytes", "3072");
     eventually("creating the topic", || {
         let created = futures::executor::block_on(admin.create_topics([&new_topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))?;
         ensure!(created.iter().all(|r| r.is_ok() || matches!(r, Err((_, rdkafka::error::RDKafkaErrorCode::TopicAlreadyExists)))), "{created:?}");

@@ -34,7 +34,9 @@ pub async fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Byte
         result.num_partitions = -1;
         result.replication_factor = -1;
         let partitions = if topic.num_partitions == -1 { ctx.cluster.config().kafka.default_partitions } else { topic.num_partitions };
-        let replication_factor = if topic.replication_factor == -1 { 1 } else { topic.replication_factor };
+        // -1 is the cluster's default: every partition is replicated on every node.
+        let nodes = i16::try_from(ctx.control.replication().voters().len()).unwrap_or(i16::MAX);
+        let replication_factor = if topic.replication_factor == -1 { nodes } else { topic.replication_factor };
         let mut configs = BTreeMap::new();
         let mut bad_config = None;
         for c in &topic.configs {
