@@ -222,8 +222,42 @@ fn offset_fetch_from_a_non_coordinator_answers_not_coordinator() -> Result<()> {
                 "node {i} (not the coordinator) answered v1 with {partitions:?}"
             );
         }
+        let (listed, described, left, deleted) = group_requests_to(&cluster, i, group, i != coordinating)?;
+        ensure!(listed == (i == coordinating), "node {i} lists {group}: {listed} (coordinator: node {coordinating})");
+        if i != coordinating {
+            // Only the coordinator knows the group: the others would answer from nothing.
+            ensure!(
+                (described, left, deleted) == (NOT_COORDINATOR, NOT_COORDINATOR, NOT_COORDINATOR),
+                "node {i} (not the coordinator) answered DescribeGroups {described}, LeaveGroup {left}, DeleteGroups {deleted}"
+            );
+        } else {
+            ensure!(described == 0, "the coordinator answered DescribeGroups with {described}");
+        }
     }
     Ok(())
+}
+
+/// ListGroups (whether `group` is listed), DescribeGroups, and, when `change`, LeaveGroup and
+/// DeleteGroups for `group`, sent straight to node `i`: their error codes.
+fn group_requests_to(cluster: &TestCluster, i: usize, group: &str, change: bool) -> Result<(bool, i16, i16, i16)> {
+    use kafka_protocol::messages::{DeleteGroupsRequest, DescribeGroupsRequest, GroupId, LeaveGroupRequest, ListGroupsRequest};
+    let mut client = RawClient::connect(cluster.node(i).addr())?;
+    let id = GroupId(StrBytes::from_string(group.to_string()));
+    let listed = client.send(4, &ListGroupsRequest::default())?.groups.iter().any(|g| g.group_id == id);
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = vec![id.clone()];
+    let described = client.send(5, &describe)?.groups.first().context("one group described")?.error_code;
+    if !change {
+        return Ok((listed, described, 0, 0));
+    }
+    let mut leave = LeaveGroupRequest::default();
+    leave.group_id = id.clone();
+    leave.member_id = StrBytes::from_static_str("nobody");
+    let left = client.send(1, &leave)?.error_code;
+    let mut delete = DeleteGroupsRequest::default();
+    delete.groups_names = vec![id];
+    let deleted = client.send(2, &delete)?.results.first().context("one group deleted")?.error_code;
+    Ok((listed, described, left, deleted))
 }
 
 /// Segment files (`*.log`) of `topic`'s partition 0 in node `i`'s data dir, by base offset.
