@@ -344,8 +344,9 @@ impl Partition {
         Ok(ReadResult { records, high_watermark, log_start_offset })
     }
 
-    /// First offset whose batch holds a timestamp >= `timestamp`, with that batch's max
-    /// timestamp (read from the batch header).
+    /// The base offset of the first batch whose largest timestamp is >= `timestamp`, with that
+    /// timestamp (read from the batch header). Kafka answers the exact record inside the batch;
+    /// this answers its batch, so a consumer starting there may see a few older records first.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, Error> {
         let high_watermark = self.high_watermark();
         let inner = self.lock();
@@ -353,12 +354,15 @@ impl Partition {
         let Some(offset) = log.offset_for_timestamp(timestamp, Offset(high_watermark))? else {
             return Ok(None);
         };
-        let first = log.read(offset, Offset(high_watermark), 1)?;
-        let batch_timestamp = parse_batches(&first, u32::MAX)
-            .ok()
-            .and_then(|headers| headers.first().map(|h| h.max_timestamp))
-            .unwrap_or(-1);
-        Ok(Some((offset.0, batch_timestamp)))
+        // The log finds the entry; an entry may hold several batches (proposals of one round are
+        // merged), so the answer is its first batch whose largest timestamp reaches `timestamp`.
+        let entry = log.read(offset, Offset(high_watermark), 1)?;
+        let headers = parse_batches(&entry, u32::MAX).unwrap_or_default();
+        let found = headers.iter().find(|h| h.max_timestamp >= timestamp).or(headers.first());
+        Ok(Some(match found {
+            Some(h) => (i64::from_be_bytes(entry[h.position..h.position + 8].try_into().expect("a batch header has 8 bytes of base offset")), h.max_timestamp),
+            None => (offset.0, -1),
+        }))
     }
 
     /// What a retention policy needs: log start, high watermark, total bytes and the segments.

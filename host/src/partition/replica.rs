@@ -901,4 +901,32 @@ pub(crate) mod tests {
         assert!(!p.append(&batch(2, 72, 0, 0), 0).unwrap().duplicate, "cut away");
         assert!(rx.try_recv().is_ok());
     }
+
+    /// A batch of `count` records whose largest timestamp is `max_timestamp`, at `base`.
+    fn batch_at(base: i64, count: i32, max_timestamp: i64) -> Vec<u8> {
+        let mut b = batch(count, -1, -1, -1);
+        b[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch::assign_offset(&mut b, base, 1);
+        b
+    }
+
+    #[test]
+    fn a_timestamp_lookup_answers_the_batch_at_or_after_it_inside_a_merged_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _rx) = open(dir.path(), 1 << 20);
+        // One Raft entry holding two producers' batches (proposals of one round are merged).
+        let mut merged = batch_at(0, 2, 1_000);
+        merged.extend(batch_at(2, 3, 2_000));
+        let mut e = Entry::default();
+        e.index = 1;
+        e.term = 1;
+        e.data = encode_entry(0, 5, 2_000, &merged).into();
+        p.write_entries(&[e], 0).unwrap();
+        p.commit_to(1);
+        assert_eq!(p.offset_for_timestamp(500).unwrap(), Some((0, 1_000)));
+        assert_eq!(p.offset_for_timestamp(1_500).unwrap(), Some((2, 2_000)), "the first batch of the entry is older than asked");
+        assert_eq!(p.offset_for_timestamp(2_500).unwrap(), None);
+    }
 }
