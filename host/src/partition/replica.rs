@@ -476,6 +476,12 @@ impl Partition {
         self.durability.borrow().lease
     }
 
+    /// The leader epoch (Raft term) this replica serves under, if it leads.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        let lease = self.lease();
+        (lease != 0).then(|| i32::try_from(lease >> LEASE_TERM_SHIFT).unwrap_or(i32::MAX))
+    }
+
     /// Runs `read` on the replica's Raft storage and log (`None`: not a replica, or closed).
     pub(crate) fn with_raft_store<T>(&self, read: impl FnOnce(&RaftStore, Option<&PartitionLog>) -> T) -> Option<T> {
         let inner = self.lock();

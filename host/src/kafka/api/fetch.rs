@@ -25,6 +25,8 @@ struct Target {
     partition: Option<Arc<Partition>>,
     offset: i64,
     max_bytes: usize,
+    /// The leader epoch the client believes current (-1: not checked).
+    current_leader_epoch: i32,
 }
 
 pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
@@ -47,6 +49,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
                     partition: ctx.cluster.partition(t.topic.as_str(), p.partition),
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
+                    current_leader_epoch: p.current_leader_epoch,
                 })
                 .collect();
             (t.topic.clone(), targets)
@@ -118,6 +121,15 @@ fn read_partition(target: &Target, remaining: usize) -> Result<(Bytes, i64, i64)
     if !partition.is_leader() {
         return Err(code(ResponseError::NotLeaderOrFollower));
     }
+    // As Kafka: a client behind on leadership is fenced, one ahead of this replica waits.
+    if let Some(epoch) = partition.leader_epoch().filter(|_| target.current_leader_epoch >= 0) {
+        if target.current_leader_epoch < epoch {
+            return Err(code(ResponseError::FencedLeaderEpoch));
+        }
+        if target.current_leader_epoch > epoch {
+            return Err(code(ResponseError::UnknownLeaderEpoch));
+        }
+    }
     let high_watermark = partition.high_watermark();
     let (log_start, log_end) = partition.offset_range().map_err(|e| partition_error_code(&e))?;
     // As Kafka: out of range only outside the log. Between the high watermark and the log end
@@ -156,7 +168,7 @@ mod tests {
         partition.write_entries(&[data_entry(1, 1, 0, batch(3, -1, -1, -1)), data_entry(2, 1, 3, batch(5, -1, -1, -1))], 0).unwrap();
         partition.commit_to(1);
         assert!(partition.become_leader(1));
-        let target = |offset| Target { index: 0, partition: Some(Arc::clone(&partition)), offset, max_bytes: 1 << 20 };
+        let target = |offset| Target { index: 0, partition: Some(Arc::clone(&partition)), offset, max_bytes: 1 << 20, current_leader_epoch: -1 };
         let (records, high_watermark, _) = read_partition(&target(5), usize::MAX).expect("an offset the log holds is in range");
         assert!(records.is_empty());
         assert_eq!(high_watermark, 3);
@@ -164,5 +176,22 @@ mod tests {
         assert!(records.is_empty());
         assert_eq!(read_partition(&target(9), usize::MAX).unwrap_err(), code(ResponseError::OffsetOutOfRange), "past the log end");
         assert!(!read_partition(&target(0), usize::MAX).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_fetch_checks_the_leader_epoch_the_client_believes_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
+        let partition = Partition::open_replica("t", 0, dir.path(), settings(1 << 20), setup).unwrap();
+        partition.write_entries(&[data_entry(1, 4, 0, batch(3, -1, -1, -1))], 0).unwrap();
+        partition.commit_to(1);
+        assert!(partition.become_leader(4));
+        let target = |current_leader_epoch| Target { index: 0, partition: Some(Arc::clone(&partition)), offset: 0, max_bytes: 1 << 20, current_leader_epoch };
+        assert_eq!(read_partition(&target(3), usize::MAX).unwrap_err(), code(ResponseError::FencedLeaderEpoch));
+        assert_eq!(read_partition(&target(5), usize::MAX).unwrap_err(), code(ResponseError::UnknownLeaderEpoch));
+        for current in [4, -1] {
+            assert!(!read_partition(&target(current), usize::MAX).unwrap().0.is_empty(), "epoch {current}");
+        }
     }
 }
