@@ -59,6 +59,12 @@ fn batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes 
 }
 
 fn produce_raw(client: &mut RawClient, topic: &str, records: Bytes) -> Result<(i16, i64)> {
+    let response: ProduceResponse = client.send(9, &produce_request(topic, records, -1))?;
+    let p = &response.responses[0].partition_responses[0];
+    Ok((p.error_code, p.base_offset))
+}
+
+fn produce_request(topic: &str, records: Bytes, acks: i16) -> ProduceRequest {
     let mut data = PartitionProduceData::default();
     data.index = 0;
     data.records = Some(records);
@@ -66,12 +72,10 @@ fn produce_raw(client: &mut RawClient, topic: &str, records: Bytes) -> Result<(i
     t.name = topic_name(topic);
     t.partition_data = vec![data];
     let mut request = ProduceRequest::default();
-    request.acks = -1;
+    request.acks = acks;
     request.timeout_ms = 10_000;
     request.topic_data = vec![t];
-    let response: ProduceResponse = client.send(9, &request)?;
-    let p = &response.responses[0].partition_responses[0];
-    Ok((p.error_code, p.base_offset))
+    request
 }
 
 fn high_watermark(client: &mut RawClient, topic: &str) -> Result<i64> {
@@ -201,8 +205,23 @@ fn unknown_topics_and_bad_batches_get_error_codes_and_store_nothing() -> Result<
     ensure!(produce_raw(&mut client, "strict", batch(-1, -1, -1, &[&big]))?.0 == MESSAGE_TOO_LARGE);
     ensure!(high_watermark(&mut client, "strict")? == 0, "a refused batch was stored");
 
-    ensure!(produce_raw(&mut client, "strict", good)? == (0, 0));
+    ensure!(produce_raw(&mut client, "strict", good.clone())? == (0, 0));
     ensure!(high_watermark(&mut client, "strict")? == 2);
+
+    // acks=0 gets no response, so a failure closes the connection, as Kafka does: the client
+    // notices, reconnects and refreshes its metadata instead of writing into the void.
+    client.send_only(9, &produce_request("strict", good.clone(), 0))?;
+    let mut stored = false;
+    for _ in 0..600 {
+        stored = high_watermark(&mut client, "strict")? == 4;
+        if stored {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ensure!(stored, "a good acks=0 produce was not stored, or closed the connection");
+    client.send_only(9, &produce_request("nope", good, 0))?;
+    ensure!(client.is_closed_by_peer(), "a failed acks=0 produce left the connection open");
     Ok(())
 }
 

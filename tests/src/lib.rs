@@ -308,6 +308,21 @@ impl RawClient {
 
     /// Sends `request` at `version` and decodes the response.
     pub fn send<R: Request>(&mut self, version: i16, request: &R) -> Result<R::Response> {
+        let api = self.send_only(version, request)?;
+        let mut response = self.read_frame()?;
+        let response_header = ResponseHeader::decode(&mut response, api.response_header_version(version))?;
+        if response_header.correlation_id != self.correlation_id {
+            bail!("correlation id {} != {}", response_header.correlation_id, self.correlation_id);
+        }
+        let decoded = R::Response::decode(&mut response, version)?;
+        if response.has_remaining() {
+            bail!("{} trailing bytes in the response", response.remaining());
+        }
+        Ok(decoded)
+    }
+
+    /// Sends `request` at `version` without reading a response (an acks=0 produce gets none).
+    pub fn send_only<R: Request>(&mut self, version: i16, request: &R) -> Result<ApiKey> {
         let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key"))?;
         self.correlation_id += 1;
         let mut header = RequestHeader::default();
@@ -319,16 +334,7 @@ impl RawClient {
         header.encode(&mut body, api.request_header_version(version))?;
         request.encode(&mut body, version)?;
         self.write_frame(&body)?;
-        let mut response = self.read_frame()?;
-        let response_header = ResponseHeader::decode(&mut response, api.response_header_version(version))?;
-        if response_header.correlation_id != self.correlation_id {
-            bail!("correlation id {} != {}", response_header.correlation_id, self.correlation_id);
-        }
-        let decoded = R::Response::decode(&mut response, version)?;
-        if response.has_remaining() {
-            bail!("{} trailing bytes in the response", response.remaining());
-        }
-        Ok(decoded)
+        Ok(api)
     }
 
     /// Writes a size-prefixed frame.

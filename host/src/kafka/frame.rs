@@ -44,6 +44,10 @@ pub enum FrameError {
         /// The decoder's message.
         cause: String,
     },
+    /// An acks=0 produce failed: there is no response to carry the error, so the connection is
+    /// closed and the client notices (as Kafka does).
+    #[error("an acks=0 produce failed ({0}); closing the connection so the client notices")]
+    UnacknowledgedProduceFailed(String),
 }
 
 /// A request whose header has been decoded; the body is decoded by its API handler.

@@ -42,7 +42,14 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
     }
     ctx.metrics.produced_requests.inc();
     if acks == 0 {
-        return Ok(None);
+        let failure = topics.iter().flat_map(|(name, outcomes)| outcomes.iter().map(move |(index, o)| (name, index, o))).find_map(|(name, index, outcome)| match outcome {
+            Outcome::Failed(error_code, why) => Some(format!("{}-{index}: error {error_code}{}", name.as_str(), why.as_deref().map(|w| format!(", {w}")).unwrap_or_default())),
+            Outcome::Appended(..) => None,
+        });
+        return match failure {
+            Some(failure) => Err(FrameError::UnacknowledgedProduceFailed(failure)),
+            None => Ok(None),
+        };
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(body.timeout_ms.max(0) as u64);
     let mut response = ProduceResponse::default();
