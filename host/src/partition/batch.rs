@@ -1,7 +1,7 @@
 //! Kafka record batches (magic v2) as they arrive in a Produce request: the fixed header is read
-//! and the CRC-32C checked, the records inside are never decoded. The only bytes the broker
-//! changes are the two the protocol reserves for it — the base offset and the partition leader
-//! epoch — which lie outside the CRC.
+//! and the CRC-32C checked; [`check_records`] walks the records of an uncompressed batch to
+//! hold its header to them. The only bytes the broker changes are the two the protocol reserves
+//! for it — the base offset and the partition leader epoch — which lie outside the CRC.
 //!
 //! Layout of the batch header (big endian, as on the wire):
 //! ```text
@@ -19,6 +19,9 @@ const CRC_START: usize = 21;
 
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 const ATTR_CONTROL: i16 = 1 << 5;
+/// The compression codec bits of the attributes; 0 is none, 1–4 gzip, snappy, lz4, zstd.
+const ATTR_CODEC: i16 = 0x07;
+const LAST_CODEC: i16 = 4;
 
 /// Why a Produce payload was refused; each maps to one Kafka error code.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -113,6 +116,9 @@ pub fn parse_batches(records: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHe
         if attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL) != 0 {
             return Err(BatchError::Transactional);
         }
+        if attributes & ATTR_CODEC > LAST_CODEC {
+            return Err(BatchError::Corrupt(format!("batch at byte {position}: unknown compression codec {}", attributes & ATTR_CODEC)));
+        }
         let last_offset_delta = read_i32(batch, 23);
         let records_count = read_i32(batch, 57);
         // As Kafka requires of produced batches, the records' offset deltas are 0..count, so a
@@ -143,6 +149,53 @@ pub fn parse_batches(records: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHe
     Ok(batches)
 }
 
+/// Holds each uncompressed batch of a produce record set to its header, as Kafka's validator
+/// does: exactly `records_count` records, each inside the batch, with offset deltas 0, 1, 2, ...
+/// and nothing after the last. (A compressed batch's records would have to be decompressed to
+/// be counted; its header is checked by [`parse_batches`] only.)
+pub fn check_records(records: &[u8], headers: &[BatchHeader]) -> Result<(), BatchError> {
+    for h in headers {
+        let batch = &records[h.position..h.position + h.size];
+        if read_i16(batch, 21) & ATTR_CODEC != 0 {
+            continue;
+        }
+        let corrupt = |why: String| BatchError::Corrupt(format!("batch at byte {}: {why}", h.position));
+        let mut at = BATCH_HEADER_BYTES;
+        for i in 0..h.offset_count {
+            let (length, n) = read_varint(batch, at).ok_or_else(|| corrupt(format!("record {i} has no readable length")))?;
+            let body = at + n;
+            let end = usize::try_from(length).ok().and_then(|l| body.checked_add(l)).filter(|&end| end <= batch.len() && end > body);
+            let end = end.ok_or_else(|| corrupt(format!("record {i} of {length} bytes does not fit the batch")))?;
+            // attributes (1 byte), timestamp delta, then the offset delta.
+            let record = &batch[..end];
+            let (_, ts_len) = read_varint(record, body + 1).ok_or_else(|| corrupt(format!("record {i} has no timestamp delta")))?;
+            let (delta, _) = read_varint(record, body + 1 + ts_len).ok_or_else(|| corrupt(format!("record {i} has no offset delta")))?;
+            if delta != i64::from(i) {
+                return Err(corrupt(format!("record {i} has offset delta {delta}")));
+            }
+            at = end;
+        }
+        if at != batch.len() {
+            return Err(corrupt(format!("{} bytes after its {} records", batch.len() - at, h.offset_count)));
+        }
+    }
+    Ok(())
+}
+
+/// A zigzag varint (up to 64 bits) at `at` of `b`: (value, bytes read), `None` if it runs past
+/// the end or is longer than 10 bytes.
+fn read_varint(b: &[u8], at: usize) -> Option<(i64, usize)> {
+    let mut raw = 0u64;
+    for i in 0..10 {
+        let byte = *b.get(at + i)?;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
 /// Writes the broker-assigned base offset and leader epoch into a batch in place; neither is
 /// covered by the CRC, so the client's checksum stays valid.
 pub fn assign_offset(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
@@ -168,9 +221,29 @@ fn read_i64(b: &[u8], at: usize) -> i64 {
 pub(crate) mod tests {
     use super::*;
 
-    /// A well-formed batch with `count` empty-bodied records (the records area is opaque here).
+    /// A well-formed batch of `count` records without key or value.
     pub(crate) fn batch(count: i32, producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
-        let mut b = vec![0u8; BATCH_HEADER_BYTES + 4];
+        batch_with_value(count, producer_id, epoch, base_sequence, None)
+    }
+
+    /// [`batch`] whose last record has `value` (at most 63 bytes) and ends with it, but for a
+    /// final zero byte (no headers).
+    pub(crate) fn batch_with_value(count: i32, producer_id: i64, epoch: i16, base_sequence: i32, value: Option<&[u8]>) -> Vec<u8> {
+        let mut b = vec![0u8; BATCH_HEADER_BYTES];
+        for i in 0..count {
+            // attributes, timestamp delta 0, offset delta i (zigzag, i < 64), key null, value.
+            let mut body = vec![0u8, 0, (i as u8) << 1, 1];
+            match value.filter(|_| i == count - 1) {
+                Some(v) => {
+                    body.push((v.len() as u8) << 1);
+                    body.extend_from_slice(v);
+                }
+                None => body.push(1),
+            }
+            body.push(0);
+            b.push((body.len() as u8) << 1);
+            b.extend(body);
+        }
         let len = (b.len() - LOG_OVERHEAD) as i32;
         b[8..12].copy_from_slice(&len.to_be_bytes());
         b[16] = 2;
@@ -223,6 +296,44 @@ pub(crate) mod tests {
         negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         assert!(parse_batches(&negative, 1 << 20).is_err());
         assert!(matches!(parse_batches(&good, 10), Err(BatchError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_batch_must_hold_the_records_its_header_claims() {
+        let good = batch(3, -1, -1, -1);
+        let check = |b: &[u8]| parse_batches(b, 1 << 20).and_then(|h| check_records(b, &h));
+        assert!(check(&good).is_ok());
+        // 2^31-1 records claimed, none present: a valid CRC does not make it a batch.
+        let mut empty = good[..BATCH_HEADER_BYTES].to_vec();
+        empty[8..12].copy_from_slice(&((BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32).to_be_bytes());
+        empty[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        empty[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let reseal = |b: &mut Vec<u8>| {
+            let crc = crc32c::crc32c(&b[CRC_START..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+        };
+        reseal(&mut empty);
+        assert!(parse_batches(&empty, 1 << 20).is_ok(), "the header alone looks fine");
+        assert!(matches!(check(&empty), Err(BatchError::Corrupt(_))));
+        // More records than claimed, fewer, and offset deltas out of order.
+        for (claimed, fix) in [(2i32, None), (4, None), (3, Some(3u8))] {
+            let mut b = good.clone();
+            b[23..27].copy_from_slice(&(claimed - 1).to_be_bytes());
+            b[57..61].copy_from_slice(&claimed.to_be_bytes());
+            if let Some(record) = fix {
+                // The third record (offset delta 2) claims delta 3.
+                let at = BATCH_HEADER_BYTES + 2 * 7 + 3;
+                assert_eq!(b[at], 2 << 1);
+                b[at] = record << 1;
+            }
+            reseal(&mut b);
+            assert!(matches!(check(&b), Err(BatchError::Corrupt(_))), "claimed {claimed}, fix {fix:?}");
+        }
+        // Codec ids past zstd do not exist.
+        let mut codec = good.clone();
+        codec[22] = 5;
+        reseal(&mut codec);
+        assert!(matches!(parse_batches(&codec, 1 << 20), Err(BatchError::Corrupt(_))));
     }
 
     #[test]

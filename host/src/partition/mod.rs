@@ -267,6 +267,7 @@ impl Partition {
     /// Nothing is stored unless every batch is valid and passes the sequence checks.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<Appended, Error> {
         let headers = parse_batches(records, self.max_message_bytes.load(Ordering::Relaxed))?;
+        batch::check_records(records, &headers)?;
         let mut inner = self.lock();
         let inner = &mut *inner;
         let max_entry_bytes = inner.log.as_ref().ok_or(Error::Closed)?.max_entry_bytes();

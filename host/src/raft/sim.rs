@@ -152,13 +152,8 @@ struct Sim {
 }
 
 fn tagged_batch(w: &Write) -> Vec<u8> {
-    let mut b = batch::tests::batch(w.records, w.producer, 0, w.sequence);
-    // The records area is opaque to the broker: the tag rides there, under the batch's CRC.
-    let n = b.len();
-    b[n - 4..].copy_from_slice(&w.tag.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
+    // The tag is the last record's value, under the batch's CRC.
+    batch::tests::batch_with_value(w.records, w.producer, 0, w.sequence, Some(&w.tag.to_be_bytes()))
 }
 
 impl Sim {
@@ -516,7 +511,8 @@ impl Sim {
                 for h in parse_batches(&read.records, u32::MAX).map_err(|e| format!("node {}: {e}", r.id))? {
                     let b = &read.records[h.position..h.position + h.size];
                     let base = i64::from_be_bytes(b[0..8].try_into().expect("8 bytes"));
-                    let tag = u32::from_be_bytes(b[b.len() - 4..].try_into().expect("4 bytes"));
+                    // The last record's value, before its final byte (no headers).
+                    let tag = u32::from_be_bytes(b[b.len() - 5..b.len() - 1].try_into().expect("4 bytes"));
                     batches.push((base, h.offset_count, tag, h.producer_id, h.base_sequence));
                 }
             }
