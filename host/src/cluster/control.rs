@@ -83,6 +83,12 @@ impl Control {
         self.change(Command::SetTopicConfigs { name: name.to_string(), configs }).await.map(drop)
     }
 
+    /// Applies IncrementalAlterConfigs changes (already validated against the current configs)
+    /// to the configs as they are when the change applies.
+    pub async fn alter_topic_configs(&self, name: &str, changes: Vec<super::topic_config::ConfigChange>) -> Result<(), Error> {
+        self.change(Command::AlterTopicConfigs { name: name.to_string(), changes }).await.map(drop)
+    }
+
     /// Loads a plugin on every node; each checks the component's hash and compiles it itself.
     pub async fn load_plugin(&self, component: Vec<u8>, kind: Option<PluginKind>, name: String, version: String) -> Result<PluginInfo, String> {
         let sha256 = crate::plugins::registry::sha256_hex(&component);

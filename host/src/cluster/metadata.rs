@@ -68,6 +68,13 @@ pub enum Command {
         /// The complete new set of overrides.
         configs: BTreeMap<String, String>,
     },
+    /// IncrementalAlterConfigs: changes applied to the overrides as they are at apply time.
+    AlterTopicConfigs {
+        /// Topic.
+        name: String,
+        /// The changes, in order.
+        changes: Vec<super::topic_config::ConfigChange>,
+    },
     /// A block of producer ids for the proposing node.
     AllocateProducerIds,
     /// Load a plugin on every node: each verifies the hash and compiles it itself.
@@ -164,6 +171,12 @@ pub fn apply(cluster: &Cluster, plugins: &Plugins, command: &Command) -> Result<
         }
         Command::SetTopicConfigs { name, configs } => {
             cluster.set_topic_configs(name, configs.clone())?;
+            Ok(Outcome::Done)
+        }
+        Command::AlterTopicConfigs { name, changes } => {
+            let topic = cluster.topic(name).ok_or_else(|| cluster::Error::UnknownTopic(name.clone()))?;
+            let configs = super::topic_config::apply_changes(&topic.configs, changes, &cluster.config().log).map_err(cluster::Error::InvalidConfig)?;
+            cluster.set_topic_configs(name, configs)?;
             Ok(Outcome::Done)
         }
         Command::AllocateProducerIds => Ok(Outcome::ProducerIds(cluster.take_producer_id_block()?)),

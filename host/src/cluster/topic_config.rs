@@ -191,6 +191,54 @@ pub fn effective_i64(overrides: &BTreeMap<String, String>, defaults: &LogDefault
     value.trim().parse().unwrap_or(0)
 }
 
+/// One change of IncrementalAlterConfigs, applied to the overrides as they are when the metadata
+/// entry applies, so concurrent changes of different keys all take effect.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ConfigChange {
+    /// Override a key.
+    Set(String, String),
+    /// Drop an override (back to the default).
+    Delete(String),
+    /// Add items to a list config (those not there yet).
+    Append(String, String),
+    /// Remove items from a list config.
+    Subtract(String, String),
+}
+
+/// `overrides` with `changes` applied in order (the effective value of a list config is what
+/// APPEND and SUBTRACT start from).
+pub fn apply_changes(overrides: &BTreeMap<String, String>, changes: &[ConfigChange], defaults: &LogDefaults) -> Result<BTreeMap<String, String>, String> {
+    let mut configs = overrides.clone();
+    for change in changes {
+        match change {
+            ConfigChange::Set(k, v) => {
+                configs.insert(k.clone(), v.clone());
+            }
+            ConfigChange::Delete(k) => {
+                configs.remove(k);
+            }
+            ConfigChange::Append(k, items) | ConfigChange::Subtract(k, items) => {
+                if key(k).is_none_or(|known| known.config_type != ConfigType::List) {
+                    return Err(format!("{k} is not a list; APPEND and SUBTRACT do not apply"));
+                }
+                let current = effective(&configs, defaults).into_iter().find(|e| e.name == *k).map(|e| e.value).unwrap_or_default();
+                let mut list: Vec<String> = current.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                for item in items.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if matches!(change, ConfigChange::Append(..)) {
+                        if !list.iter().any(|i| i == item) {
+                            list.push(item.to_string());
+                        }
+                    } else {
+                        list.retain(|i| i != item);
+                    }
+                }
+                configs.insert(k.clone(), list.join(","));
+            }
+        }
+    }
+    Ok(configs)
+}
+
 /// `name` or `name@version`; whether such a plugin is loaded is checked by the plugin host.
 fn plugin_spec(v: &str) -> Result<(), String> {
     let (name, version) = v.split_once('@').unwrap_or((v, "x"));
@@ -249,5 +297,24 @@ mod tests {
         assert!(validate("sluice.plugin.param.", "3").is_err());
         assert!(all.iter().any(|e| e.name == "segment.bytes" && e.value == "4096" && e.overridden));
         assert!(all.iter().any(|e| e.name == "sluice.plugin.param.segments" && e.value == "3"));
+    }
+
+    #[test]
+    fn incremental_changes_apply_to_the_configs_as_they_are_then() {
+        use super::ConfigChange::{Append, Delete, Set, Subtract};
+        let defaults = LogDefaults::default();
+        let start: BTreeMap<String, String> = [("retention.ms".to_string(), "1000".to_string())].into();
+        // Two clients alter different keys from the same view: applied one after the other,
+        // both changes stay (a whole-set replacement computed from the view would lose one).
+        let first = apply_changes(&start, &[Set("segment.bytes".into(), "4096".into())], &defaults).unwrap();
+        let both = apply_changes(&first, &[Set("max.message.bytes".into(), "2000".into()), Delete("retention.ms".into())], &defaults).unwrap();
+        assert_eq!(both.get("segment.bytes").map(String::as_str), Some("4096"));
+        assert_eq!(both.get("max.message.bytes").map(String::as_str), Some("2000"));
+        assert!(!both.contains_key("retention.ms"));
+        let listed = apply_changes(&both, &[Append("cleanup.policy".into(), "compact".into())], &defaults).unwrap();
+        assert_eq!(listed.get("cleanup.policy").map(String::as_str), Some("delete,compact"));
+        let back = apply_changes(&listed, &[Subtract("cleanup.policy".into(), "delete".into())], &defaults).unwrap();
+        assert_eq!(back.get("cleanup.policy").map(String::as_str), Some("compact"));
+        assert!(apply_changes(&back, &[Append("retention.ms".into(), "5".into())], &defaults).is_err(), "not a list");
     }
 }

@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::admin::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::{cluster_error_code, code, message, respond};
-use crate::cluster::topic_config::{self, ConfigType};
+use crate::cluster::topic_config::{self, ConfigChange, ConfigType};
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
 
@@ -139,43 +139,36 @@ async fn alter_topic(
     let unknown = || (code(ResponseError::UnknownTopicOrPartition), format!("topic {name} does not exist"));
     let invalid = |why: String| (code(ResponseError::InvalidConfig), why);
     let topic = ctx.cluster.topic(name).ok_or_else(unknown)?;
-    let mut configs: BTreeMap<String, String> = topic.configs.clone();
+    let mut delta = Vec::with_capacity(changes.len());
     for change in changes {
         let key = change.name.to_string();
-        let known = topic_config::key(&key).ok_or_else(|| invalid(format!("unknown topic config {key}")))?;
-        let value = change.value.as_ref().map(|v| v.to_string());
-        match change.config_operation {
-            OP_SET => {
-                let value = value.ok_or_else(|| invalid(format!("SET of {key} needs a value")))?;
-                configs.insert(key, value);
-            }
-            OP_DELETE => {
-                configs.remove(&key);
-            }
-            OP_APPEND | OP_SUBTRACT if known.config_type == ConfigType::List => {
-                let value = value.ok_or_else(|| invalid(format!("APPEND/SUBTRACT of {key} needs a value")))?;
-                let current = topic_config::effective(&configs, &ctx.cluster.config().log)
-                    .into_iter()
-                    .find(|e| e.name == key)
-                    .map(|e| e.value)
-                    .unwrap_or_default();
-                let mut items: Vec<String> = current.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-                for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    if change.config_operation == OP_APPEND {
-                        if !items.iter().any(|i| i == item) {
-                            items.push(item.to_string());
-                        }
-                    } else {
-                        items.retain(|i| i != item);
-                    }
-                }
-                configs.insert(key, items.join(","));
-            }
-            OP_APPEND | OP_SUBTRACT => return Err(invalid(format!("{key} is not a list; APPEND and SUBTRACT do not apply"))),
+        topic_config::key(&key).ok_or_else(|| invalid(format!("unknown topic config {key}")))?;
+        let value = || change.value.as_ref().map(|v| v.to_string()).ok_or_else(|| invalid(format!("{key} needs a value for operation {}", change.config_operation)));
+        delta.push(match change.config_operation {
+            OP_SET => ConfigChange::Set(key.clone(), value()?),
+            OP_DELETE => ConfigChange::Delete(key.clone()),
+            OP_APPEND => ConfigChange::Append(key.clone(), value()?),
+            OP_SUBTRACT => ConfigChange::Subtract(key.clone(), value()?),
             other => return Err(invalid(format!("unknown config operation {other}"))),
-        }
+        });
     }
-    replace_topic_configs(ctx, name, configs, validate_only).await
+    // Checked against the configs as they are now; the metadata entry applies the changes (not
+    // this result) to the configs as they are then, so concurrent changes of other keys stay.
+    let configs = topic_config::apply_changes(&topic.configs, &delta, &ctx.cluster.config().log).map_err(invalid)?;
+    check_topic_configs(ctx, &configs)?;
+    if validate_only {
+        return Ok(());
+    }
+    ctx.control.alter_topic_configs(name, delta).await.map_err(|e| (cluster_error_code(&e), e.to_string()))
+}
+
+/// Checks a topic's complete new set of overrides: every value, and plugin bindings that must
+/// name loaded plugins accepting the topic's parameters.
+fn check_topic_configs(ctx: &KafkaContext, configs: &BTreeMap<String, String>) -> Result<(), (i16, String)> {
+    for (k, v) in configs {
+        topic_config::validate(k, v).map_err(|why| (code(ResponseError::InvalidConfig), why))?;
+    }
+    ctx.plugins.check_topic_configs(configs).map_err(|why| (code(ResponseError::InvalidConfig), why))
 }
 
 /// Validates a topic's complete new set of overrides and, unless only validating, stores it.
@@ -183,12 +176,8 @@ async fn replace_topic_configs(ctx: &KafkaContext, name: &str, configs: BTreeMap
     if ctx.cluster.topic(name).is_none() {
         return Err((code(ResponseError::UnknownTopicOrPartition), format!("topic {name} does not exist")));
     }
-    for (k, v) in &configs {
-        topic_config::validate(k, v).map_err(|why| (code(ResponseError::InvalidConfig), why))?;
-    }
-    // Plugin bindings must name loaded plugins that accept the topic's parameters; a refused
-    // binding leaves the topic's configs as they were.
-    ctx.plugins.check_topic_configs(&configs).map_err(|why| (code(ResponseError::InvalidConfig), why))?;
+    // A refused binding leaves the topic's configs as they were.
+    check_topic_configs(ctx, &configs)?;
     if validate_only {
         return Ok(());
     }
