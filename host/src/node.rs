@@ -117,7 +117,13 @@ impl Node {
             (log.topic() == OFFSETS_TOPIC).then(|| Box::new(OffsetsMachine(Arc::clone(&offsets_groups))) as Box<dyn StateMachine>)
         });
         let mut driver = Driver::new(config.raft.clone(), Arc::clone(proposer.replication()), transport, events_tx.clone(), Arc::clone(&metrics), machine_for);
-        let metadata = MetadataMachine::new(Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&proposer));
+        // Every node drops a deleted topic's offsets from the groups it coordinates.
+        let forgetting = Arc::clone(&groups);
+        let topic_deleted = Box::new(move |topic: String| {
+            let groups = Arc::clone(&forgetting);
+            tokio::spawn(async move { groups.forget_topic(&topic).await });
+        });
+        let metadata = MetadataMachine::new(Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&proposer), topic_deleted);
         let raft_error = |e: raft::Error| Error::Io { what: "starting raft".into(), source: std::io::Error::other(e.to_string()) };
         driver.add_metadata_group(metadata_log, cluster.applied_index(), Box::new(metadata)).map_err(raft_error)?;
         for topic in cluster.topics() {

@@ -237,6 +237,40 @@ fn offset_fetch_from_a_non_coordinator_answers_not_coordinator() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn deleting_a_topic_drops_its_committed_offsets_on_every_coordinator() -> Result<()> {
+    use kafka_protocol::messages::{DeleteTopicsRequest, TopicName};
+    let _one = serial();
+    let cluster = cluster_with_topic()?;
+    let group = "forgetful";
+    let mut committed = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        committed.add_partition_offset(TOPIC, p, Offset::Offset(i64::from(p) + 7))?;
+    }
+    eventually("a commit through the cluster", || {
+        let consumer = group_consumer(&cluster.bootstrap(), group)?;
+        consumer.commit(&committed, CommitMode::Sync)?;
+        Ok(())
+    })?;
+    let coordinating = eventually("a coordinator", || coordinator(&cluster, group))?;
+    // The deletion goes through a node that does not coordinate the group.
+    let other = (coordinating + 1) % cluster.len();
+    let mut delete = DeleteTopicsRequest::default();
+    delete.topic_names = vec![TopicName(StrBytes::from_static_str(TOPIC))];
+    delete.timeout_ms = 10_000;
+    let deleted = RawClient::connect(cluster.node(other).addr())?.send(4, &delete)?;
+    ensure!(deleted.responses.iter().all(|r| r.error_code == 0), "{deleted:?}");
+    // A topic re-created under the name must not resume at the old offsets.
+    eventually("the coordinator dropped the offsets", || {
+        let coordinating = coordinator(&cluster, group)?;
+        let (group_error, partitions) = fetch_offsets_from(&cluster, coordinating, group)?;
+        ensure!(group_error == 0, "OffsetFetch v8 error {group_error}");
+        ensure!(partitions.iter().all(|&(_, offset, _)| offset == -1), "node {coordinating} still has {partitions:?}");
+        Ok(())
+    })?;
+    Ok(())
+}
+
 /// ListGroups (whether `group` is listed), DescribeGroups, and, when `change`, LeaveGroup and
 /// DeleteGroups for `group`, sent straight to node `i`: their error codes.
 fn group_requests_to(cluster: &TestCluster, i: usize, group: &str, change: bool) -> Result<(bool, i16, i16, i16)> {

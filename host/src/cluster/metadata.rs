@@ -273,12 +273,15 @@ pub struct MetadataMachine {
     cluster: Arc<Cluster>,
     plugins: Arc<Plugins>,
     proposer: Arc<Proposer>,
+    /// Told the name of every topic deleted, on every node.
+    topic_deleted: Box<dyn Fn(String) + Send>,
 }
 
 impl MetadataMachine {
-    /// Applies to `cluster` and `plugins`; outcomes of this node's proposals go to `proposer`.
-    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, proposer: Arc<Proposer>) -> MetadataMachine {
-        MetadataMachine { cluster, plugins, proposer }
+    /// Applies to `cluster` and `plugins`; outcomes of this node's proposals go to `proposer`;
+    /// `topic_deleted` hears of each deleted topic (consumer groups drop their offsets).
+    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, proposer: Arc<Proposer>, topic_deleted: Box<dyn Fn(String) + Send>) -> MetadataMachine {
+        MetadataMachine { cluster, plugins, proposer, topic_deleted }
     }
 
     fn apply_entry(&self, entry: &Entry, changes: &mut Vec<GroupChange>) {
@@ -318,6 +321,9 @@ impl MetadataMachine {
             }
             Ok(Outcome::Deleted(topic_id, count)) => {
                 changes.extend((0..*count).map(|i| GroupChange::Stop { group: cluster::group_of(*topic_id, i) }));
+                if let Command::DeleteTopic { name } = &envelope.command {
+                    (self.topic_deleted)(name.clone());
+                }
             }
             Ok(_) => {}
             Err(e) if !matches!(envelope.command, Command::CreateTopic { .. } | Command::DeleteTopic { .. }) => {

@@ -390,13 +390,16 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Drops committed offsets of a deleted topic, as Kafka does.
+    /// Drops committed offsets of a deleted topic from the groups this node coordinates, as
+    /// Kafka does (every node runs this when the deletion applies; the tombstones reach the other
+    /// replicas through the offsets topic).
     pub async fn forget_topic(&self, topic: &str) {
         let doomed: Vec<(String, Vec<i32>)> = {
             let state = self.lock();
             state
                 .offsets
                 .iter()
+                .filter(|(group, _)| self.is_coordinator(group))
                 .filter_map(|(group, o)| {
                     let parts: Vec<i32> = o.keys().filter(|(t, _)| t == topic).map(|(_, p)| *p).collect();
                     (!parts.is_empty()).then(|| (group.clone(), parts))

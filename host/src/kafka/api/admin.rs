@@ -111,10 +111,10 @@ pub async fn delete_topics(ctx: &KafkaContext, request: &Request) -> Result<Byte
                     result.error_code = code(ResponseError::InvalidTopicException);
                     result.error_message = message(format!("{OFFSETS_TOPIC} is internal and cannot be deleted"));
                 } else if let Err(e) = ctx.control.delete_topic(&topic.name).await {
+                    // (Committed offsets of the topic are dropped by every coordinator when the
+                    // deletion applies there.)
                     result.error_code = cluster_error_code(&e);
                     result.error_message = message(e.to_string());
-                } else {
-                    ctx.groups.forget_topic(&topic.name).await;
                 }
             }
         }
