@@ -22,6 +22,7 @@ use crate::{create_topic, produce, producer, runtime, start_broker};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const CORRUPT_MESSAGE: i16 = 2;
+const INVALID_RECORD: i16 = 87;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const UNSUPPORTED_VERSION: i16 = 35;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
@@ -46,7 +47,9 @@ fn batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes 
             producer_epoch: epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if producer_id < 0 { -1 } else { sequence + i as i32 },
+            // Without a producer id the base sequence is -1; the encoder keeps records in one
+            // batch while offset minus sequence stays the same.
+            sequence: if producer_id < 0 { i as i32 - 1 } else { sequence + i as i32 },
             timestamp: 1_700_000_000_000,
             key: None,
             value: Some(Bytes::from(v.to_string())),
@@ -205,7 +208,11 @@ fn unknown_topics_and_bad_batches_get_error_codes_and_store_nothing() -> Result<
     ensure!(produce_raw(&mut client, "strict", batch(-1, -1, -1, &[&big]))?.0 == MESSAGE_TOO_LARGE);
     ensure!(high_watermark(&mut client, "strict")? == 0, "a refused batch was stored");
 
-    ensure!(produce_raw(&mut client, "strict", good.clone())? == (0, 0));
+    // Produce v3+ carries exactly one batch per partition (Kafka: INVALID_RECORD).
+    let two = Bytes::from([good.clone(), good.clone()].concat());
+    ensure!(produce_raw(&mut client, "strict", two)?.0 == INVALID_RECORD, "two batches in one partition's records were accepted");
+    let first = produce_raw(&mut client, "strict", good.clone())?;
+    ensure!(first == (0, 0), "the first good produce answered {first:?}");
     ensure!(high_watermark(&mut client, "strict")? == 2);
 
     // acks=0 gets no response, so a failure closes the connection, as Kafka does: the client

@@ -43,6 +43,10 @@ pub enum BatchError {
     /// Transactional or control batches from a client: INVALID_RECORD.
     #[error("transactional and control batches are not supported")]
     Transactional,
+    /// A produced record set of other than one batch (Produce v3+ carries exactly one per
+    /// partition): INVALID_RECORD.
+    #[error("a partition's records hold {0} batches; exactly one is allowed")]
+    NotOneBatch(usize),
 }
 
 /// What the broker needs from one batch header.

@@ -266,7 +266,20 @@ impl Partition {
     ///
     /// Nothing is stored unless every batch is valid and passes the sequence checks.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<Appended, Error> {
+        self.append_batches(records, now_ms, false)
+    }
+
+    /// [`Partition::append`] of a Produce request's records for this partition, which Produce
+    /// v3+ allows to be exactly one batch.
+    pub fn append_produced(&self, records: &[u8], now_ms: i64) -> Result<Appended, Error> {
+        self.append_batches(records, now_ms, true)
+    }
+
+    fn append_batches(&self, records: &[u8], now_ms: i64, one_batch: bool) -> Result<Appended, Error> {
         let headers = parse_batches(records, self.max_message_bytes.load(Ordering::Relaxed))?;
+        if one_batch && headers.len() != 1 {
+            return Err(BatchError::NotOneBatch(headers.len()).into());
+        }
         batch::check_records(records, &headers)?;
         let mut inner = self.lock();
         let inner = &mut *inner;

@@ -129,7 +129,7 @@ fn partition_error_code(error: &crate::partition::Error) -> i16 {
         E::Batch(BatchError::Corrupt(_)) => ResponseError::CorruptMessage,
         E::Batch(BatchError::UnsupportedMagic(_)) => ResponseError::UnsupportedForMessageFormat,
         E::Batch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
-        E::Batch(BatchError::Transactional) => ResponseError::InvalidRecord,
+        E::Batch(BatchError::Transactional | BatchError::NotOneBatch(_)) => ResponseError::InvalidRecord,
         E::Sequence(SequenceCheck::StaleEpoch) => ResponseError::InvalidProducerEpoch,
         E::Sequence(SequenceCheck::UnknownProducer) => ResponseError::UnknownProducerId,
         E::Sequence(_) => ResponseError::OutOfOrderSequenceNumber,

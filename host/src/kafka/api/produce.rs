@@ -99,7 +99,7 @@ fn append(ctx: &KafkaContext, topic: &str, index: i32, records: Option<&Bytes>, 
     let Some(records) = records else {
         return Outcome::Failed(code(ResponseError::CorruptMessage), Some("no records".into()));
     };
-    match partition.append(records, now_ms) {
+    match partition.append_produced(records, now_ms) {
         Ok(appended) => {
             ctx.metrics.produced_bytes.inc_by(records.len() as u64);
             Outcome::Appended(partition, appended)
