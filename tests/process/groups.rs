@@ -348,3 +348,27 @@ fn generations_fence_commits_and_only_empty_groups_are_deleted() -> Result<()> {
     ensure!(client.send(2, &delete)?.results[0].error_code == GROUP_ID_NOT_FOUND);
     Ok(())
 }
+
+#[test]
+fn refused_joins_leave_no_groups_behind() -> Result<()> {
+    const INVALID_SESSION_TIMEOUT: i16 = 26;
+    let (_dir, broker) = group_broker()?;
+    let mut client = RawClient::connect(broker.addr())?;
+    for i in 0..20 {
+        let mut join = JoinGroupRequest::default();
+        join.group_id = group_id(&format!("refused-{i}"));
+        join.session_timeout_ms = 1;
+        join.rebalance_timeout_ms = 10_000;
+        join.protocol_type = text("consumer");
+        let mut protocol = JoinGroupRequestProtocol::default();
+        protocol.name = text("range");
+        protocol.metadata = Bytes::from_static(b"\x00\x00");
+        join.protocols = vec![protocol];
+        let refused = client.send(5, &join)?;
+        ensure!(refused.error_code == INVALID_SESSION_TIMEOUT, "join {i}: {}", refused.error_code);
+    }
+    let listed = client.send(4, &ListGroupsRequest::default())?;
+    let left: Vec<&str> = listed.groups.iter().map(|g| g.group_id.as_str()).filter(|g| g.starts_with("refused-")).collect();
+    ensure!(left.is_empty(), "refused joins left groups behind: {left:?}");
+    Ok(())
+}

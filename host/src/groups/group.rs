@@ -231,6 +231,12 @@ impl Group {
         self.members.is_empty()
     }
 
+    /// Whether nothing has joined it: no members, none waiting to rejoin with an assigned id,
+    /// no rebalance under way.
+    pub fn is_unused(&self) -> bool {
+        self.members.is_empty() && self.pending_members.is_empty() && self.state() == GroupState::Empty
+    }
+
     /// Handles JoinGroup. `new_member_id` is called when the coordinator must assign an id.
     pub fn join(&mut self, req: JoinRequest, now: Instant, new_member_id: impl FnOnce() -> String) -> Reply<JoinOutcome> {
         if req.session_timeout < self.timeouts.min_session || req.session_timeout > self.timeouts.max_session {

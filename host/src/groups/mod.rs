@@ -166,12 +166,18 @@ impl Coordinator {
         let reply = {
             let mut state = self.lock();
             let timeouts = self.timeouts();
+            let created = !state.groups.contains_key(group_id);
             let group = state.groups.entry(group_id.to_string()).or_insert_with(|| Group::new(timeouts));
             if group.state() == GroupState::Dead {
                 *group = Group::new(timeouts);
             }
             let client_id = req.client_id.clone();
-            group.join(req, Instant::now(), || format!("{client_id}-{}", Uuid::new_v4()))
+            let reply = group.join(req, Instant::now(), || format!("{client_id}-{}", Uuid::new_v4()));
+            // A refused join creates no group (Kafka creates one only for an accepted join).
+            if created && group.is_unused() {
+                state.groups.remove(group_id);
+            }
+            reply
         };
         match reply {
             Reply::Now(outcome) => outcome,
