@@ -42,14 +42,16 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
     }
     ctx.metrics.produced_requests.inc();
     if acks == 0 {
-        let failure = topics.iter().flat_map(|(name, outcomes)| outcomes.iter().map(move |(index, o)| (name, index, o))).find_map(|(name, index, outcome)| match outcome {
-            Outcome::Failed(error_code, why) => Some(format!("{}-{index}: error {error_code}{}", name.as_str(), why.as_deref().map(|w| format!(", {w}")).unwrap_or_default())),
-            Outcome::Appended(..) => None,
-        });
-        return match failure {
-            Some(failure) => Err(FrameError::UnacknowledgedProduceFailed(failure)),
-            None => Ok(None),
-        };
+        // No response can carry an error: a failure closes the connection so the client notices.
+        for (name, outcomes) in &topics {
+            for (index, outcome) in outcomes {
+                if let Outcome::Failed(error_code, why) = outcome {
+                    let why = why.as_deref().unwrap_or("");
+                    return Err(FrameError::UnacknowledgedProduceFailed(format!("{}-{index}: error {error_code} {why}", name.as_str())));
+                }
+            }
+        }
+        return Ok(None);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(body.timeout_ms.max(0) as u64);
     let mut response = ProduceResponse::default();
