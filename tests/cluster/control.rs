@@ -198,16 +198,7 @@ fn offset_fetch_from_a_non_coordinator_answers_not_coordinator() -> Result<()> {
     let _one = serial();
     let cluster = cluster_with_topic()?;
     let group = "fetchers";
-    let mut committed = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        committed.add_partition_offset(TOPIC, p, Offset::Offset(i64::from(p) + 40))?;
-    }
-    eventually("a commit through the cluster", || {
-        let consumer = group_consumer(&cluster.bootstrap(), group)?;
-        consumer.commit(&committed, CommitMode::Sync)?;
-        Ok(())
-    })?;
-    let coordinating = eventually("a coordinator", || coordinator(&cluster, group))?;
+    let coordinating = commit_offsets(&cluster, group, 40)?;
     // Only the coordinator answers with offsets; a node that may lag behind it refuses.
     for i in 0..cluster.len() {
         let (group_error, partitions) = fetch_offsets_from(&cluster, i, group)?;
@@ -243,16 +234,7 @@ fn deleting_a_topic_drops_its_committed_offsets_on_every_coordinator() -> Result
     let _one = serial();
     let cluster = cluster_with_topic()?;
     let group = "forgetful";
-    let mut committed = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        committed.add_partition_offset(TOPIC, p, Offset::Offset(i64::from(p) + 7))?;
-    }
-    eventually("a commit through the cluster", || {
-        let consumer = group_consumer(&cluster.bootstrap(), group)?;
-        consumer.commit(&committed, CommitMode::Sync)?;
-        Ok(())
-    })?;
-    let coordinating = eventually("a coordinator", || coordinator(&cluster, group))?;
+    let coordinating = commit_offsets(&cluster, group, 7)?;
     // The deletion goes through a node that does not coordinate the group.
     let other = (coordinating + 1) % cluster.len();
     let mut delete = DeleteTopicsRequest::default();
@@ -269,6 +251,21 @@ fn deleting_a_topic_drops_its_committed_offsets_on_every_coordinator() -> Result
         Ok(())
     })?;
     Ok(())
+}
+
+/// Commits offset `base + p` for every partition `p` of the test topic in `group`, through the
+/// cluster; returns the node that coordinates the group.
+fn commit_offsets(cluster: &TestCluster, group: &str, base: i64) -> Result<usize> {
+    let mut committed = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        committed.add_partition_offset(TOPIC, p, Offset::Offset(i64::from(p) + base))?;
+    }
+    eventually("a commit through the cluster", || {
+        let consumer = group_consumer(&cluster.bootstrap(), group)?;
+        consumer.commit(&committed, CommitMode::Sync)?;
+        Ok(())
+    })?;
+    eventually("a coordinator", || coordinator(cluster, group))
 }
 
 /// ListGroups (whether `group` is listed), DescribeGroups, and, when `change`, LeaveGroup and

@@ -271,6 +271,20 @@ fn fetch_committed(client: &mut RawClient, group: &str) -> Result<(i64, Option<S
     Ok((p.committed_offset, p.metadata.as_ref().map(|m| m.to_string())))
 }
 
+/// A consumer-protocol JoinGroup for `group` with the session timeout given.
+fn join_request(group: &str, session_timeout_ms: i32) -> JoinGroupRequest {
+    let mut join = JoinGroupRequest::default();
+    join.group_id = group_id(group);
+    join.session_timeout_ms = session_timeout_ms;
+    join.rebalance_timeout_ms = 10_000;
+    join.protocol_type = text("consumer");
+    let mut protocol = JoinGroupRequestProtocol::default();
+    protocol.name = text("range");
+    protocol.metadata = Bytes::from_static(b"\x00\x00");
+    join.protocols = vec![protocol];
+    join
+}
+
 #[test]
 fn generations_fence_commits_and_only_empty_groups_are_deleted() -> Result<()> {
     let (_dir, broker) = group_broker()?;
@@ -282,15 +296,7 @@ fn generations_fence_commits_and_only_empty_groups_are_deleted() -> Result<()> {
     let coordinator = client.send(3, &find)?;
     ensure!(coordinator.error_code == 0 && coordinator.port == i32::from(broker.addr().port()));
 
-    let mut join = JoinGroupRequest::default();
-    join.group_id = group_id("g1");
-    join.session_timeout_ms = 10_000;
-    join.rebalance_timeout_ms = 10_000;
-    join.protocol_type = text("consumer");
-    let mut protocol = JoinGroupRequestProtocol::default();
-    protocol.name = text("range");
-    protocol.metadata = Bytes::from_static(b"\x00\x00");
-    join.protocols = vec![protocol];
+    let mut join = join_request("g1", 10_000);
     let first = client.send(5, &join)?;
     ensure!(first.error_code == MEMBER_ID_REQUIRED, "join without an id: {}", first.error_code);
     join.member_id = first.member_id.clone();
@@ -355,16 +361,7 @@ fn refused_joins_leave_no_groups_behind() -> Result<()> {
     let (_dir, broker) = group_broker()?;
     let mut client = RawClient::connect(broker.addr())?;
     for i in 0..20 {
-        let mut join = JoinGroupRequest::default();
-        join.group_id = group_id(&format!("refused-{i}"));
-        join.session_timeout_ms = 1;
-        join.rebalance_timeout_ms = 10_000;
-        join.protocol_type = text("consumer");
-        let mut protocol = JoinGroupRequestProtocol::default();
-        protocol.name = text("range");
-        protocol.metadata = Bytes::from_static(b"\x00\x00");
-        join.protocols = vec![protocol];
-        let refused = client.send(5, &join)?;
+        let refused = client.send(5, &join_request(&format!("refused-{i}"), 1))?;
         ensure!(refused.error_code == INVALID_SESSION_TIMEOUT, "join {i}: {}", refused.error_code);
     }
     let listed = client.send(4, &ListGroupsRequest::default())?;

@@ -157,12 +157,17 @@ mod tests {
     use crate::partition::replica::ReplicaSetup;
     use crate::partition::replica::tests::{data_entry, settings};
 
+    /// A replica of a three-voter group in `dir`, driven by hand.
+    fn replica(dir: &std::path::Path) -> Arc<Partition> {
+        let (tx, _rx) = tokio::sync::mpsc::channel(16);
+        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
+        Partition::open_replica("t", 0, dir, settings(1 << 20), setup).unwrap()
+    }
+
     #[test]
     fn a_fetch_between_the_high_watermark_and_the_log_end_is_empty_not_out_of_range() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
-        let partition = Partition::open_replica("t", 0, dir.path(), settings(1 << 20), setup).unwrap();
+        let partition = replica(dir.path());
         // Offsets 0..3 committed, 3..8 written but not committed yet (a new leader's high
         // watermark lags until it commits an entry of its term).
         partition.write_entries(&[data_entry(1, 1, 0, batch(3, -1, -1, -1)), data_entry(2, 1, 3, batch(5, -1, -1, -1))], 0).unwrap();
@@ -181,9 +186,7 @@ mod tests {
     #[test]
     fn a_fetch_checks_the_leader_epoch_the_client_believes_current() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
-        let partition = Partition::open_replica("t", 0, dir.path(), settings(1 << 20), setup).unwrap();
+        let partition = replica(dir.path());
         partition.write_entries(&[data_entry(1, 4, 0, batch(3, -1, -1, -1))], 0).unwrap();
         partition.commit_to(1);
         assert!(partition.become_leader(4));
