@@ -146,7 +146,7 @@ pub(super) fn load<E: IndexRecord>(fs: &dyn FileSystem, path: &Path, bounds: &In
     }
     let body = &bytes[FILE_HEADER_SIZE as usize..];
     let mut entries: Vec<E> = Vec::with_capacity(body.len() / E::LEN);
-    let mut clean = len <= cap && body.len() % E::LEN == 0;
+    let mut clean = len <= cap && body.len().is_multiple_of(E::LEN);
     for chunk in body.chunks_exact(E::LEN) {
         let e = E::decode(chunk);
         if !e.follows(entries.last(), bounds) {

@@ -66,7 +66,6 @@ pub(super) fn open(
             checkpoint::remove_checkpoint(&*fs, dir)?;
         }
         let log = assemble(
-            fs,
             dir,
             config,
             Vec::new(),
@@ -155,7 +154,6 @@ pub(super) fn open(
         (None, None) => (RaftIndex(1), Term(0)),
     };
     let log = assemble(
-        fs,
         dir,
         config,
         sealed,
@@ -175,7 +173,6 @@ pub(super) fn open(
 }
 
 fn assemble(
-    fs: Arc<dyn FileSystem>,
     dir: &Path,
     config: LogConfig,
     sealed: Vec<Segment>,
@@ -192,7 +189,7 @@ fn assemble(
         log_start = next_offset;
     }
     let mut log = PartitionLog {
-        fs,
+        fs: Arc::clone(active.seg.fs()),
         dir: dir.to_path_buf(),
         config,
         sealed,

@@ -115,6 +115,11 @@ impl Segment {
         }
     }
 
+    /// The file system its files live on.
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
+        &self.fs
+    }
+
     /// The log file, opened read-only on first use.
     pub fn file(&self) -> Result<&Arc<dyn FileHandle>, Error> {
         if let Some(f) = self.file.get() {

@@ -95,11 +95,7 @@ fn read_hard_state(file: &dyn FileHandle) -> std::io::Result<HardState> {
         return Err(invalid(format!("format version {} is not {STATE_VERSION}, the one this build reads", word(4))));
     }
     let field = |at: usize| u64::from_be_bytes(buf[fields_at + at..fields_at + at + 8].try_into().expect("8 bytes"));
-    let mut hs = HardState::default();
-    hs.term = field(0);
-    hs.vote = field(8);
-    hs.commit = field(16);
-    Ok(hs)
+    Ok(HardState { term: field(0), vote: field(8), commit: field(16), ..Default::default() })
 }
 
 fn encode_hard_state(hs: &HardState) -> [u8; STATE_SIZE] {
@@ -338,9 +334,7 @@ impl RaftStore {
     fn initial_state(&self) -> RaftState {
         let mut hs = self.hard_state.clone();
         hs.commit = self.commit();
-        let mut cs = ConfState::default();
-        cs.voters = self.voters.clone();
-        RaftState::new(hs, cs)
+        RaftState::new(hs, ConfState { voters: self.voters.clone(), ..Default::default() })
     }
 
     fn entries(&self, log: Option<&PartitionLog>, low: u64, high: u64, max_size: u64) -> raft::Result<Vec<Entry>> {
@@ -360,14 +354,11 @@ impl RaftStore {
         Ok(read
             .into_iter()
             .map(|(meta, payload)| {
-                let mut e = Entry::default();
-                e.term = meta.term.0;
-                e.index = meta.index.0;
-                e.data = match meta.kind {
-                    EntryKind::Data => encode_entry(meta.base_offset.0, meta.record_count, meta.max_timestamp, &payload).into(),
-                    EntryKind::Control => payload.into(),
+                let data = match meta.kind {
+                    EntryKind::Data => encode_entry(meta.base_offset.0, meta.record_count, meta.max_timestamp, &payload),
+                    EntryKind::Control => payload,
                 };
-                e
+                Entry { term: meta.term.0, index: meta.index.0, data: data.into(), ..Default::default() }
             })
             .collect())
     }
