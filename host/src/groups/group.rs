@@ -325,10 +325,10 @@ impl Group {
 
     /// Whether an offset commit by this member at this generation is allowed; `Ok` when it is.
     /// Generation -1 with no member id is a "simple" commit, allowed only while the group has
-    /// no members.
+    /// no members (otherwise, as in Kafka, the empty member id is an unknown member).
     pub fn check_commit(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, now: Instant) -> Result<(), ResponseError> {
         if generation < 0 && member_id.is_empty() {
-            return if self.members.is_empty() { Ok(()) } else { Err(ResponseError::IllegalGeneration) };
+            return if self.members.is_empty() { Ok(()) } else { Err(ResponseError::UnknownMemberId) };
         }
         self.check_member(member_id, instance_id, generation)?;
         if self.state == GroupState::CompletingRebalance {
@@ -777,7 +777,8 @@ mod tests {
         let mut g = Group::new(timeouts());
         let _a = join_new(&mut g, "a", &["range"], t0);
         g.tick(t0 + Duration::from_secs(1));
-        assert_eq!(g.check_commit("", None, -1, t0), Err(ResponseError::IllegalGeneration));
+        // As Kafka: the empty member id is no member of a group that has members.
+        assert_eq!(g.check_commit("", None, -1, t0), Err(ResponseError::UnknownMemberId));
         assert_eq!(g.leave("a", None, t0), 0);
         assert_eq!(g.state(), GroupState::Empty);
         assert_eq!(g.check_commit("", None, -1, t0), Ok(()));
