@@ -369,3 +369,39 @@ fn refused_joins_leave_no_groups_behind() -> Result<()> {
     ensure!(left.is_empty(), "refused joins left groups behind: {left:?}");
     Ok(())
 }
+
+#[test]
+fn a_commit_too_large_for_the_offsets_topic_is_refused_for_good() -> Result<()> {
+    const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data"))
+        .env("SLUICE_KAFKA__MAX_REQUEST_BYTES", "65536")
+        .env("SLUICE_LOG__MAX_MESSAGE_BYTES", "60000");
+    broker.start()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "wide", 21, &[]))?;
+    let mut client = RawClient::connect(broker.addr())?;
+    // The request fits the 64 KiB limit, but its records repeat the long group id in every key,
+    // so the offsets entry would not.
+    let group = "g".repeat(200);
+    let partitions = (0..21)
+        .map(|i| {
+            let mut p = OffsetCommitRequestPartition::default();
+            p.partition_index = i;
+            p.committed_offset = 1;
+            p.committed_metadata = Some(text(&"m".repeat(2900)));
+            p
+        })
+        .collect();
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(text("wide"));
+    t.partitions = partitions;
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = group_id(&group);
+    request.generation_id_or_member_epoch = -1;
+    request.topics = vec![t];
+    let response = client.send(8, &request)?;
+    let codes: BTreeSet<i16> = response.topics[0].partitions.iter().map(|p| p.error_code).collect();
+    // A retriable error here would have the client retry the same commit forever.
+    ensure!(codes == BTreeSet::from([INVALID_COMMIT_OFFSET_SIZE]), "answered {codes:?}");
+    Ok(())
+}

@@ -441,7 +441,12 @@ impl Coordinator {
         let batch = offsets::encode_batch(records, now_ms()).map_err(|_| ResponseError::UnknownServerError.code())?;
         let appended = partition.append(&batch, now_ms()).map_err(|e| {
             warn!(group = group_id, cause = %e, "offset commit append failed");
-            ResponseError::CoordinatorNotAvailable.code()
+            match e {
+                // Retrying the same commit cannot help: say so, as Kafka does.
+                crate::partition::Error::Log(crate::log::Error::EntryTooLarge { .. })
+                | crate::partition::Error::Batch(crate::partition::batch::BatchError::TooLarge { .. }) => ResponseError::InvalidCommitOffsetSize.code(),
+                _ => ResponseError::CoordinatorNotAvailable.code(),
+            }
         })?;
         partition.wait_durable(&appended, true).await.map_err(|e| {
             warn!(group = group_id, cause = %e, "offset commit not made durable");
