@@ -310,6 +310,15 @@ fn generations_fence_commits_and_only_empty_groups_are_deleted() -> Result<()> {
     heartbeat.member_id = text(&member);
     // Joined, waiting for assignments: heartbeats are fine.
     ensure!(client.send(3, &heartbeat)?.error_code == 0);
+    // As Kafka: the protocol and the members' metadata and assignments are described only once
+    // the group is stable.
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = vec![group_id("g1")];
+    let rebalancing = client.send(5, &describe)?;
+    let g = &rebalancing.groups[0];
+    ensure!(g.group_state.as_str() == "CompletingRebalance", "state {}", g.group_state.as_str());
+    ensure!(g.protocol_data.is_empty(), "protocol {} described while rebalancing", g.protocol_data.as_str());
+    ensure!(g.members.len() == 1 && g.members.iter().all(|m| m.member_metadata.is_empty() && m.member_assignment.is_empty()), "member details described while rebalancing");
 
     let mut sync = SyncGroupRequest::default();
     sync.group_id = group_id("g1");

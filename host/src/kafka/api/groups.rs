@@ -375,11 +375,15 @@ pub fn describe_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, F
                 protocol: String::new(),
                 members: Vec::new(),
             });
+            // As Kafka: the protocol and the members' metadata and assignments only once stable.
+            let stable = summary.state == "Stable";
             let mut g = DescribedGroup::default();
             g.group_id = id.clone();
             g.group_state = text(summary.state);
             g.protocol_type = text(&summary.protocol_type);
-            g.protocol_data = text(&summary.protocol);
+            if stable {
+                g.protocol_data = text(&summary.protocol);
+            }
             g.members = summary
                 .members
                 .into_iter()
@@ -389,8 +393,10 @@ pub fn describe_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, F
                     m.group_instance_id = instance.map(|s| text(&s));
                     m.client_id = text(&client_id);
                     m.client_host = text(&host);
-                    m.member_metadata = metadata;
-                    m.member_assignment = assignment;
+                    if stable {
+                        m.member_metadata = metadata;
+                        m.member_assignment = assignment;
+                    }
                     m
                 })
                 .collect();
