@@ -30,6 +30,7 @@ const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const NON_EMPTY_GROUP: i16 = 68;
+const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
 /// A broker whose groups accept short sessions and settle quickly.
@@ -328,6 +329,11 @@ fn generations_fence_commits_and_only_empty_groups_are_deleted() -> Result<()> {
     assignment.member_id = text(&member);
     assignment.assignment = Bytes::from_static(b"mine");
     sync.assignments = vec![assignment];
+    // SyncGroup v5 names the protocol; one the group did not choose is refused.
+    let mut wrong = sync.clone();
+    wrong.protocol_type = Some(text("consumer"));
+    wrong.protocol_name = Some(text("roundrobin"));
+    ensure!(client.send(5, &wrong)?.error_code == INCONSISTENT_GROUP_PROTOCOL, "a sync naming another protocol was accepted");
     let synced = client.send(4, &sync)?;
     ensure!(synced.error_code == 0 && synced.assignment == Bytes::from_static(b"mine"));
     ensure!(client.send(3, &heartbeat)?.error_code == 0);

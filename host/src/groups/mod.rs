@@ -186,13 +186,28 @@ impl Coordinator {
     }
 
     /// Handles SyncGroup; waits for the leader's assignments.
-    pub async fn sync(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32, assignments: Vec<(String, Bytes)>) -> SyncOutcome {
+    /// `protocol` is the (type, assignor) the request names, if it names them (v5+).
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol: (Option<String>, Option<String>),
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncOutcome {
         if !self.is_coordinator(group_id) {
             return sync_error(ResponseError::NotCoordinator);
         }
         let reply = {
             let mut state = self.lock();
             match state.groups.get_mut(group_id) {
+                Some(group)
+                    if protocol.0.as_deref().is_some_and(|t| group.protocol_type() != Some(t))
+                        || protocol.1.as_deref().is_some_and(|n| group.protocol() != Some(n)) =>
+                {
+                    return sync_error(ResponseError::InconsistentGroupProtocol);
+                }
                 Some(group) => group.sync(member_id, instance_id, generation, assignments, Instant::now()),
                 None => return sync_error(ResponseError::UnknownMemberId),
             }

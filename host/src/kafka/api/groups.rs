@@ -140,7 +140,9 @@ pub async fn sync_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, 
     let body: SyncGroupRequest = decode_body(request)?;
     let assignments = body.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
     let instance = body.group_instance_id.map(|s| s.to_string());
-    let outcome = ctx.groups.sync(body.group_id.as_str(), body.member_id.as_str(), instance.as_deref(), body.generation_id, assignments).await;
+    // v5+ names the protocol type and assignor; they must be the group's.
+    let protocol = (body.protocol_type.as_ref().map(|s| s.to_string()), body.protocol_name.as_ref().map(|s| s.to_string()));
+    let outcome = ctx.groups.sync(body.group_id.as_str(), body.member_id.as_str(), instance.as_deref(), body.generation_id, protocol, assignments).await;
     let mut response = SyncGroupResponse::default();
     response.error_code = outcome.error;
     response.protocol_type = outcome.protocol_type.map(|s| text(&s));
