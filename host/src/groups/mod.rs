@@ -231,6 +231,9 @@ impl Coordinator {
 
     /// Handles LeaveGroup for each (member id, instance id); returns each member's error code.
     pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Result<Vec<i16>, ResponseError> {
+        if !self.is_coordinator(group_id) {
+            return Err(ResponseError::NotCoordinator);
+        }
         let mut state = self.lock();
         let group = state.groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
         let now = Instant::now();
@@ -361,23 +364,31 @@ impl Coordinator {
         }
     }
 
-    /// Every known group (with members or with committed offsets).
+    /// Every known group this node coordinates (with members or with committed offsets). Every
+    /// replica of an offsets partition knows its groups' offsets; only the coordinator knows the
+    /// group.
     pub fn list(&self) -> Vec<GroupSummary> {
         let state = self.lock();
         let mut ids: Vec<&String> = state.groups.iter().filter(|(_, g)| g.state() != GroupState::Dead).map(|(id, _)| id).collect();
         ids.extend(state.offsets.keys().filter(|id| !state.groups.contains_key(*id)));
         ids.sort();
         ids.dedup();
-        ids.into_iter().filter_map(|id| summarize(&state, id)).collect()
+        ids.into_iter().filter(|id| self.is_coordinator(id)).filter_map(|id| summarize(&state, id)).collect()
     }
 
-    /// One group, if it exists.
-    pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
-        summarize(&self.lock(), group_id)
+    /// One group, if it exists; only its coordinator answers.
+    pub fn describe(&self, group_id: &str) -> Result<Option<GroupSummary>, ResponseError> {
+        if !self.is_coordinator(group_id) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        Ok(summarize(&self.lock(), group_id))
     }
 
     /// Deletes a group with no members, and its offsets.
     pub async fn delete_group(&self, group_id: &str) -> Result<(), ResponseError> {
+        if !self.is_coordinator(group_id) {
+            return Err(ResponseError::NotCoordinator);
+        }
         let keys: Vec<OffsetRecord> = {
             let state = self.lock();
             let group = state.groups.get(group_id).filter(|g| g.state() != GroupState::Dead);

@@ -168,10 +168,6 @@ pub fn leave_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Frame
         vec![(body.member_id.to_string(), None)]
     };
     let mut response = LeaveGroupResponse::default();
-    if !ctx.groups.is_coordinator(body.group_id.as_str()) {
-        response.error_code = code(ResponseError::NotCoordinator);
-        return respond(request, &response);
-    }
     match ctx.groups.leave(body.group_id.as_str(), &members) {
         Ok(codes) if version >= 3 => {
             response.members = members
@@ -341,9 +337,6 @@ pub fn list_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Frame
         .groups
         .list()
         .into_iter()
-        // Every replica of an offsets partition knows its groups' offsets; only the coordinator
-        // knows the group.
-        .filter(|g| ctx.groups.is_coordinator(&g.id))
         .filter(|g| body.states_filter.is_empty() || body.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(g.state)))
         .map(|g| {
             let mut l = ListedGroup::default();
@@ -364,13 +357,16 @@ pub fn describe_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, F
         .groups
         .iter()
         .map(|id| {
-            if !ctx.groups.is_coordinator(id.as_str()) {
-                let mut g = DescribedGroup::default();
-                g.group_id = id.clone();
-                g.error_code = code(ResponseError::NotCoordinator);
-                return g;
-            }
-            let summary = ctx.groups.describe(id.as_str()).unwrap_or_else(|| GroupSummary {
+            let summary = match ctx.groups.describe(id.as_str()) {
+                Ok(summary) => summary,
+                Err(e) => {
+                    let mut g = DescribedGroup::default();
+                    g.group_id = id.clone();
+                    g.error_code = code(e);
+                    return g;
+                }
+            };
+            let summary = summary.unwrap_or_else(|| GroupSummary {
                 id: id.to_string(),
                 state: "Dead",
                 protocol_type: String::new(),
@@ -414,9 +410,7 @@ pub async fn delete_groups(ctx: &KafkaContext, request: &Request) -> Result<Byte
     for id in &body.groups_names {
         let mut r = DeletableGroupResult::default();
         r.group_id = id.clone();
-        if !ctx.groups.is_coordinator(id.as_str()) {
-            r.error_code = code(ResponseError::NotCoordinator);
-        } else if let Err(e) = ctx.groups.delete_group(id.as_str()).await {
+        if let Err(e) = ctx.groups.delete_group(id.as_str()).await {
             r.error_code = code(e);
         }
         response.results.push(r);
