@@ -236,13 +236,10 @@ async fn bootstrap(cluster: Arc<Cluster>, proposer: Arc<Proposer>, node_id: i32,
     }
     // Group coordinators are the offsets partitions' leaders: wait for them too, so a sole
     // voter answers its first group request instead of NOT_COORDINATOR.
-    let led = |c: &Cluster| {
-        c.topic(OFFSETS_TOPIC).is_some_and(|t| t.partitions.iter().all(|p| proposer.replication().leadership(crate::cluster::group_of(t.id, p.index())).leader != 0))
-    };
-    while !led(&cluster) {
+    if let Some(offsets) = cluster.topic(OFFSETS_TOPIC) {
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::cluster::control::wait_for_leaders(proposer.replication(), &offsets, 0, proposer.timeout()) => {}
+            _ = stop.wait_for(|s| *s) => {}
         }
     }
 }

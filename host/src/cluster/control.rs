@@ -41,12 +41,7 @@ impl Control {
     /// a client that produces right after creating it finds one. Not finding one is no error:
     /// clients retry NOT_LEADER_OR_FOLLOWER.
     async fn wait_for_leaders(&self, topic: &Topic, from: usize) {
-        let replication = self.replication();
-        let deadline = tokio::time::Instant::now() + self.proposer.timeout();
-        let groups: Vec<u64> = topic.partitions.iter().skip(from).map(|p| super::group_of(topic.id, p.index())).collect();
-        while groups.iter().any(|&g| replication.leadership(g).leader == 0) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        wait_for_leaders(self.replication(), topic, from, self.proposer.timeout()).await;
     }
 
     /// Creates a topic; returns it as applied here.
@@ -121,5 +116,14 @@ impl Control {
                 other => return Err(Error::NotApplied(format!("unexpected outcome {other:?}"))),
             }
         }
+    }
+}
+
+/// Waits, at most `timeout`, until every partition of `topic` from index `from` on has a leader.
+pub async fn wait_for_leaders(replication: &Replication, topic: &Topic, from: usize, timeout: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let groups: Vec<u64> = topic.partitions.iter().skip(from).map(|p| super::group_of(topic.id, p.index())).collect();
+    while groups.iter().any(|&g| replication.leadership(g).leader == 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
