@@ -248,7 +248,14 @@ impl Partition {
 
     /// Write caching: everything written so far counts as persisted (acks=1 on a leader).
     pub fn written(&self) {
-        let Some(end) = self.lock().log.as_ref().map(|log| log.next_offset().0) else { return };
+        let inner = self.lock();
+        let Some(end) = inner.log.as_ref().map(|log| log.next_offset().0) else { return };
+        self.raise_persisted(end);
+    }
+
+    /// Raises what acks=1 waits for (the caller holds the partition lock, so no truncation
+    /// lowers it in between).
+    fn raise_persisted(&self, end: i64) {
         self.durability.send_if_modified(|d| {
             let raised = end > d.persisted;
             d.persisted = d.persisted.max(end);
@@ -377,12 +384,7 @@ impl Partition {
         if inner.log.as_ref().is_none_or(|log| log.generation() != point.generation()) {
             return;
         }
-        let end = point.next_offset.0;
-        self.durability.send_if_modified(|d| {
-            let raised = end > d.persisted;
-            d.persisted = d.persisted.max(end);
-            raised
-        });
+        self.raise_persisted(point.next_offset.0);
     }
 
     /// Writes the recovery checkpoint for a synced `point` with the producer state captured

@@ -434,6 +434,7 @@ mod tests {
     use super::*;
     use crate::config::FlushPolicy;
     use crate::log::fs::FaultyFs;
+    use crate::partition::Appended;
     use crate::partition::batch::tests::batch;
     use crate::partition::replica::ReplicaSetup;
     use crate::partition::replica::tests::settings;
@@ -479,21 +480,30 @@ mod tests {
         }
     }
 
+    /// Runs rounds (no tick) until the replica serves as leader.
+    fn lead(g: &mut Group, rx: &mut mpsc::Receiver<Proposal>, metrics: &Metrics) {
+        for _ in 0..4 {
+            round(g, rx, metrics);
+        }
+        assert!(g.partition.is_leader(), "a sole voter serves without waiting for an election timeout");
+    }
+
+    /// Appends a batch of three records and runs three rounds; returns the append and how many
+    /// files those rounds fsynced.
+    fn write(g: &mut Group, rx: &mut mpsc::Receiver<Proposal>, metrics: &Metrics) -> (Appended, usize) {
+        let appended = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
+        let fsyncs = (0..3).map(|_| round(g, rx, metrics)).sum();
+        (appended, fsyncs)
+    }
+
     #[test]
     fn a_sole_voter_leads_at_once_and_commits_with_one_fsync_per_round() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new(1);
         let (mut g, mut rx) = sole_voter(dir.path(), FlushPolicy::OnAck, Duration::from_secs(1));
         // No tick: no election timeout is waited for.
-        for _ in 0..4 {
-            round(&mut g, &mut rx, &metrics);
-        }
-        assert!(g.partition.is_leader(), "a sole voter serves without waiting for an election timeout");
-        let appended = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
-        let mut fsyncs = 0;
-        for _ in 0..3 {
-            fsyncs += round(&mut g, &mut rx, &metrics);
-        }
+        lead(&mut g, &mut rx, &metrics);
+        let (appended, fsyncs) = write(&mut g, &mut rx, &metrics);
         assert!(g.partition.wait_durable(&appended, true).now_or_never().is_some_and(|r| r.is_ok()), "acks=all is answered");
         assert_eq!(fsyncs, 1, "one write, one fsync (the hard state's commit index needs none)");
     }
@@ -503,15 +513,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new(1);
         let (mut g, mut rx) = sole_voter(dir.path(), FlushPolicy::Interval, Duration::from_secs(3600));
-        for _ in 0..4 {
-            round(&mut g, &mut rx, &metrics);
-        }
-        assert!(g.partition.is_leader());
-        let appended = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
-        let mut fsyncs = 0;
-        for _ in 0..3 {
-            fsyncs += round(&mut g, &mut rx, &metrics);
-        }
+        lead(&mut g, &mut rx, &metrics);
+        let (appended, fsyncs) = write(&mut g, &mut rx, &metrics);
         assert!(g.partition.wait_durable(&appended, true).now_or_never().is_some_and(|r| r.is_ok()), "cached writes are acknowledged");
         assert_eq!(fsyncs, 0, "nothing is fsynced before the period is over");
         // Once the period has passed, one fsync covers what was cached.
@@ -520,13 +523,6 @@ mod tests {
         assert_eq!(round(&mut g, &mut rx, &metrics), 0, "nothing is left to fsync");
     }
 
-    /// Runs rounds until the replica serves as leader.
-    fn lead(g: &mut Group, rx: &mut mpsc::Receiver<Proposal>, metrics: &Metrics) {
-        for _ in 0..4 {
-            round(g, rx, metrics);
-        }
-        assert!(g.partition.is_leader());
-    }
 
     #[test]
     fn a_failed_fsync_acknowledges_nothing() {
@@ -555,10 +551,7 @@ mod tests {
             let fs = FaultyFs::new();
             let (mut g, mut rx) = sole_voter_on(fs.clone(), dir.path(), FlushPolicy::OnAck, Duration::from_secs(1));
             lead(&mut g, &mut rx, &metrics);
-            let first = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
-            for _ in 0..3 {
-                round(&mut g, &mut rx, &metrics);
-            }
+            let (first, _) = write(&mut g, &mut rx, &metrics);
             assert!(g.partition.wait_durable(&first, true).now_or_never().is_some_and(|r| r.is_ok()));
             let second = g.partition.append(&batch(5, -1, -1, -1), 0).unwrap();
             g.propose(rx.try_recv().unwrap());
@@ -596,10 +589,7 @@ mod tests {
         let metrics = Metrics::new(1);
         let (mut g, mut rx) = sole_voter(dir.path(), FlushPolicy::OnAck, Duration::from_secs(1));
         lead(&mut g, &mut rx, &metrics);
-        let appended = g.partition.append(&batch(3, -1, -1, -1), 0).unwrap();
-        for _ in 0..3 {
-            round(&mut g, &mut rx, &metrics);
-        }
+        let (appended, _) = write(&mut g, &mut rx, &metrics);
         let raft_log = &g.node.raft.raft_log;
         let (term, committed, last) = (g.node.raft.term, raft_log.committed, raft_log.last_index());
         let before_last = raft_log.term(committed - 1).unwrap();
