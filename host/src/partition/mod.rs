@@ -23,6 +23,7 @@ use tracing::warn;
 use crate::config::FlushPolicy;
 use crate::log::fs::FileSystem;
 use crate::log::{EntryKind, LogConfig, Offset, PartitionLog};
+use crate::raft::entry::{ENTRY_PREFIX, records_entry, write_prefix};
 use batch::{BatchError, BatchHeader, parse_batches};
 use producer_state::{ProducerStates, SequenceCheck};
 
@@ -478,12 +479,10 @@ pub(crate) fn replay_producers(log: &PartitionLog, states: &mut ProducerStates, 
     Ok(end)
 }
 
-/// A produce record set with offsets and leader epoch written in.
+/// A produce record set with offsets and leader epoch written in, as a records entry.
 pub(crate) struct Stamped {
-    pub payload: Vec<u8>,
+    pub entry: Vec<u8>,
     pub end_offset: i64,
-    pub record_count: u32,
-    pub max_timestamp: i64,
 }
 
 /// Checks idempotent sequences of a record set that would start at offset `next`. Returns the
@@ -513,16 +512,19 @@ pub(crate) fn check_sequences(producers: &ProducerStates, headers: &[BatchHeader
     Ok(None)
 }
 
-/// Copies `records` and writes each batch's base offset (from `next` on) and leader epoch.
+/// Copies `records` into a records entry once, writing each batch's base offset (from `next`
+/// on) and leader epoch, and the entry's prefix.
 pub(crate) fn stamp(records: &[u8], headers: &[BatchHeader], next: i64, leader_epoch: i32) -> Result<Stamped, Error> {
-    let mut payload = records.to_vec();
+    let mut entry = records_entry(records);
     let mut offset = next;
     let mut max_timestamp = i64::MIN;
     for h in headers {
-        batch::assign_offset(&mut payload[h.position..h.position + h.size], offset, leader_epoch);
+        let at = ENTRY_PREFIX + h.position;
+        batch::assign_offset(&mut entry[at..at + h.size], offset, leader_epoch);
         offset += i64::from(h.offset_count);
         max_timestamp = max_timestamp.max(h.max_timestamp);
     }
     let record_count = u32::try_from(offset - next).map_err(|_| BatchError::Corrupt(format!("{} records in one request", offset - next)))?;
-    Ok(Stamped { payload, end_offset: offset, record_count, max_timestamp })
+    write_prefix(&mut entry, next, record_count, max_timestamp);
+    Ok(Stamped { entry, end_offset: offset })
 }

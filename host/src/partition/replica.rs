@@ -121,10 +121,11 @@ impl RaftLog {
         let epoch = i32::try_from(leader.term).unwrap_or(i32::MAX);
         let stamped = stamp(records, headers, next, epoch)?;
         // Every replica would refuse to log it (and stop): refuse it here instead.
-        if stamped.payload.len() > max_entry_bytes as usize {
-            return Err(Error::Log(crate::log::Error::EntryTooLarge { size: stamped.payload.len(), max: max_entry_bytes }));
+        let size = stamped.entry.len() - ENTRY_PREFIX;
+        if size > max_entry_bytes as usize {
+            return Err(Error::Log(crate::log::Error::EntryTooLarge { size, max: max_entry_bytes }));
         }
-        let data = encode_entry(next, stamped.record_count, stamped.max_timestamp, &stamped.payload);
+        let data = stamped.entry;
         let placement = super::Placement::default();
         hand_over(&self.proposals, Proposal { group, lease: leader.lease, data, placements: vec![placement.clone()] })?;
         let mut at = next;

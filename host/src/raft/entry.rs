@@ -19,12 +19,25 @@ const LOG_START_MAGIC: &[u8; 4] = b"SLLS";
 
 /// Encodes a records entry.
 pub fn encode_entry(base_offset: i64, record_count: u32, max_timestamp: i64, batches: &[u8]) -> Vec<u8> {
+    let mut data = records_entry(batches);
+    write_prefix(&mut data, base_offset, record_count, max_timestamp);
+    data
+}
+
+/// A records entry holding a copy of `batches` whose prefix is still to be written with
+/// [`write_prefix`]: the proposer edits the batches in place and copies them only once.
+pub fn records_entry(batches: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(ENTRY_PREFIX + batches.len());
-    data.extend_from_slice(&base_offset.to_be_bytes());
-    data.extend_from_slice(&record_count.to_be_bytes());
-    data.extend_from_slice(&max_timestamp.to_be_bytes());
+    data.resize(ENTRY_PREFIX, 0);
     data.extend_from_slice(batches);
     data
+}
+
+/// Writes a records entry's prefix; `data` is at least [`ENTRY_PREFIX`] bytes.
+pub fn write_prefix(data: &mut [u8], base_offset: i64, record_count: u32, max_timestamp: i64) {
+    data[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    data[8..12].copy_from_slice(&record_count.to_be_bytes());
+    data[12..20].copy_from_slice(&max_timestamp.to_be_bytes());
 }
 
 /// Splits a records entry into (base offset, record count, max timestamp, batches); `None` for
