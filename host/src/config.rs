@@ -212,6 +212,19 @@ pub struct KafkaConfig {
     /// Concurrent client connections; further ones are closed at accept.
     /// Default: 10000
     pub max_connections: usize,
+    /// Concurrent client connections from one IP address; further ones are closed at accept
+    /// (Kafka's `max.connections.per.ip`).
+    /// Default: 1000
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in flight that sends nothing for this long is closed, and
+    /// so is one that does not read a response for this long (Kafka's
+    /// `connections.max.idle.ms`).
+    /// Default: 600000 (10 min)
+    pub connections_max_idle_ms: u64,
+    /// Once a request's size has been read, its whole frame must arrive within this time, or
+    /// the connection is closed (a half-sent frame holds its buffer no longer).
+    /// Default: 60000
+    pub request_read_timeout_ms: u64,
     /// Whether Metadata and Produce create unknown topics (Kafka's `auto.create.topics.enable`).
     /// Default: false
     pub auto_create_topics: bool,
@@ -301,6 +314,9 @@ impl Default for KafkaConfig {
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight_per_connection: 16,
             max_connections: 10_000,
+            max_connections_per_ip: 1000,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 60_000,
             auto_create_topics: false,
             default_partitions: 1,
             max_partitions_per_topic: 10_000,
@@ -357,8 +373,11 @@ impl Config {
         if self.kafka.max_request_bytes < 64 {
             return invalid("kafka.max-request-bytes must be at least 64");
         }
-        if self.kafka.max_in_flight_per_connection == 0 {
-            return invalid("kafka.max-in-flight-per-connection must be at least 1");
+        if self.kafka.max_in_flight_per_connection == 0 || self.kafka.max_connections_per_ip == 0 {
+            return invalid("kafka.max-in-flight-per-connection and kafka.max-connections-per-ip must be at least 1");
+        }
+        if self.kafka.connections_max_idle_ms == 0 || self.kafka.request_read_timeout_ms == 0 {
+            return invalid("kafka.connections-max-idle-ms and kafka.request-read-timeout-ms must be positive");
         }
         if self.kafka.default_partitions < 1
             || self.kafka.default_partitions > self.kafka.max_partitions_per_topic

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Frames that closed their connection (bad size, unknown API, malformed).
     pub frame_errors: IntCounter,
+    /// Connections refused or closed by a limit, by reason (`max_connections`,
+    /// `max_connections_per_ip`, `idle`, `request_read_timeout`, `response_write_timeout`).
+    pub connections_limited: IntCounterVec,
     /// Produce requests received.
     pub produced_requests: IntCounter,
     /// Record-set bytes appended by Produce.
@@ -116,6 +119,7 @@ impl Metrics {
         let metrics = Metrics {
             connections: IntGauge::new("kafka_connections", "Open Kafka connections").expect("valid metric"),
             frame_errors: counter("kafka_frame_errors_total", "Frames that closed their connection"),
+            connections_limited: IntCounterVec::new(Opts::new("kafka_connections_limited_total", "Connections refused or closed by a limit, by reason"), &["reason"]).expect("valid metric"),
             produced_requests: counter("produce_requests_total", "Produce requests received"),
             produced_bytes: counter("produce_bytes_total", "Record-set bytes appended"),
             produced_records: counter("produce_records_acked_total", "Records acknowledged to producers"),
@@ -145,6 +149,7 @@ impl Metrics {
         r.register(Box::new(metrics.request_seconds.clone())).expect("unique metric");
         r.register(Box::new(metrics.connections.clone())).expect("unique metric");
         r.register(Box::new(metrics.frame_errors.clone())).expect("unique metric");
+        r.register(Box::new(metrics.connections_limited.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_requests.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_bytes.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_records.clone())).expect("unique metric");

@@ -244,6 +244,11 @@ fn text(s: &str) -> StrBytes {
 }
 
 fn commit(client: &mut RawClient, group: &str, member: &str, generation: i32, offset: i64) -> Result<i16> {
+    let response = client.send(8, &commit_request(group, member, generation, offset))?;
+    Ok(response.topics[0].partitions[0].error_code)
+}
+
+fn commit_request(group: &str, member: &str, generation: i32, offset: i64) -> OffsetCommitRequest {
     let mut p = OffsetCommitRequestPartition::default();
     p.partition_index = 0;
     p.committed_offset = offset;
@@ -256,20 +261,23 @@ fn commit(client: &mut RawClient, group: &str, member: &str, generation: i32, of
     request.generation_id_or_member_epoch = generation;
     request.member_id = text(member);
     request.topics = vec![t];
-    let response = client.send(8, &request)?;
-    Ok(response.topics[0].partitions[0].error_code)
+    request
 }
 
 fn fetch_committed(client: &mut RawClient, group: &str) -> Result<(i64, Option<String>)> {
+    let response = client.send(7, &fetch_committed_request(group))?;
+    let p = &response.topics[0].partitions[0];
+    Ok((p.committed_offset, p.metadata.as_ref().map(|m| m.to_string())))
+}
+
+fn fetch_committed_request(group: &str) -> OffsetFetchRequest {
     let mut t = OffsetFetchRequestTopic::default();
     t.name = TopicName(text("raw"));
     t.partition_indexes = vec![0];
     let mut request = OffsetFetchRequest::default();
     request.group_id = group_id(group);
     request.topics = Some(vec![t]);
-    let response = client.send(7, &request)?;
-    let p = &response.topics[0].partitions[0];
-    Ok((p.committed_offset, p.metadata.as_ref().map(|m| m.to_string())))
+    request
 }
 
 /// A consumer-protocol JoinGroup for `group` with the session timeout given.
@@ -418,5 +426,26 @@ fn a_commit_too_large_for_the_offsets_topic_is_refused_for_good() -> Result<()> 
     let codes: BTreeSet<i16> = response.topics[0].partitions.iter().map(|p| p.error_code).collect();
     // A retriable error here would have the client retry the same commit forever.
     ensure!(codes == BTreeSet::from([INVALID_COMMIT_OFFSET_SIZE]), "answered {codes:?}");
+    Ok(())
+}
+
+/// Kafka runs one request of a connection at a time: an OffsetFetch sent right behind an
+/// OffsetCommit, before its response, reads the commit.
+#[test]
+fn a_pipelined_offset_fetch_reads_the_commit_sent_before_it() -> Result<()> {
+    let (_dir, broker) = group_broker()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "raw", 1, &[]))?;
+    let mut client = RawClient::connect(broker.addr())?;
+    for offset in 1..=20 {
+        client.send_only(8, &commit_request("pipelined", "", -1, offset))?;
+        let committed = client.last_correlation_id();
+        client.send_only(7, &fetch_committed_request("pipelined"))?;
+        let fetched = client.last_correlation_id();
+        let commit = client.receive::<OffsetCommitRequest>(8, committed)?;
+        ensure!(commit.topics[0].partitions[0].error_code == 0, "commit {offset} failed");
+        let fetch = client.receive::<OffsetFetchRequest>(7, fetched)?;
+        let read = fetch.topics[0].partitions[0].committed_offset;
+        ensure!(read == offset, "the fetch pipelined after committing {offset} read {read}");
+    }
     Ok(())
 }

@@ -292,3 +292,93 @@ fn long_poll_fetch_is_woken_by_a_produce() -> Result<()> {
     ensure!(hw == 1 && bytes > 0, "hw {hw}, {bytes} bytes");
     Ok(())
 }
+
+fn limited(broker: &Broker, reason: &str) -> Result<f64> {
+    Ok(broker.metric(&format!("sluice_kafka_connections_limited_total{{reason=\"{reason}\",node=\"1\"}}"))?.unwrap_or(0.0))
+}
+
+fn fetch_request(topic: &str, max_wait_ms: i32, max_bytes: i32) -> FetchRequest {
+    let mut partition = FetchPartition::default();
+    partition.partition = 0;
+    partition.fetch_offset = 0;
+    partition.partition_max_bytes = max_bytes;
+    let mut t = FetchTopic::default();
+    t.topic = topic_name(topic);
+    t.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.max_wait_ms = max_wait_ms;
+    request.min_bytes = 1;
+    request.max_bytes = max_bytes;
+    request.topics = vec![t];
+    request
+}
+
+#[test]
+fn connections_beyond_the_per_address_limit_are_closed_at_accept() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data")).env("SLUICE_KAFKA__MAX_CONNECTIONS_PER_IP", "3");
+    broker.start()?;
+    let mut open = (0..3).map(|_| RawClient::connect(broker.addr())).collect::<Result<Vec<_>>>()?;
+    for client in &mut open {
+        client.send(3, &ApiVersionsRequest::default())?;
+    }
+    let mut fourth = RawClient::connect(broker.addr())?;
+    ensure!(fourth.is_closed_by_peer(), "a fourth connection from one address was kept");
+    ensure!(limited(&broker, "max_connections_per_ip")? == 1.0);
+    // Closing one frees its place.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut next = RawClient::connect(broker.addr())?;
+        if next.send(3, &ApiVersionsRequest::default()).is_ok() {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "a closed connection's place was never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for client in &mut open {
+        client.send(3, &ApiVersionsRequest::default())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn idle_half_sent_and_unread_connections_are_closed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data"))
+        .env("SLUICE_KAFKA__CONNECTIONS_MAX_IDLE_MS", "3000")
+        .env("SLUICE_KAFKA__REQUEST_READ_TIMEOUT_MS", "300");
+    broker.start()?;
+    let bootstrap = broker.bootstrap();
+    runtime().block_on(create_topic(&bootstrap, "limits", 1, &[]))?;
+
+    // A frame whose bytes stop arriving.
+    let mut half = RawClient::connect(broker.addr())?;
+    half.write_raw(&[0, 0, 0, 100, 0, 18, 0, 3])?;
+    ensure!(half.is_closed_by_peer(), "a half-sent frame kept its connection");
+    ensure!(limited(&broker, "request_read_timeout")? == 1.0);
+
+    // A fetch long-polling past the idle timeout is not idleness; silence after it is.
+    let mut idle = RawClient::connect(broker.addr())?;
+    let response = idle.send(12, &fetch_request("limits", 4000, 1 << 20))?;
+    ensure!(response.responses[0].partitions[0].error_code == 0);
+    ensure!(limited(&broker, "idle")? == 0.0, "closed while a fetch was waiting");
+    ensure!(idle.is_closed_by_peer(), "an idle connection was kept");
+    ensure!(limited(&broker, "idle")? == 1.0);
+
+    // A client that asks for far more than the socket buffers hold and never reads.
+    let value = "x".repeat(10_000);
+    let values = vec![value; 2400];
+    runtime().block_on(produce(&producer(&bootstrap), "limits", &values))?;
+    let mut unread = RawClient::connect(broker.addr())?;
+    unread.send_only(12, &fetch_request("limits", 0, 64 << 20))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while limited(&broker, "response_write_timeout")? < 1.0 {
+        ensure!(std::time::Instant::now() < deadline, "a response nobody reads held its connection");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(broker.is_running());
+    let mut fresh = RawClient::connect(broker.addr())?;
+    ensure!(high_watermark(&mut fresh, "limits")? == 2400);
+    Ok(())
+}

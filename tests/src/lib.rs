@@ -308,11 +308,18 @@ impl RawClient {
 
     /// Sends `request` at `version` and decodes the response.
     pub fn send<R: Request>(&mut self, version: i16, request: &R) -> Result<R::Response> {
-        let api = self.send_only(version, request)?;
+        self.send_only(version, request)?;
+        self.receive::<R>(version, self.correlation_id)
+    }
+
+    /// Reads the next response, which must be the one to the request of type `R` sent at
+    /// `version` with `correlation_id` (see [`RawClient::last_correlation_id`]).
+    pub fn receive<R: Request>(&mut self, version: i16, correlation_id: i32) -> Result<R::Response> {
+        let api = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key"))?;
         let mut response = self.read_frame()?;
         let response_header = ResponseHeader::decode(&mut response, api.response_header_version(version))?;
-        if response_header.correlation_id != self.correlation_id {
-            bail!("correlation id {} != {}", response_header.correlation_id, self.correlation_id);
+        if response_header.correlation_id != correlation_id {
+            bail!("correlation id {} != {}", response_header.correlation_id, correlation_id);
         }
         let decoded = R::Response::decode(&mut response, version)?;
         if response.has_remaining() {
@@ -335,6 +342,11 @@ impl RawClient {
         request.encode(&mut body, version)?;
         self.write_frame(&body)?;
         Ok(api)
+    }
+
+    /// The correlation id of the request sent last.
+    pub fn last_correlation_id(&self) -> i32 {
+        self.correlation_id
     }
 
     /// Writes a size-prefixed frame.

@@ -1,34 +1,49 @@
-//! One client connection. A reader task turns the socket into requests; this task runs up to
-//! `max-in-flight-per-connection` of them at once (so pipelined produces share an fsync) and
-//! writes their responses strictly in request order, as Kafka requires. A frame that does not
-//! parse closes this connection only.
+//! One client connection. A reader task turns the socket into requests; this task runs them and
+//! writes their responses in request order.
+//!
+//! As in Kafka, a request starts only once every earlier request of the connection has been
+//! answered, so a client sees the effects of what it sent before (an OffsetFetch pipelined
+//! after an OffsetCommit reads the commit, a Fetch after an acknowledged Produce sees it). The
+//! one exception keeps pipelined produces fast: consecutive Produce requests run together, up
+//! to `max-in-flight-per-connection`, so they share an fsync; each appends, in arrival order,
+//! before the next is started, and only their waits for durability overlap.
+//!
+//! Limits: a connection with nothing in flight that sends no request for
+//! `connections-max-idle-ms` is closed, and so is one that does not take a response for as
+//! long; a frame must arrive whole within `request-read-timeout-ms` once its size is read; a
+//! frame that does not parse closes this connection only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{debug, instrument, warn};
 
-use super::frame::{self, FrameError};
+use super::frame::{self, FrameError, Request};
 use super::{KafkaContext, api};
 
 #[instrument(skip(stream, ctx), fields(peer = %peer))]
 pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
     let (read_half, write_half) = stream.into_split();
-    let max_in_flight = ctx.cluster.config().kafka.max_in_flight_per_connection;
-    let limit = ctx.cluster.config().kafka.max_request_bytes;
-    let (requests_tx, mut requests) = mpsc::channel(max_in_flight);
+    let config = &ctx.cluster.config().kafka;
+    let max_in_flight = config.max_in_flight_per_connection;
+    let limit = config.max_request_bytes;
+    let idle = Duration::from_millis(config.connections_max_idle_ms);
+    let read_timeout = Duration::from_millis(config.request_read_timeout_ms);
+    // The reader stays at most one request ahead of the one waiting to start.
+    let (requests_tx, mut requests) = mpsc::channel(1);
     let metrics = Arc::clone(&ctx.metrics);
     let reader = tokio::spawn(async move {
         let mut read_half = BufReader::new(read_half);
         loop {
-            let parsed = match frame::read_frame(&mut read_half, limit).await {
-                Ok(Some(bytes)) => frame::parse_request(bytes).map(|r| frame::Request { peer: Some(peer), ..r }),
+            let parsed = match frame::read_frame(&mut read_half, limit, read_timeout).await {
+                Ok(Some(bytes)) => frame::parse_request(bytes).map(|r| Request { peer: Some(peer), ..r }),
                 Ok(None) => return,
                 Err(e) => Err(e),
             };
@@ -39,7 +54,11 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
                     }
                 }
                 Err(e) => {
-                    metrics.frame_errors.inc();
+                    if matches!(e, FrameError::ReadTimeout { .. }) {
+                        metrics.connections_limited.with_label_values(&["request_read_timeout"]).inc();
+                    } else {
+                        metrics.frame_errors.inc();
+                    }
                     log_frame_error(&e);
                     return;
                 }
@@ -47,32 +66,47 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
         }
     });
     let mut writer = BufWriter::new(write_half);
+    // Each result carries whether its request was a Produce.
     let mut in_flight = FuturesOrdered::new();
+    let mut produces_in_flight = 0;
+    let mut waiting: Option<Request> = None;
     let mut reading = true;
+    let mut last_active = Instant::now();
     loop {
+        if let Some(request) = waiting.take_if(|r| may_start(r.api_key, in_flight.len(), produces_in_flight, max_in_flight)) {
+            let is_produce = request.api_key == ApiKey::Produce;
+            produces_in_flight += usize::from(is_produce);
+            let ctx = Arc::clone(&ctx);
+            in_flight.push_back(async move {
+                let api = request.api_key;
+                let started = Instant::now();
+                let result = api::handle(&ctx, request).await;
+                ctx.metrics.observe_request(api, started.elapsed());
+                (is_produce, result)
+            });
+        }
+        let idle_until = tokio::time::Instant::from_std(last_active + idle);
         tokio::select! {
-            request = requests.recv(), if reading && in_flight.len() < max_in_flight => {
-                let Some(request) = request else {
-                    reading = false;
-                    continue;
-                };
-                let ctx = Arc::clone(&ctx);
-                in_flight.push_back(async move {
-                    let api = request.api_key;
-                    let started = Instant::now();
-                    let result = api::handle(&ctx, request).await;
-                    ctx.metrics.observe_request(api, started.elapsed());
-                    result
-                });
-            }
-            Some(result) = in_flight.next() => {
+            // Requests already running start (and produces append) before the next is read.
+            biased;
+            Some((was_produce, result)) = in_flight.next() => {
+                produces_in_flight -= usize::from(was_produce);
                 match result {
                     Ok(Some(response)) => {
                         // Flushed at once: a later request (a long-poll fetch, a join) may take
                         // seconds, and this answer must not wait behind it.
-                        if let Err(e) = async { writer.write_all(&response).await?; writer.flush().await }.await {
-                            debug!(cause = %e, "write failed");
-                            break;
+                        let written = tokio::time::timeout(idle, async { writer.write_all(&response).await?; writer.flush().await }).await;
+                        match written {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                debug!(cause = %e, "write failed");
+                                break;
+                            }
+                            Err(_) => {
+                                ctx.metrics.connections_limited.with_label_values(&["response_write_timeout"]).inc();
+                                debug!(?idle, "the client took no response for the idle timeout; closing");
+                                break;
+                            }
                         }
                     }
                     Ok(None) => {}
@@ -82,6 +116,19 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
                         break;
                     }
                 }
+                last_active = Instant::now();
+            }
+            request = requests.recv(), if reading && waiting.is_none() => {
+                match request {
+                    Some(request) => waiting = Some(request),
+                    None => reading = false,
+                }
+                last_active = Instant::now();
+            }
+            () = tokio::time::sleep_until(idle_until), if reading && waiting.is_none() && in_flight.is_empty() => {
+                ctx.metrics.connections_limited.with_label_values(&["idle"]).inc();
+                debug!(?idle, "idle connection closed");
+                break;
             }
             else => break,
         }
@@ -90,9 +137,30 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
     reader.abort();
 }
 
+/// Whether a request may start with `running` requests in flight, `produces` of them Produce:
+/// alone, or as one more Produce after only Produces.
+fn may_start(api: ApiKey, running: usize, produces: usize, max_in_flight: usize) -> bool {
+    running == 0 || (api == ApiKey::Produce && produces == running && running < max_in_flight)
+}
+
 fn log_frame_error(error: &FrameError) {
     match error {
         FrameError::Io(e) => debug!(cause = %e, "connection closed"),
         other => warn!(cause = %other, "closing connection after a bad request"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_produces_run_together_and_only_after_produces() {
+        assert!(may_start(ApiKey::Fetch, 0, 0, 16));
+        assert!(may_start(ApiKey::Produce, 3, 3, 16));
+        assert!(!may_start(ApiKey::Produce, 16, 16, 16), "the in-flight limit");
+        assert!(!may_start(ApiKey::Produce, 2, 1, 16), "behind a non-produce");
+        assert!(!may_start(ApiKey::OffsetFetch, 1, 0, 16));
+        assert!(!may_start(ApiKey::Fetch, 1, 1, 16), "behind a produce");
     }
 }

@@ -48,6 +48,14 @@ pub enum FrameError {
     /// closed and the client notices (as Kafka does).
     #[error("an acks=0 produce failed ({0}); closing the connection so the client notices")]
     UnacknowledgedProduceFailed(String),
+    /// A frame's bytes stopped arriving before it was whole.
+    #[error("a {size}-byte frame did not arrive within {timeout:?}")]
+    ReadTimeout {
+        /// The frame's announced size.
+        size: u32,
+        /// `request-read-timeout-ms`.
+        timeout: std::time::Duration,
+    },
 }
 
 /// A request whose header has been decoded; the body is decoded by its API handler.
@@ -63,8 +71,9 @@ pub struct Request {
     pub peer: Option<std::net::SocketAddr>,
 }
 
-/// Reads one size-prefixed frame. `Ok(None)` is a clean end of stream between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, limit: u32) -> Result<Option<Bytes>, FrameError> {
+/// Reads one size-prefixed frame; once its size is read, the rest must arrive within
+/// `timeout`. `Ok(None)` is a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, limit: u32, timeout: std::time::Duration) -> Result<Option<Bytes>, FrameError> {
     let size = match reader.read_i32().await {
         Ok(size) => size,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -74,8 +83,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, limit: u32) -> Res
     if size < 8 || size as u32 > limit {
         return Err(FrameError::BadSize { size: i64::from(size), limit });
     }
-    let mut frame = BytesMut::zeroed(size as usize);
-    reader.read_exact(&mut frame).await?;
+    let size = size as u32;
+    // Read into uninitialized capacity, never past the frame (the next one stays in `reader`).
+    let mut frame = BytesMut::with_capacity(size as usize);
+    let mut rest = reader.take(u64::from(size));
+    let read_all = async {
+        while frame.len() < size as usize {
+            if rest.read_buf(&mut frame).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, read_all).await.map_err(|_| FrameError::ReadTimeout { size, timeout })??;
     Ok(Some(frame.freeze()))
 }
 
@@ -157,18 +177,37 @@ mod tests {
         buf.freeze()
     }
 
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
     #[tokio::test]
     async fn size_prefix_is_checked_before_allocating() {
         let mut huge: &[u8] = &[0x7f, 0xff, 0xff, 0xff];
-        assert!(matches!(read_frame(&mut huge, 1024).await, Err(FrameError::BadSize { .. })));
+        assert!(matches!(read_frame(&mut huge, 1024, WAIT).await, Err(FrameError::BadSize { .. })));
         let mut negative: &[u8] = &[0xff, 0xff, 0xff, 0xfe];
-        assert!(matches!(read_frame(&mut negative, 1024).await, Err(FrameError::BadSize { .. })));
+        assert!(matches!(read_frame(&mut negative, 1024, WAIT).await, Err(FrameError::BadSize { .. })));
         let mut tiny: &[u8] = &[0, 0, 0, 3, 1, 2, 3];
-        assert!(matches!(read_frame(&mut tiny, 1024).await, Err(FrameError::BadSize { .. })));
+        assert!(matches!(read_frame(&mut tiny, 1024, WAIT).await, Err(FrameError::BadSize { .. })));
         let mut truncated: &[u8] = &[0, 0, 0, 20, 1, 2, 3];
-        assert!(matches!(read_frame(&mut truncated, 1024).await, Err(FrameError::Io(_))));
+        assert!(matches!(read_frame(&mut truncated, 1024, WAIT).await, Err(FrameError::Io(_))));
         let mut empty: &[u8] = &[];
-        assert!(read_frame(&mut empty, 1024).await.unwrap().is_none());
+        assert!(read_frame(&mut empty, 1024, WAIT).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_whole_and_one_at_a_time() {
+        let mut two: &[u8] = &[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9];
+        assert_eq!(&read_frame(&mut two, 1024, WAIT).await.unwrap().unwrap()[..], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&read_frame(&mut two, 1024, WAIT).await.unwrap().unwrap()[..], &[9; 9]);
+        assert!(read_frame(&mut two, 1024, WAIT).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_stops_arriving_times_out() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut client, &[0, 0, 0, 20, 1, 2, 3]).await.unwrap();
+        // The client stays connected and sends nothing more.
+        let read = read_frame(&mut server, 1024, std::time::Duration::from_millis(50)).await;
+        assert!(matches!(read, Err(FrameError::ReadTimeout { size: 20, .. })), "{read:?}");
     }
 
     #[test]
