@@ -237,6 +237,14 @@ pub struct KafkaConfig {
     /// Longest a fetch may wait for data, whatever the client asks.
     /// Default: 30000
     pub max_fetch_wait_ms: u64,
+    /// Most record bytes one Fetch response carries, whatever the client asks (Kafka's
+    /// broker-side `fetch.max.bytes`); the first partition may exceed it by one entry.
+    /// Default: 57671680 (55 MiB)
+    pub fetch_max_bytes: usize,
+    /// Fetch response bytes the node holds at once, across every connection: records being
+    /// read and encoded, and responses waiting for their client.
+    /// Default: 268435456 (256 MiB)
+    pub fetch_memory_bytes: usize,
 }
 
 /// When appended data is made durable.
@@ -321,6 +329,8 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             max_partitions_per_topic: 10_000,
             max_fetch_wait_ms: 30_000,
+            fetch_max_bytes: 55 << 20,
+            fetch_memory_bytes: 256 << 20,
         }
     }
 }
@@ -375,6 +385,9 @@ impl Config {
         }
         if self.kafka.max_in_flight_per_connection == 0 || self.kafka.max_connections_per_ip == 0 {
             return invalid("kafka.max-in-flight-per-connection and kafka.max-connections-per-ip must be at least 1");
+        }
+        if self.kafka.fetch_max_bytes == 0 || self.kafka.fetch_memory_bytes < self.kafka.fetch_max_bytes {
+            return invalid("kafka.fetch-max-bytes must be positive and kafka.fetch-memory-bytes at least as large");
         }
         if self.kafka.connections_max_idle_ms == 0 || self.kafka.request_read_timeout_ms == 0 {
             return invalid("kafka.connections-max-idle-ms and kafka.request-read-timeout-ms must be positive");

@@ -149,6 +149,7 @@ impl Node {
             groups: Arc::clone(&groups),
             plugins: Arc::clone(&plugins),
             control: Arc::clone(&control),
+            response_budget: kafka::ResponseBudget::new(config.kafka.fetch_memory_bytes),
         });
         tasks.extend([
             tokio::spawn(kafka::serve(kafka_listener, ctx, stop.clone())),

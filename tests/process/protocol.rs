@@ -382,3 +382,60 @@ fn idle_half_sent_and_unread_connections_are_closed() -> Result<()> {
     ensure!(high_watermark(&mut fresh, "limits")? == 2400);
     Ok(())
 }
+
+/// The broker's peak resident memory so far, in MiB.
+fn peak_rss_mib(broker: &Broker) -> Result<f64> {
+    let pid = broker.pid().ok_or_else(|| anyhow::anyhow!("broker not running"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
+    Ok(kib / 1024.0)
+}
+
+/// Sixteen clients asking for everything at once, each listing the partition four times: every
+/// response stays within `fetch-max-bytes`, a repeated partition is read once, and the broker's
+/// memory grows by no more than `fetch-memory-bytes` plus a constant.
+#[test]
+fn fetch_responses_stay_within_the_node_budget_whatever_clients_ask() -> Result<()> {
+    const FETCH_MAX: usize = 16 << 20;
+    const BUDGET_MIB: f64 = 32.0;
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data"))
+        .env("SLUICE_KAFKA__FETCH_MAX_BYTES", &FETCH_MAX.to_string())
+        .env("SLUICE_KAFKA__FETCH_MEMORY_BYTES", &format!("{}", (BUDGET_MIB as usize) << 20));
+    broker.start()?;
+    let bootstrap = broker.bootstrap();
+    runtime().block_on(create_topic(&bootstrap, "big", 1, &[]))?;
+    let values = vec!["y".repeat(10_000); 10_000];
+    runtime().block_on(produce(&producer(&bootstrap), "big", &values))?;
+    let before = peak_rss_mib(&broker)?;
+
+    let addr = broker.addr();
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<Vec<usize>> {
+                let mut client = RawClient::connect(addr)?;
+                let mut request = fetch_request("big", 0, i32::MAX);
+                let listing = request.topics[0].clone();
+                request.topics = vec![listing.clone(), listing.clone(), listing.clone(), listing];
+                let mut sizes = Vec::new();
+                for _ in 0..3 {
+                    let response = client.send(12, &request)?;
+                    ensure!(response.responses.iter().all(|t| t.partitions[0].error_code == 0));
+                    sizes.extend(response.responses.iter().map(|t| t.partitions[0].records.as_ref().map_or(0, Bytes::len)));
+                }
+                Ok(sizes)
+            })
+        })
+        .collect();
+    for client in clients {
+        let sizes = client.join().expect("fetch thread")?;
+        for listings in sizes.chunks(4) {
+            ensure!(listings[0] > 0 && listings[0] <= FETCH_MAX, "the first listing carried {} bytes", listings[0]);
+            ensure!(listings[1..].iter().all(|&s| s == 0), "a repeated partition was read again: {listings:?}");
+        }
+    }
+    let growth = peak_rss_mib(&broker)? - before;
+    eprintln!("peak RSS {before:.0} MiB before the fetches, grew by {growth:.0} MiB");
+    ensure!(growth < BUDGET_MIB + 48.0, "peak RSS grew by {growth:.0} MiB for a {BUDGET_MIB} MiB budget");
+    Ok(())
+}

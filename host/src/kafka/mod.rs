@@ -4,11 +4,13 @@
 mod api;
 mod connection;
 pub mod frame;
+mod response_budget;
 mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use response_budget::ResponseBudget;
 pub use server::serve;
 
 use crate::cluster::Cluster;
@@ -32,4 +34,6 @@ pub struct KafkaContext {
     pub plugins: Arc<Plugins>,
     /// How cluster metadata is changed (directly, or through the metadata group).
     pub control: Arc<crate::cluster::control::Control>,
+    /// Memory for Fetch responses, node-wide.
+    pub response_budget: ResponseBudget,
 }

@@ -4,6 +4,7 @@
 //! before their offset). No fetch sessions are created: the response's session id is 0, which
 //! tells clients to keep sending full requests.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tracing::warn;
 
 use super::{code, partition_error_code, respond};
 use crate::kafka::KafkaContext;
+use crate::kafka::response_budget::{Held, ResponseBudget};
 use crate::kafka::frame::{FrameError, Request, decode_body};
 use crate::partition::Partition;
 
@@ -27,16 +29,20 @@ struct Target {
     max_bytes: usize,
     /// The leader epoch the client believes current (-1: not checked).
     current_leader_epoch: i32,
+    /// The partition is listed earlier in the request: it is read once, and answered empty here.
+    repeated: bool,
 }
 
 pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: FetchRequest = decode_body(request)?;
-    let max_wait = Duration::from_millis(body.max_wait_ms.max(0) as u64)
-        .min(Duration::from_millis(ctx.cluster.config().kafka.max_fetch_wait_ms));
+    let kafka = &ctx.cluster.config().kafka;
+    let max_wait = Duration::from_millis(body.max_wait_ms.max(0) as u64).min(Duration::from_millis(kafka.max_fetch_wait_ms));
     let deadline = Instant::now() + max_wait;
     let min_bytes = body.min_bytes.max(0) as usize;
-    let max_bytes = if body.max_bytes > 0 { body.max_bytes as usize } else { usize::MAX };
+    // Kafka's broker-side fetch.max.bytes caps what the client asks for (or leaves unlimited).
+    let max_bytes = if body.max_bytes > 0 { (body.max_bytes as usize).min(kafka.fetch_max_bytes) } else { kafka.fetch_max_bytes };
     let read_committed = body.isolation_level == 1;
+    let mut listed = HashSet::new();
     let topics: Vec<(TopicName, Vec<Target>)> = body
         .topics
         .iter()
@@ -50,6 +56,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
                     current_leader_epoch: p.current_leader_epoch,
+                    repeated: !listed.insert((t.topic.clone(), p.partition)),
                 })
                 .collect();
             (t.topic.clone(), targets)
@@ -62,26 +69,47 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
             .flat_map(|(_, targets)| targets.iter())
             .filter_map(|t| t.partition.as_ref().map(|p| p.watch_high_watermark()))
             .collect();
-        let (response, bytes, has_error) = build(&topics, max_bytes, read_committed);
-        if bytes >= min_bytes || has_error || watches.is_empty() || Instant::now() >= deadline {
-            ctx.metrics.fetched_bytes.inc_by(bytes as u64);
-            return respond(request, &response);
+        let built = build(ctx, &topics, max_bytes, read_committed).await;
+        if built.bytes >= min_bytes || built.has_error || watches.is_empty() || Instant::now() >= deadline {
+            return finish(ctx, request, built);
         }
+        // Nothing is held while waiting.
+        drop(built);
         let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, any_change).await.is_err() {
-            let (response, bytes, _) = build(&topics, max_bytes, read_committed);
-            ctx.metrics.fetched_bytes.inc_by(bytes as u64);
-            return respond(request, &response);
+            let built = build(ctx, &topics, max_bytes, read_committed).await;
+            return finish(ctx, request, built);
         }
     }
 }
 
-/// Reads every target once. Returns the response, the record bytes in it, and whether any
-/// partition answered with an error (which is returned at once rather than long-polled).
-fn build(topics: &[(TopicName, Vec<Target>)], max_bytes: usize, read_committed: bool) -> (FetchResponse, usize, bool) {
+/// A response read from the logs, and the share of the node's response budget it holds.
+struct Built {
+    response: FetchResponse,
+    /// Record bytes in it.
+    bytes: usize,
+    /// Some partition answered with an error (returned at once rather than long-polled).
+    has_error: bool,
+    held: Held,
+}
+
+/// Encodes the response; it holds its budget until written.
+fn finish(ctx: &KafkaContext, request: &Request, built: Built) -> Result<Bytes, FrameError> {
+    ctx.metrics.fetched_bytes.inc_by(built.bytes as u64);
+    let encoded = respond(request, &built.response)?;
+    drop(built.response);
+    Ok(built.held.attach(encoded))
+}
+
+/// Reads every target once, within `max_bytes` and the node's response budget. Each read
+/// reserves twice its bytes until the response is encoded (the records, and their copy in the
+/// encoded response).
+async fn build(ctx: &KafkaContext, topics: &[(TopicName, Vec<Target>)], max_bytes: usize, read_committed: bool) -> Built {
     let mut response = FetchResponse::default();
     let mut total = 0usize;
     let mut has_error = false;
+    let mut held = ResponseBudget::none();
+    let mut budget_spent = false;
     for (name, targets) in topics {
         let mut topic = FetchableTopicResponse::default();
         topic.topic = name.clone();
@@ -96,8 +124,21 @@ fn build(topics: &[(TopicName, Vec<Target>)], max_bytes: usize, read_committed: 
             if read_committed {
                 p.aborted_transactions = Some(Vec::new());
             }
-            match read_partition(target, max_bytes.saturating_sub(total)) {
-                Ok((records, high_watermark, log_start_offset)) => {
+            let mut budget = if target.repeated || budget_spent { 0 } else { target.max_bytes.min(max_bytes.saturating_sub(total)) };
+            if budget > 0 && !ctx.response_budget.reserve(&mut held, 2 * budget).await {
+                // Other responses hold the node's budget: answer with what is read already.
+                budget_spent = true;
+                budget = 0;
+            }
+            match read_partition(target, budget) {
+                Ok((mut records, high_watermark, log_start_offset)) => {
+                    if records.len() > budget && total > 0 {
+                        // Only the first partition may exceed the limits (with one entry), as
+                        // in Kafka, so that a consumer always makes progress.
+                        records = Bytes::new();
+                    } else if records.len() > budget {
+                        ctx.response_budget.reserve(&mut held, 2 * (records.len() - budget)).await;
+                    }
                     total += records.len();
                     p.high_watermark = high_watermark;
                     p.last_stable_offset = high_watermark;
@@ -109,14 +150,16 @@ fn build(topics: &[(TopicName, Vec<Target>)], max_bytes: usize, read_committed: 
                     p.error_code = error_code;
                 }
             }
+            held.shrink_to(2 * total);
             topic.partitions.push(p);
         }
         response.responses.push(topic);
     }
-    (response, total, has_error)
+    Built { response, bytes: total, has_error, held }
 }
 
-fn read_partition(target: &Target, remaining: usize) -> Result<(Bytes, i64, i64), i16> {
+/// Reads one partition from the fetch offset, `budget` bytes (at least one entry when above 0).
+fn read_partition(target: &Target, budget: usize) -> Result<(Bytes, i64, i64), i16> {
     let partition = target.partition.as_ref().ok_or(code(ResponseError::UnknownTopicOrPartition))?;
     if !partition.is_leader() {
         return Err(code(ResponseError::NotLeaderOrFollower));
@@ -137,7 +180,6 @@ fn read_partition(target: &Target, remaining: usize) -> Result<(Bytes, i64, i64)
     if target.offset < log_start || target.offset > log_end {
         return Err(code(ResponseError::OffsetOutOfRange));
     }
-    let budget = target.max_bytes.min(remaining);
     if budget == 0 || target.offset >= high_watermark {
         return Ok((Bytes::new(), high_watermark, log_start));
     }
@@ -173,14 +215,14 @@ mod tests {
         partition.write_entries(&[data_entry(1, 1, 0, batch(3, -1, -1, -1)), data_entry(2, 1, 3, batch(5, -1, -1, -1))], 0).unwrap();
         partition.commit_to(1);
         assert!(partition.become_leader(1));
-        let target = |offset| Target { index: 0, partition: Some(Arc::clone(&partition)), offset, max_bytes: 1 << 20, current_leader_epoch: -1 };
-        let (records, high_watermark, _) = read_partition(&target(5), usize::MAX).expect("an offset the log holds is in range");
+        let target = |offset| Target { index: 0, partition: Some(Arc::clone(&partition)), offset, max_bytes: 1 << 20, current_leader_epoch: -1, repeated: false };
+        let (records, high_watermark, _) = read_partition(&target(5), 1 << 20).expect("an offset the log holds is in range");
         assert!(records.is_empty());
         assert_eq!(high_watermark, 3);
-        let (records, _, _) = read_partition(&target(8), usize::MAX).expect("the log end is in range");
+        let (records, _, _) = read_partition(&target(8), 1 << 20).expect("the log end is in range");
         assert!(records.is_empty());
-        assert_eq!(read_partition(&target(9), usize::MAX).unwrap_err(), code(ResponseError::OffsetOutOfRange), "past the log end");
-        assert!(!read_partition(&target(0), usize::MAX).unwrap().0.is_empty());
+        assert_eq!(read_partition(&target(9), 1 << 20).unwrap_err(), code(ResponseError::OffsetOutOfRange), "past the log end");
+        assert!(!read_partition(&target(0), 1 << 20).unwrap().0.is_empty());
     }
 
     #[test]
@@ -190,11 +232,11 @@ mod tests {
         partition.write_entries(&[data_entry(1, 4, 0, batch(3, -1, -1, -1))], 0).unwrap();
         partition.commit_to(1);
         assert!(partition.become_leader(4));
-        let target = |current_leader_epoch| Target { index: 0, partition: Some(Arc::clone(&partition)), offset: 0, max_bytes: 1 << 20, current_leader_epoch };
-        assert_eq!(read_partition(&target(3), usize::MAX).unwrap_err(), code(ResponseError::FencedLeaderEpoch));
-        assert_eq!(read_partition(&target(5), usize::MAX).unwrap_err(), code(ResponseError::UnknownLeaderEpoch));
+        let target = |current_leader_epoch| Target { index: 0, partition: Some(Arc::clone(&partition)), offset: 0, max_bytes: 1 << 20, current_leader_epoch, repeated: false };
+        assert_eq!(read_partition(&target(3), 1 << 20).unwrap_err(), code(ResponseError::FencedLeaderEpoch));
+        assert_eq!(read_partition(&target(5), 1 << 20).unwrap_err(), code(ResponseError::UnknownLeaderEpoch));
         for current in [4, -1] {
-            assert!(!read_partition(&target(current), usize::MAX).unwrap().0.is_empty(), "epoch {current}");
+            assert!(!read_partition(&target(current), 1 << 20).unwrap().0.is_empty(), "epoch {current}");
         }
     }
 }
