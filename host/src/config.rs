@@ -184,6 +184,15 @@ pub struct GroupsConfig {
     /// Largest metadata string stored with a committed offset.
     /// Default: 4096
     pub max_metadata_bytes: usize,
+    /// How long committed offsets are kept once their group has no members (counted from the
+    /// later of the commit and the group becoming empty), or after the commit for groups that
+    /// never had members (Kafka's `offsets.retention.minutes`, in ms). A commit naming its own
+    /// retention (OffsetCommit v2-v4) keeps that instead.
+    /// Default: 604800000 (7 days)
+    pub offsets_retention_ms: i64,
+    /// How often expired offsets are looked for (Kafka's `offsets.retention.check.interval.ms`).
+    /// Default: 600000
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for GroupsConfig {
@@ -194,6 +203,8 @@ impl Default for GroupsConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3000,
             max_metadata_bytes: 4096,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -421,6 +432,9 @@ impl Config {
         }
         if self.groups.offsets_topic_partitions < 1 {
             return invalid("groups.offsets-topic-partitions must be at least 1");
+        }
+        if self.groups.offsets_retention_ms < 1 || self.groups.offsets_retention_check_interval_ms == 0 {
+            return invalid("groups.offsets-retention-ms and groups.offsets-retention-check-interval-ms must be positive");
         }
         if self.groups.min_session_timeout_ms > self.groups.max_session_timeout_ms {
             return invalid("groups.min-session-timeout-ms must not exceed groups.max-session-timeout-ms");

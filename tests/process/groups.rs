@@ -449,3 +449,94 @@ fn a_pipelined_offset_fetch_reads_the_commit_sent_before_it() -> Result<()> {
     }
     Ok(())
 }
+
+/// A commit whose client hangs up before the answer still reaches the coordinator's cache once
+/// it is durable: the cache is fed by the offsets log itself.
+#[test]
+fn a_commit_whose_client_hangs_up_still_reaches_the_cache() -> Result<()> {
+    let (_dir, broker) = group_broker()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "raw", 1, &[]))?;
+    let mut reader = RawClient::connect(broker.addr())?;
+    for offset in 1..=10 {
+        let mut client = RawClient::connect(broker.addr())?;
+        client.send_only(8, &commit_request("hung-up", "", -1, offset))?;
+        drop(client);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fetch_committed(&mut reader, "hung-up")?.0 != offset {
+            ensure!(Instant::now() < deadline, "commit {offset} never showed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// As Kafka: offsets of a group without members expire `offsets-retention-ms` after the later
+/// of their commit and the group becoming empty, as tombstones a restart does not undo; members
+/// keep their group's offsets; a commit naming its own retention keeps that; a group left with
+/// neither members nor offsets is forgotten.
+#[test]
+fn committed_offsets_expire_once_their_group_is_empty() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data"))
+        .env("SLUICE_GROUPS__MIN_SESSION_TIMEOUT_MS", "1000")
+        .env("SLUICE_GROUPS__INITIAL_REBALANCE_DELAY_MS", "0")
+        .env("SLUICE_GROUPS__OFFSETS_RETENTION_MS", "2000")
+        .env("SLUICE_GROUPS__OFFSETS_RETENTION_CHECK_INTERVAL_MS", "200");
+    broker.start()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "raw", 1, &[]))?;
+    let mut client = RawClient::connect(broker.addr())?;
+    ensure!(commit(&mut client, "simple", "", -1, 5)? == 0);
+    let mut own_retention = commit_request("kept", "", -1, 6);
+    own_retention.retention_time_ms = 600_000;
+    ensure!(client.send(2, &own_retention)?.topics[0].partitions[0].error_code == 0);
+
+    let mut join = join_request("live", 3000);
+    join.member_id = client.send(5, &join)?.member_id;
+    let joined = client.send(5, &join)?;
+    ensure!(joined.error_code == 0);
+    let member = joined.member_id.to_string();
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = group_id("live");
+    sync.generation_id = joined.generation_id;
+    sync.member_id = text(&member);
+    ensure!(client.send(4, &sync)?.error_code == 0);
+    ensure!(commit(&mut client, "live", &member, joined.generation_id, 7)? == 0);
+    let mut heartbeat = HeartbeatRequest::default();
+    heartbeat.group_id = group_id("live");
+    heartbeat.generation_id = joined.generation_id;
+    heartbeat.member_id = text(&member);
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        ensure!(client.send(3, &heartbeat)?.error_code == 0);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    ensure!(fetch_committed(&mut client, "simple")?.0 == -1, "a group without members kept its offsets past their retention");
+    ensure!(fetch_committed(&mut client, "kept")?.0 == 6, "a commit's own retention was not honoured");
+    ensure!(fetch_committed(&mut client, "live")?.0 == 7, "a group with a member lost its offsets");
+
+    let mut leave = LeaveGroupRequest::default();
+    leave.group_id = group_id("live");
+    let mut identity = kafka_protocol::messages::leave_group_request::MemberIdentity::default();
+    identity.member_id = text(&member);
+    leave.members = vec![identity];
+    ensure!(client.send(4, &leave)?.error_code == 0);
+    std::thread::sleep(Duration::from_millis(1000));
+    ensure!(fetch_committed(&mut client, "live")?.0 == 7, "expired before the retention counted from the group becoming empty");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fetch_committed(&mut client, "live")?.0 != -1 {
+        ensure!(Instant::now() < deadline, "an emptied group's offsets never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let listed = client.send(4, &ListGroupsRequest::default())?;
+    let ids: Vec<&str> = listed.groups.iter().map(|g| g.group_id.as_str()).collect();
+    ensure!(ids == ["kept"], "groups listed: {ids:?}");
+
+    drop(client);
+    ensure!(broker.terminate()?, "broker did not stop cleanly");
+    broker.start()?;
+    let mut client = RawClient::connect(broker.addr())?;
+    ensure!(fetch_committed(&mut client, "simple")?.0 == -1 && fetch_committed(&mut client, "live")?.0 == -1, "expired offsets came back after a restart");
+    ensure!(fetch_committed(&mut client, "kept")?.0 == 6);
+    Ok(())
+}

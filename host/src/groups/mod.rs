@@ -9,7 +9,7 @@
 pub mod group;
 pub mod offsets;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use crate::clock::now_ms;
 use crate::cluster::{self, Cluster};
 use crate::config::GroupsConfig;
 use crate::partition::replica::decode_entry;
+use crate::partition::{Appended, Partition};
 use crate::raft::state_machine::{GroupChange, StateMachine};
 use group::{Group, GroupState, GroupTimeouts, JoinOutcome, JoinRequest, Reply, SyncOutcome};
 use offsets::{CommittedOffset, OFFSETS_TOPIC, OffsetKey, OffsetRecord};
@@ -93,6 +94,30 @@ struct State {
     /// Where in the offsets topic each cached commit was written. Commits wait for the fsync
     /// concurrently and may finish out of order; an older one must not replace a newer one.
     positions: HashMap<OffsetKey, i64>,
+    /// Since when (ms) each group without members has been seen empty; the retention of its
+    /// offsets counts from then at the earliest.
+    empty_since: HashMap<String, i64>,
+    /// Commits of each group between their check and their append: expiry leaves the group
+    /// alone meanwhile, or a tombstone could land after an acknowledged commit.
+    committing: HashMap<String, usize>,
+    /// Groups whose expired offsets are being tombstoned: commits wait (retriably) meanwhile.
+    expiring: HashSet<String>,
+    /// When expired offsets are looked for next.
+    next_expiry_check: Instant,
+}
+
+impl State {
+    fn new(offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>, first_expiry_check: Instant) -> State {
+        State {
+            groups: HashMap::new(),
+            offsets,
+            positions: HashMap::new(),
+            empty_since: HashMap::new(),
+            committing: HashMap::new(),
+            expiring: HashSet::new(),
+            next_expiry_check: first_expiry_check,
+        }
+    }
 }
 
 /// The group coordinator of this node.
@@ -100,6 +125,9 @@ pub struct Coordinator {
     cluster: Arc<Cluster>,
     config: GroupsConfig,
     state: Mutex<State>,
+    /// When this coordinator started (ms): no offset's retention counts from earlier, since
+    /// whether its group had members before is not known.
+    started_ms: i64,
 }
 
 impl Coordinator {
@@ -107,7 +135,7 @@ impl Coordinator {
     pub fn open(cluster: Arc<Cluster>, config: GroupsConfig) -> Result<Coordinator, Error> {
         if cluster.topic(OFFSETS_TOPIC).is_none() {
             // The metadata group creates it once a leader is elected.
-            return Ok(Coordinator { cluster, config, state: Mutex::new(State { groups: HashMap::new(), offsets: HashMap::new(), positions: HashMap::new() }) });
+            return Ok(Coordinator::with_offsets(cluster, config, HashMap::new()));
         }
         let topic = cluster.topic(OFFSETS_TOPIC).ok_or_else(|| Error::Replay("offsets topic vanished".into()))?;
         let mut offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> = HashMap::new();
@@ -134,7 +162,12 @@ impl Coordinator {
         }
         offsets.retain(|_, o| !o.is_empty());
         info!(groups = offsets.len(), records = replayed, "committed offsets loaded");
-        Ok(Coordinator { cluster, config, state: Mutex::new(State { groups: HashMap::new(), offsets, positions: HashMap::new() }) })
+        Ok(Coordinator::with_offsets(cluster, config, offsets))
+    }
+
+    fn with_offsets(cluster: Arc<Cluster>, config: GroupsConfig, offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>) -> Coordinator {
+        let first_check = Instant::now() + Duration::from_millis(config.offsets_retention_check_interval_ms);
+        Coordinator { cluster, config, state: Mutex::new(State::new(offsets, first_check)), started_ms: now_ms() }
     }
 
     /// Whether this node coordinates `group_id`: it leads the group's offsets partition (always,
@@ -146,12 +179,79 @@ impl Coordinator {
         topic.partitions.get(index as usize).is_some_and(|p| p.is_leader())
     }
 
-    /// Advances every group's timers (session expiry, rebalance deadlines).
+    /// Advances every group's timers (session expiry, rebalance deadlines), forgets groups left
+    /// with neither members nor offsets, and expires offsets when a check is due.
     pub fn tick(&self) {
         let now = Instant::now();
-        for group in self.lock().groups.values_mut() {
-            group.tick(now);
+        let expiry_due = {
+            let mut state = self.lock();
+            let State { groups, offsets, empty_since, .. } = &mut *state;
+            for group in groups.values_mut() {
+                group.tick(now);
+            }
+            groups.retain(|id, g| !(g.state() == GroupState::Dead || (g.is_unused() && !offsets.contains_key(id))));
+            let now_ms = now_ms();
+            for (id, g) in groups.iter() {
+                if g.is_unused() {
+                    empty_since.entry(id.clone()).or_insert(now_ms);
+                } else {
+                    empty_since.remove(id);
+                }
+            }
+            empty_since.retain(|id, _| groups.contains_key(id));
+            let due = now >= state.next_expiry_check;
+            if due {
+                state.next_expiry_check = now + Duration::from_millis(self.config.offsets_retention_check_interval_ms);
+            }
+            due
+        };
+        if expiry_due {
+            self.expire_offsets();
         }
+    }
+
+    /// Writes tombstones for the expired offsets of the groups this node coordinates that have
+    /// no members (as Kafka, offsets of a group with members never expire). Every replica drops
+    /// them from its cache when the tombstones apply. Returns how many expired.
+    fn expire_offsets(&self) -> usize {
+        let now = now_ms();
+        let doomed: Vec<(String, Vec<OffsetRecord>)> = {
+            let mut state = self.lock();
+            let State { groups, offsets, empty_since, committing, expiring, .. } = &mut *state;
+            let doomed: Vec<(String, Vec<OffsetRecord>)> = offsets
+                .iter()
+                .filter(|(id, _)| groups.get(*id).is_none_or(Group::is_unused) && !committing.contains_key(*id) && self.is_coordinator(id))
+                .filter_map(|(id, committed)| {
+                    let empty_from = empty_since.get(id).copied().unwrap_or(self.started_ms).max(self.started_ms);
+                    let expired: Vec<OffsetRecord> = committed
+                        .iter()
+                        .filter(|(_, o)| match o.expire_timestamp {
+                            Some(at) => now >= at,
+                            None => now.saturating_sub(o.commit_timestamp.max(empty_from)) >= self.config.offsets_retention_ms,
+                        })
+                        .map(|((topic, partition), _)| (OffsetKey { group: id.clone(), topic: topic.clone(), partition: *partition }, None))
+                        .collect();
+                    (!expired.is_empty()).then(|| (id.clone(), expired))
+                })
+                .collect();
+            expiring.extend(doomed.iter().map(|(id, _)| id.clone()));
+            doomed
+        };
+        let mut expired = 0;
+        for (group, tombstones) in &doomed {
+            match self.append_offsets(group, tombstones) {
+                Ok(_) => expired += tombstones.len(),
+                Err(code) => warn!(group, code, "could not expire offsets; retrying at the next check"),
+            }
+        }
+        let mut state = self.lock();
+        for (group, _) in &doomed {
+            state.expiring.remove(group);
+        }
+        if expired > 0 {
+            info!(offsets = expired, groups = doomed.len(), "committed offsets expired");
+        }
+        expired
     }
 
     /// Handles JoinGroup; waits for the join phase to complete.
@@ -249,7 +349,7 @@ impl Coordinator {
         if !self.is_coordinator(group_id) {
             return vec![ResponseError::NotCoordinator.code(); commits.len()];
         }
-        {
+        let _committing = {
             let mut state = self.lock();
             let allowed = match state.groups.get_mut(group_id) {
                 Some(group) => group.check_commit(member_id, instance_id, generation, Instant::now()),
@@ -260,7 +360,13 @@ impl Coordinator {
             if let Err(e) = allowed {
                 return vec![e.code(); commits.len()];
             }
-        }
+            if state.expiring.contains(group_id) {
+                // For the moment its expired offsets' tombstones are being appended.
+                return vec![ResponseError::CoordinatorLoadInProgress.code(); commits.len()];
+            }
+            *state.committing.entry(group_id.to_string()).or_default() += 1;
+            Committing { coordinator: self, group: group_id }
+        };
         let mut accepted = Vec::new();
         for (i, c) in commits.iter().enumerate() {
             if c.offset.metadata.len() > self.config.max_metadata_bytes {
@@ -459,6 +565,16 @@ impl Coordinator {
     /// Appends commits or tombstones to the group's offsets partition and waits until durable.
     /// Returns the offset the first record got.
     async fn store(&self, group_id: &str, records: &[OffsetRecord]) -> Result<i64, i16> {
+        let (partition, appended) = self.append_offsets(group_id, records)?;
+        partition.wait_durable(&appended, true).await.map_err(|e| {
+            warn!(group = group_id, cause = %e, "offset commit not made durable");
+            ResponseError::CoordinatorNotAvailable.code()
+        })?;
+        Ok(appended.base_offset)
+    }
+
+    /// Appends commits or tombstones to the group's offsets partition.
+    fn append_offsets(&self, group_id: &str, records: &[OffsetRecord]) -> Result<(Arc<Partition>, Appended), i16> {
         // The topic's real partition count, fixed when it was created, decides where a group
         // lives, whatever the configuration says today.
         let topic = self.cluster.topic(OFFSETS_TOPIC).ok_or(ResponseError::CoordinatorNotAvailable.code())?;
@@ -474,11 +590,7 @@ impl Coordinator {
                 _ => ResponseError::CoordinatorNotAvailable.code(),
             }
         })?;
-        partition.wait_durable(&appended, true).await.map_err(|e| {
-            warn!(group = group_id, cause = %e, "offset commit not made durable");
-            ResponseError::CoordinatorNotAvailable.code()
-        })?;
-        Ok(appended.base_offset)
+        Ok((partition, appended))
     }
 
     fn timeouts(&self) -> GroupTimeouts {
@@ -496,6 +608,24 @@ impl Coordinator {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Group transitions complete before anything can panic, so a poisoned state is consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A commit of a group between its check and its append (or its end, if cancelled).
+struct Committing<'a> {
+    coordinator: &'a Coordinator,
+    group: &'a str,
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        let mut state = self.coordinator.lock();
+        if let Some(count) = state.committing.get_mut(self.group) {
+            *count -= 1;
+            if *count == 0 {
+                state.committing.remove(self.group);
+            }
+        }
     }
 }
 

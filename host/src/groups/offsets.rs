@@ -1,12 +1,15 @@
 //! Committed offsets as records of the internal `__consumer_offsets` topic. Each commit is one
 //! record batch (one record per partition) appended to the offsets partition of its group;
 //! at start the coordinator replays those partitions to rebuild its cache. A null value is a
-//! tombstone (group or topic deleted). The key and value layouts follow Kafka's own offset
-//! commit records (key version 1, value version 3), so the topic reads like Kafka's.
+//! tombstone (group or topic deleted, offsets expired). The key and value layouts follow
+//! Kafka's own offset commit records (key version 1, value versions 3 and 1), so the topic reads
+//! like Kafka's. As in Kafka, a commit that names its own retention (OffsetCommit v2-v4) is
+//! written as version 1, the one layout with an expire timestamp.
 //!
 //! ```text
 //! key:   version i16 = 1 | group string | topic string | partition i32
 //! value: version i16 = 3 | offset i64 | leader_epoch i32 | metadata string | commit_timestamp i64
+//!      | version i16 = 1 | offset i64 | metadata string | commit_timestamp i64 | expire_timestamp i64
 //! string = i16 length + UTF-8 bytes
 //! ```
 
@@ -19,6 +22,7 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
+const VALUE_VERSION_WITH_EXPIRY: i16 = 1;
 
 /// One committed offset of one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,9 @@ pub struct CommittedOffset {
     pub metadata: String,
     /// When it was committed (ms since the epoch).
     pub commit_timestamp: i64,
+    /// When it expires, if the commit named its own retention (ms since the epoch); otherwise
+    /// `groups.offsets-retention-ms` decides.
+    pub expire_timestamp: Option<i64>,
 }
 
 /// Which partition of which group an offset belongs to.
@@ -149,28 +156,52 @@ fn decode_key(mut buf: Bytes) -> Result<OffsetKey, String> {
 
 fn encode_value(value: &CommittedOffset) -> Bytes {
     let mut buf = BytesMut::new();
-    buf.put_i16(VALUE_VERSION);
-    buf.put_i64(value.offset);
-    buf.put_i32(value.leader_epoch);
-    put_string(&mut buf, &value.metadata);
-    buf.put_i64(value.commit_timestamp);
+    match value.expire_timestamp {
+        None => {
+            buf.put_i16(VALUE_VERSION);
+            buf.put_i64(value.offset);
+            buf.put_i32(value.leader_epoch);
+            put_string(&mut buf, &value.metadata);
+            buf.put_i64(value.commit_timestamp);
+        }
+        Some(expire) => {
+            buf.put_i16(VALUE_VERSION_WITH_EXPIRY);
+            buf.put_i64(value.offset);
+            put_string(&mut buf, &value.metadata);
+            buf.put_i64(value.commit_timestamp);
+            buf.put_i64(expire);
+        }
+    }
     buf.freeze()
 }
 
 fn decode_value(mut buf: Bytes) -> Result<CommittedOffset, String> {
-    if buf.remaining() < 2 || buf.get_i16() != VALUE_VERSION {
-        return Err("unknown offset value version".into());
-    }
-    if buf.remaining() < 12 {
-        return Err("truncated offset value".into());
-    }
-    let offset = buf.get_i64();
-    let leader_epoch = buf.get_i32();
+    let version = if buf.remaining() < 2 { -1 } else { buf.get_i16() };
+    let with_expiry = match version {
+        VALUE_VERSION => false,
+        VALUE_VERSION_WITH_EXPIRY => true,
+        _ => return Err("unknown offset value version".into()),
+    };
+    let offset = get_i64(&mut buf, "offset")?;
+    let leader_epoch = if with_expiry { -1 } else { get_i32(&mut buf)? };
     let metadata = get_string(&mut buf)?;
+    let commit_timestamp = get_i64(&mut buf, "commit timestamp")?;
+    let expire_timestamp = if with_expiry { Some(get_i64(&mut buf, "expire timestamp")?) } else { None };
+    Ok(CommittedOffset { offset, leader_epoch, metadata, commit_timestamp, expire_timestamp })
+}
+
+fn get_i64(buf: &mut Bytes, what: &str) -> Result<i64, String> {
     if buf.remaining() < 8 {
-        return Err("truncated commit timestamp".into());
+        return Err(format!("truncated {what}"));
     }
-    Ok(CommittedOffset { offset, leader_epoch, metadata, commit_timestamp: buf.get_i64() })
+    Ok(buf.get_i64())
+}
+
+fn get_i32(buf: &mut Bytes) -> Result<i32, String> {
+    if buf.remaining() < 4 {
+        return Err("truncated leader epoch".into());
+    }
+    Ok(buf.get_i32())
 }
 
 /// Kafka's choice of offsets partition for a group: Java's `String.hashCode`, made
@@ -191,12 +222,14 @@ mod tests {
 
     #[test]
     fn commits_round_trip_through_a_record_batch() {
-        let value = CommittedOffset { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_timestamp: 7 };
-        let batch = encode_batch(&[(key(0), Some(value.clone())), (key(1), None)], 7).unwrap();
+        let value = CommittedOffset { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_timestamp: 7, expire_timestamp: None };
+        // A commit with its own retention carries no leader epoch (Kafka's value version 1).
+        let expiring = CommittedOffset { offset: 43, leader_epoch: -1, metadata: "n".into(), commit_timestamp: 8, expire_timestamp: Some(9) };
+        let batch = encode_batch(&[(key(0), Some(value.clone())), (key(1), None), (key(2), Some(expiring.clone()))], 7).unwrap();
         let (decoded, skipped) = decode_batches(batch.clone()).unwrap();
         assert_eq!(skipped, 0);
-        assert_eq!(decoded, vec![(key(0), Some(value)), (key(1), None)]);
-        assert_eq!(next_offset(&batch), Some(2));
+        assert_eq!(decoded, vec![(key(0), Some(value)), (key(1), None), (key(2), Some(expiring))]);
+        assert_eq!(next_offset(&batch), Some(3));
     }
 
     #[test]
@@ -205,6 +238,7 @@ mod tests {
         assert!(decode_key(Bytes::from_static(&[0, 9])).is_err());
         assert!(decode_value(Bytes::from_static(&[0, 3, 1])).is_err());
         assert!(decode_value(Bytes::from_static(&[0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0xff, 0xff])).is_err());
+        assert!(decode_value(Bytes::from_static(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2])).is_err(), "no expire timestamp");
     }
 
     #[test]

@@ -191,6 +191,8 @@ pub fn leave_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Frame
 pub async fn offset_commit(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: OffsetCommitRequest = decode_body(request)?;
     let now = now_ms();
+    // OffsetCommit v2-v4 may name a retention for these offsets (-1: the broker's).
+    let expire_timestamp = (body.retention_time_ms >= 0).then(|| now.saturating_add(body.retention_time_ms));
     let mut commits = Vec::new();
     for topic in &body.topics {
         for p in &topic.partitions {
@@ -202,6 +204,7 @@ pub async fn offset_commit(ctx: &KafkaContext, request: &Request) -> Result<Byte
                     leader_epoch: p.committed_leader_epoch,
                     metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
                     commit_timestamp: now,
+                    expire_timestamp,
                 },
             });
         }
