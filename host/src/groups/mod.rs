@@ -102,6 +102,9 @@ struct State {
     committing: HashMap<String, usize>,
     /// Groups whose expired offsets are being tombstoned: commits wait (retriably) meanwhile.
     expiring: HashSet<String>,
+    /// Since when (ms) this node has led each offsets partition: no offset's retention counts
+    /// from earlier, since whether its group had members before is not known here.
+    leading_since: HashMap<i32, i64>,
     /// When expired offsets are looked for next.
     next_expiry_check: Instant,
 }
@@ -115,6 +118,7 @@ impl State {
             empty_since: HashMap::new(),
             committing: HashMap::new(),
             expiring: HashSet::new(),
+            leading_since: HashMap::new(),
             next_expiry_check: first_expiry_check,
         }
     }
@@ -125,9 +129,6 @@ pub struct Coordinator {
     cluster: Arc<Cluster>,
     config: GroupsConfig,
     state: Mutex<State>,
-    /// When this coordinator started (ms): no offset's retention counts from earlier, since
-    /// whether its group had members before is not known.
-    started_ms: i64,
 }
 
 impl Coordinator {
@@ -167,7 +168,7 @@ impl Coordinator {
 
     fn with_offsets(cluster: Arc<Cluster>, config: GroupsConfig, offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>) -> Coordinator {
         let first_check = Instant::now() + Duration::from_millis(config.offsets_retention_check_interval_ms);
-        Coordinator { cluster, config, state: Mutex::new(State::new(offsets, first_check)), started_ms: now_ms() }
+        Coordinator { cluster, config, state: Mutex::new(State::new(offsets, first_check)) }
     }
 
     /// Whether this node coordinates `group_id`: it leads the group's offsets partition (always,
@@ -185,12 +186,21 @@ impl Coordinator {
         let now = Instant::now();
         let expiry_due = {
             let mut state = self.lock();
-            let State { groups, offsets, empty_since, .. } = &mut *state;
+            let State { groups, offsets, empty_since, leading_since, .. } = &mut *state;
             for group in groups.values_mut() {
                 group.tick(now);
             }
-            groups.retain(|id, g| !(g.state() == GroupState::Dead || (g.is_unused() && !offsets.contains_key(id))));
             let now_ms = now_ms();
+            if let Some(topic) = self.cluster.topic(OFFSETS_TOPIC) {
+                for p in &topic.partitions {
+                    if p.is_leader() {
+                        leading_since.entry(p.index()).or_insert(now_ms);
+                    } else {
+                        leading_since.remove(&p.index());
+                    }
+                }
+            }
+            groups.retain(|id, g| !(g.state() == GroupState::Dead || (g.is_unused() && !offsets.contains_key(id))));
             for (id, g) in groups.iter() {
                 if g.is_unused() {
                     empty_since.entry(id.clone()).or_insert(now_ms);
@@ -217,12 +227,14 @@ impl Coordinator {
         let now = now_ms();
         let doomed: Vec<(String, Vec<OffsetRecord>)> = {
             let mut state = self.lock();
-            let State { groups, offsets, empty_since, committing, expiring, .. } = &mut *state;
+            let State { groups, offsets, empty_since, committing, expiring, leading_since, .. } = &mut *state;
+            let partitions = self.cluster.topic(OFFSETS_TOPIC).map_or(1, |t| t.partitions.len() as i32);
             let doomed: Vec<(String, Vec<OffsetRecord>)> = offsets
                 .iter()
                 .filter(|(id, _)| groups.get(*id).is_none_or(Group::is_unused) && !committing.contains_key(*id) && self.is_coordinator(id))
                 .filter_map(|(id, committed)| {
-                    let empty_from = empty_since.get(id).copied().unwrap_or(self.started_ms).max(self.started_ms);
+                    let Some(&leading_from) = leading_since.get(&offsets::partition_for(id, partitions)) else { return None };
+                    let empty_from = empty_since.get(id).copied().unwrap_or(leading_from).max(leading_from);
                     let expired: Vec<OffsetRecord> = committed
                         .iter()
                         .filter(|(_, o)| match o.expire_timestamp {
