@@ -46,6 +46,9 @@ struct Args {
     /// librdkafka linger.ms.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// librdkafka compression.type: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: String,
     /// Most records waiting for an acknowledgement at once.
     #[arg(long, default_value_t = 50_000)]
     in_flight: usize,
@@ -133,6 +136,7 @@ async fn produce(args: &Args, run_tag: &str) -> Result<Produced> {
     config
         .set("acks", &args.acks)
         .set("linger.ms", args.linger_ms.to_string())
+        .set("compression.type", &args.compression)
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("message.timeout.ms", "60000");

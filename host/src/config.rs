@@ -252,6 +252,10 @@ pub struct KafkaConfig {
     /// broker-side `fetch.max.bytes`); the first partition may exceed it by one entry.
     /// Default: 57671680 (55 MiB)
     pub fetch_max_bytes: usize,
+    /// Most bytes one compressed produced batch may decompress to; its records are counted
+    /// through a streaming decoder that stops here (CORRUPT_MESSAGE beyond it).
+    /// Default: 268435456 (256 MiB)
+    pub max_uncompressed_batch_bytes: u64,
     /// Fetch response bytes the node holds at once, across every connection: records being
     /// read and encoded, and responses waiting for their client.
     /// Default: 268435456 (256 MiB)
@@ -341,6 +345,7 @@ impl Default for KafkaConfig {
             max_partitions_per_topic: 10_000,
             max_fetch_wait_ms: 30_000,
             fetch_max_bytes: 55 << 20,
+            max_uncompressed_batch_bytes: 256 << 20,
             fetch_memory_bytes: 256 << 20,
         }
     }

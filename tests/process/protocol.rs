@@ -439,3 +439,51 @@ fn fetch_responses_stay_within_the_node_budget_whatever_clients_ask() -> Result<
     ensure!(growth < BUDGET_MIB + 48.0, "peak RSS grew by {growth:.0} MiB for a {BUDGET_MIB} MiB budget");
     Ok(())
 }
+
+/// `good`'s records compressed with `codec` (1 gzip, 4 zstd), claiming `claimed` records.
+fn compressed(good: &Bytes, codec: u8, claimed: i32) -> Bytes {
+    use std::io::Write;
+    let raw = &good[61..];
+    let packed = match codec {
+        1 => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(raw).expect("gzip");
+            e.finish().expect("gzip")
+        }
+        4 => zstd::encode_all(raw, 1).expect("zstd"),
+        _ => unreachable!(),
+    };
+    let mut b = [&good[..61], &packed[..]].concat();
+    let batch_length = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    b[22] |= codec;
+    b[23..27].copy_from_slice(&(claimed - 1).to_be_bytes());
+    b[57..61].copy_from_slice(&claimed.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+/// A compressed batch is decompressed to count its records, as Kafka's validator does: one that
+/// claims 2^31-1 records and holds three is refused and the high watermark does not move; zstd
+/// needs Produce v7.
+#[test]
+fn compressed_batches_must_hold_the_records_they_claim() -> Result<()> {
+    const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+    let (_dir, broker) = start_broker()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "packed", 1, &[]))?;
+    let mut client = RawClient::connect(broker.addr())?;
+    let good = batch(-1, -1, -1, &["a", "b", "c"]);
+    for (codec, version) in [(1u8, 9i16), (4, 9)] {
+        let response: ProduceResponse = client.send(version, &produce_request("packed", compressed(&good, codec, 3), -1))?;
+        ensure!(response.responses[0].partition_responses[0].error_code == 0, "codec {codec}");
+        let lying = client.send(version, &produce_request("packed", compressed(&good, codec, i32::MAX), -1))?;
+        ensure!(lying.responses[0].partition_responses[0].error_code == CORRUPT_MESSAGE, "codec {codec}: 2^31-1 records claimed, 3 present");
+        let short = client.send(version, &produce_request("packed", compressed(&good, codec, 2), -1))?;
+        ensure!(short.responses[0].partition_responses[0].error_code == CORRUPT_MESSAGE, "codec {codec}: 2 records claimed, 3 present");
+    }
+    let old: ProduceResponse = client.send(6, &produce_request("packed", compressed(&good, 4, 3), -1))?;
+    ensure!(old.responses[0].partition_responses[0].error_code == UNSUPPORTED_COMPRESSION_TYPE, "zstd in Produce v6");
+    ensure!(high_watermark(&mut client, "packed")? == 6, "only the two honest batches are stored");
+    Ok(())
+}

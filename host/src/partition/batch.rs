@@ -1,6 +1,6 @@
 //! Kafka record batches (magic v2) as they arrive in a Produce request: the fixed header is read
-//! and the CRC-32C checked; [`check_records`] walks the records of an uncompressed batch to
-//! hold its header to them. The only bytes the broker changes are the two the protocol reserves
+//! and the CRC-32C checked; [`check_records`] walks the records of each batch (through a bounded
+//! streaming decoder when compressed, see [`super::compressed`]) to hold its header to them. The only bytes the broker changes are the two the protocol reserves
 //! for it — the base offset and the partition leader epoch — which lie outside the CRC.
 //!
 //! Layout of the batch header (big endian, as on the wire):
@@ -21,7 +21,8 @@ const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 const ATTR_CONTROL: i16 = 1 << 5;
 /// The compression codec bits of the attributes; 0 is none, 1–4 gzip, snappy, lz4, zstd.
 const ATTR_CODEC: i16 = 0x07;
-const LAST_CODEC: i16 = 4;
+const ZSTD: i16 = 4;
+const LAST_CODEC: i16 = ZSTD;
 
 /// Why a Produce payload was refused; each maps to one Kafka error code.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,6 +48,23 @@ pub enum BatchError {
     /// partition): INVALID_RECORD.
     #[error("a partition's records hold {0} batches; exactly one is allowed")]
     NotOneBatch(usize),
+    /// zstd in a Produce request older than v7: UNSUPPORTED_COMPRESSION_TYPE.
+    #[error("zstd needs Produce v7 or later")]
+    ZstdBeforeV7,
+}
+
+/// How a produced record set is checked beyond its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceChecks {
+    /// Most bytes a compressed batch may decompress to.
+    pub max_uncompressed_batch_bytes: u64,
+    /// zstd is allowed (Produce v7+).
+    pub zstd_allowed: bool,
+}
+
+impl ProduceChecks {
+    /// For batches the broker writes itself (committed offsets).
+    pub const INTERNAL: ProduceChecks = ProduceChecks { max_uncompressed_batch_bytes: 1 << 30, zstd_allowed: true };
 }
 
 /// What the broker needs from one batch header.
@@ -153,17 +171,22 @@ pub fn parse_batches(records: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHe
     Ok(batches)
 }
 
-/// Holds each uncompressed batch of a produce record set to its header, as Kafka's validator
-/// does: exactly `records_count` records, each inside the batch, with offset deltas 0, 1, 2, ...
-/// and nothing after the last. (A compressed batch's records would have to be decompressed to
-/// be counted; its header is checked by [`parse_batches`] only.)
-pub fn check_records(records: &[u8], headers: &[BatchHeader]) -> Result<(), BatchError> {
+/// Holds each batch of a produce record set to its header, as Kafka's validator does: exactly
+/// `records_count` records, each inside the batch, with offset deltas 0, 1, 2, ... and nothing
+/// after the last. A compressed batch is decompressed as a stream to be counted, within
+/// `checks.max_uncompressed_batch_bytes`.
+pub fn check_records(records: &[u8], headers: &[BatchHeader], checks: &ProduceChecks) -> Result<(), BatchError> {
     for h in headers {
         let batch = &records[h.position..h.position + h.size];
-        if read_i16(batch, 21) & ATTR_CODEC != 0 {
+        let corrupt = |why: String| BatchError::Corrupt(format!("batch at byte {}: {why}", h.position));
+        let codec = read_i16(batch, 21) & ATTR_CODEC;
+        if codec == ZSTD && !checks.zstd_allowed {
+            return Err(BatchError::ZstdBeforeV7);
+        }
+        if codec != 0 {
+            super::compressed::check(codec, &batch[BATCH_HEADER_BYTES..], h.offset_count, checks.max_uncompressed_batch_bytes).map_err(corrupt)?;
             continue;
         }
-        let corrupt = |why: String| BatchError::Corrupt(format!("batch at byte {}: {why}", h.position));
         let mut at = BATCH_HEADER_BYTES;
         for i in 0..h.offset_count {
             let (length, n) = read_varint(batch, at).ok_or_else(|| corrupt(format!("record {i} has no readable length")))?;
@@ -305,7 +328,7 @@ pub(crate) mod tests {
     #[test]
     fn a_batch_must_hold_the_records_its_header_claims() {
         let good = batch(3, -1, -1, -1);
-        let check = |b: &[u8]| parse_batches(b, 1 << 20).and_then(|h| check_records(b, &h));
+        let check = |b: &[u8]| parse_batches(b, 1 << 20).and_then(|h| check_records(b, &h, &ProduceChecks::INTERNAL));
         assert!(check(&good).is_ok());
         // 2^31-1 records claimed, none present: a valid CRC does not make it a batch.
         let mut empty = good[..BATCH_HEADER_BYTES].to_vec();

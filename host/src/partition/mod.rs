@@ -9,6 +9,7 @@
 //! watermark, so nothing a consumer read can vanish in a crash.
 
 pub mod batch;
+mod compressed;
 pub mod producer_state;
 pub mod replica;
 
@@ -24,6 +25,7 @@ use crate::config::FlushPolicy;
 use crate::log::fs::FileSystem;
 use crate::log::{EntryKind, LogConfig, Offset, PartitionLog};
 use crate::raft::entry::{ENTRY_PREFIX, records_entry, write_prefix};
+pub use batch::ProduceChecks;
 use batch::{BatchError, BatchHeader, parse_batches};
 use producer_state::{ProducerStates, SequenceCheck};
 
@@ -267,21 +269,21 @@ impl Partition {
     ///
     /// Nothing is stored unless every batch is valid and passes the sequence checks.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<Appended, Error> {
-        self.append_batches(records, now_ms, false)
+        self.append_batches(records, now_ms, None)
     }
 
     /// [`Partition::append`] of a Produce request's records for this partition, which Produce
-    /// v3+ allows to be exactly one batch.
-    pub fn append_produced(&self, records: &[u8], now_ms: i64) -> Result<Appended, Error> {
-        self.append_batches(records, now_ms, true)
+    /// v3+ allows to be exactly one batch, checked as `checks` say.
+    pub fn append_produced(&self, records: &[u8], now_ms: i64, checks: &ProduceChecks) -> Result<Appended, Error> {
+        self.append_batches(records, now_ms, Some(checks))
     }
 
-    fn append_batches(&self, records: &[u8], now_ms: i64, one_batch: bool) -> Result<Appended, Error> {
+    fn append_batches(&self, records: &[u8], now_ms: i64, produced: Option<&ProduceChecks>) -> Result<Appended, Error> {
         let headers = parse_batches(records, self.max_message_bytes.load(Ordering::Relaxed))?;
-        if one_batch && headers.len() != 1 {
+        if produced.is_some() && headers.len() != 1 {
             return Err(BatchError::NotOneBatch(headers.len()).into());
         }
-        batch::check_records(records, &headers)?;
+        batch::check_records(records, &headers, produced.unwrap_or(&ProduceChecks::INTERNAL))?;
         let mut inner = self.lock();
         let inner = &mut *inner;
         let max_entry_bytes = inner.log.as_ref().ok_or(Error::Closed)?.max_entry_bytes();

@@ -130,6 +130,7 @@ fn partition_error_code(error: &crate::partition::Error) -> i16 {
         E::Batch(BatchError::UnsupportedMagic(_)) => ResponseError::UnsupportedForMessageFormat,
         E::Batch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
         E::Batch(BatchError::Transactional | BatchError::NotOneBatch(_)) => ResponseError::InvalidRecord,
+        E::Batch(BatchError::ZstdBeforeV7) => ResponseError::UnsupportedCompressionType,
         E::Sequence(SequenceCheck::StaleEpoch) => ResponseError::InvalidProducerEpoch,
         E::Sequence(SequenceCheck::UnknownProducer) => ResponseError::UnknownProducerId,
         E::Sequence(_) => ResponseError::OutOfOrderSequenceNumber,

@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
-use crate::partition::{Appended, Partition};
+use crate::partition::{Appended, Partition, ProduceChecks};
 
 /// One partition's outcome before durability is awaited.
 enum Outcome {
@@ -27,6 +27,10 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
     let now_ms = now_ms();
+    let checks = ProduceChecks {
+        max_uncompressed_batch_bytes: ctx.cluster.config().kafka.max_uncompressed_batch_bytes,
+        zstd_allowed: request.header.request_api_version >= 7,
+    };
     let mut topics = Vec::with_capacity(body.topic_data.len());
     for topic in &body.topic_data {
         let mut outcomes = Vec::with_capacity(topic.partition_data.len());
@@ -34,7 +38,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
             let outcome = if !matches!(acks, -1..=1) {
                 Outcome::Failed(code(ResponseError::InvalidRequiredAcks), None)
             } else {
-                append(ctx, topic.name.as_str(), data.index, data.records.as_ref(), now_ms)
+                append(ctx, topic.name.as_str(), data.index, data.records.as_ref(), now_ms, &checks)
             };
             outcomes.push((data.index, outcome));
         }
@@ -91,7 +95,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
     respond(request, &response).map(Some)
 }
 
-fn append(ctx: &KafkaContext, topic: &str, index: i32, records: Option<&Bytes>, now_ms: i64) -> Outcome {
+fn append(ctx: &KafkaContext, topic: &str, index: i32, records: Option<&Bytes>, now_ms: i64, checks: &ProduceChecks) -> Outcome {
     if topic == OFFSETS_TOPIC {
         return Outcome::Failed(code(ResponseError::InvalidTopicException), Some(format!("{OFFSETS_TOPIC} is internal; clients cannot produce to it")));
     }
@@ -101,7 +105,7 @@ fn append(ctx: &KafkaContext, topic: &str, index: i32, records: Option<&Bytes>, 
     let Some(records) = records else {
         return Outcome::Failed(code(ResponseError::CorruptMessage), Some("no records".into()));
     };
-    match partition.append_produced(records, now_ms) {
+    match partition.append_produced(records, now_ms, checks) {
         Ok(appended) => {
             ctx.metrics.produced_bytes.inc_by(records.len() as u64);
             Outcome::Appended(partition, appended)

@@ -1,0 +1,232 @@
+//! The records of a compressed batch, counted and checked through a streaming decoder that
+//! never holds more than a buffer of them and stops at `max_uncompressed_bytes`: a batch whose
+//! header claims more (or fewer) records than it decompresses to is refused like an
+//! uncompressed one, and a small batch that inflates without end costs the time to read the
+//! limit, never the memory.
+//!
+//! The codecs are Kafka's: gzip (a gzip stream), snappy (the xerial framing Kafka clients write,
+//! or a bare snappy block), lz4 (the LZ4 frame format) and zstd (a zstd frame).
+
+use std::io::{self, BufRead, BufReader, Read};
+
+/// Largest zstd window accepted (2^24 = 16 MiB); producers compress batches of a few MiB.
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+/// Magic of the xerial snappy framing.
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+/// Magic, version and compatible version.
+const XERIAL_HEADER: usize = 16;
+
+/// Checks that `compressed` (a batch's records, after its header) decompresses with `codec` to
+/// exactly `count` records with offset deltas 0, 1, ..., within `max_uncompressed_bytes`.
+pub fn check(codec: i16, compressed: &[u8], count: u32, max_uncompressed_bytes: u64) -> Result<(), String> {
+    let decoder: Box<dyn Read + '_> = match codec {
+        1 => Box::new(flate2::read::MultiGzDecoder::new(compressed)),
+        2 => Box::new(Snappy::new(compressed)?),
+        3 => Box::new(lz4_flex::frame::FrameDecoder::new(compressed)),
+        4 => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(compressed).map_err(|e| format!("zstd: {e}"))?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| format!("zstd: {e}"))?;
+            Box::new(d)
+        }
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    // One byte past the limit tells a batch at the limit from one beyond it.
+    let mut records = BufReader::with_capacity(64 << 10, decoder.take(max_uncompressed_bytes.saturating_add(1)));
+    let mut total = 0u64;
+    for i in 0..count {
+        let length = read_varint(&mut records).map_err(|e| format!("record {i} has no readable length ({e})"))?;
+        let length = u64::try_from(length).ok().filter(|&l| l > 0).ok_or_else(|| format!("record {i} has length {length}"))?;
+        total = total.saturating_add(length);
+        if total > max_uncompressed_bytes {
+            return Err(format!("records decompress to more than {max_uncompressed_bytes} bytes"));
+        }
+        let mut record = (&mut records).take(length);
+        // attributes (1 byte), timestamp delta, then the offset delta.
+        let fields = io::copy(&mut (&mut record).take(1), &mut io::sink()).and_then(|_| read_varint(&mut record)).and_then(|_| read_varint(&mut record));
+        let delta = fields.map_err(|e| format!("record {i} is cut short ({e})"))?;
+        if delta != i64::from(i) {
+            return Err(format!("record {i} has offset delta {delta}"));
+        }
+        let rest = record.limit();
+        if io::copy(&mut record, &mut io::sink()).map_err(|e| format!("record {i}: {e}"))? != rest {
+            return Err(format!("record {i} of {length} bytes does not fit the batch"));
+        }
+    }
+    let after = records.fill_buf().map_err(|e| format!("after the last record: {e}"))?;
+    if !after.is_empty() {
+        return Err(format!("bytes after its {count} records"));
+    }
+    Ok(())
+}
+
+/// A zigzag varint read from a stream.
+fn read_varint(reader: &mut impl Read) -> io::Result<i64> {
+    let mut raw = 0u64;
+    for i in 0..10 {
+        let mut byte = [0u8];
+        reader.read_exact(&mut byte)?;
+        raw |= u64::from(byte[0] & 0x7f) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidData, "varint longer than 10 bytes"))
+}
+
+/// Snappy as Kafka clients write it: xerial blocks (`length u32 | raw snappy block`, after a
+/// 16-byte header), or one bare block. One block is decompressed at a time.
+struct Snappy<'a> {
+    /// Blocks still to decompress.
+    blocks: &'a [u8],
+    framed: bool,
+    block: Vec<u8>,
+    at: usize,
+}
+
+impl<'a> Snappy<'a> {
+    fn new(data: &'a [u8]) -> Result<Snappy<'a>, String> {
+        let framed = data.len() >= XERIAL_HEADER && data.starts_with(XERIAL_MAGIC);
+        let blocks = if framed { &data[XERIAL_HEADER..] } else { data };
+        Ok(Snappy { blocks, framed, block: Vec::new(), at: 0 })
+    }
+
+    /// Decompresses the next block; `false` at the end.
+    fn next_block(&mut self) -> io::Result<bool> {
+        if self.blocks.is_empty() {
+            return Ok(false);
+        }
+        let raw = if self.framed {
+            let bad = || io::Error::new(io::ErrorKind::InvalidData, "truncated snappy block");
+            let length = self.blocks.get(..4).ok_or_else(bad)?;
+            let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
+            let raw = self.blocks.get(4..4 + length).ok_or_else(bad)?;
+            self.blocks = &self.blocks[4 + length..];
+            raw
+        } else {
+            std::mem::take(&mut self.blocks)
+        };
+        // The block states its decompressed size; the caller's limit bounds how many are read.
+        self.block.resize(snap::raw::decompress_len(raw).map_err(io::Error::other)?, 0);
+        snap::raw::Decoder::new().decompress(raw, &mut self.block).map_err(io::Error::other)?;
+        self.at = 0;
+        Ok(true)
+    }
+}
+
+impl Read for Snappy<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.block.len() {
+            if !self.next_block()? {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.block.len() - self.at);
+        out[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// `count` records with offset deltas 0.., uncompressed.
+    fn records(count: u32, value_bytes: usize) -> Vec<u8> {
+        (0..count).flat_map(|i| record(i, value_bytes)).collect()
+    }
+
+    fn record(offset_delta: u32, value_bytes: usize) -> Vec<u8> {
+        let mut body = vec![0u8]; // attributes
+        put_varint(&mut body, 0); // timestamp delta
+        put_varint(&mut body, i64::from(offset_delta));
+        put_varint(&mut body, -1); // key: null
+        put_varint(&mut body, value_bytes as i64);
+        body.extend(std::iter::repeat_n(b'v', value_bytes));
+        put_varint(&mut body, 0); // headers
+        let mut out = Vec::new();
+        put_varint(&mut out, body.len() as i64);
+        out.extend(body);
+        out
+    }
+
+    fn put_varint(out: &mut Vec<u8>, v: i64) {
+        let mut raw = ((v << 1) ^ (v >> 63)) as u64;
+        while raw >= 0x80 {
+            out.push((raw as u8) | 0x80);
+            raw >>= 7;
+        }
+        out.push(raw as u8);
+    }
+
+    fn compress(codec: i16, raw: &[u8]) -> Vec<u8> {
+        match codec {
+            1 => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(raw).unwrap();
+                e.finish().unwrap()
+            }
+            2 => {
+                let mut framed = XERIAL_MAGIC.to_vec();
+                framed.extend([0, 0, 0, 1, 0, 0, 0, 1]);
+                for chunk in raw.chunks(32 << 10) {
+                    let block = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+                    framed.extend((block.len() as u32).to_be_bytes());
+                    framed.extend(block);
+                }
+                framed
+            }
+            3 => {
+                let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                e.write_all(raw).unwrap();
+                e.finish().unwrap()
+            }
+            4 => zstd::encode_all(raw, 1).unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_codec_counts_exactly_the_records_present() {
+        let raw = records(100, 300);
+        for codec in 1..=4 {
+            let c = compress(codec, &raw);
+            assert_eq!(check(codec, &c, 100, 1 << 20), Ok(()), "codec {codec}");
+            assert!(check(codec, &c, 101, 1 << 20).is_err(), "codec {codec}: more claimed than present");
+            assert!(check(codec, &c, 99, 1 << 20).is_err(), "codec {codec}: fewer claimed than present");
+            assert!(check(codec, &c, i32::MAX as u32, 1 << 20).is_err(), "codec {codec}: 2^31-1 claimed");
+            assert!(check(codec, &c[..c.len() / 2], 100, 1 << 20).is_err(), "codec {codec}: truncated");
+            assert!(check(codec, &c, 100, 10_000).is_err(), "codec {codec}: beyond the uncompressed limit");
+        }
+        let bare = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+        assert_eq!(check(2, &bare, 100, 1 << 20), Ok(()), "a bare snappy block");
+    }
+
+    #[test]
+    fn a_small_batch_that_inflates_without_end_stops_at_the_limit() {
+        // 64 records of 1 MiB each, which gzip packs a thousandfold.
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for i in 0..64 {
+            e.write_all(&record(i, 1 << 20)).unwrap();
+        }
+        let bomb = e.finish().unwrap();
+        assert!(bomb.len() < 1 << 20);
+        let err = check(1, &bomb, 64, 8 << 20).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
+        // One record claiming 1 GiB is refused from its length alone.
+        let mut one = Vec::new();
+        put_varint(&mut one, 1 << 30);
+        let err = check(4, &zstd::encode_all(&one[..], 1).unwrap(), 1, 8 << 20).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_an_error_for_every_codec() {
+        for codec in 1..=4 {
+            assert!(check(codec, b"definitely not compressed data", 1, 1 << 20).is_err(), "codec {codec}");
+            assert!(check(codec, &[], 1, 1 << 20).is_err(), "codec {codec}: empty");
+        }
+    }
+}
