@@ -487,3 +487,35 @@ fn compressed_batches_must_hold_the_records_they_claim() -> Result<()> {
     ensure!(high_watermark(&mut client, "packed")? == 6, "only the two honest batches are stored");
     Ok(())
 }
+
+/// A fetch asking for more bytes than are there waits until enough have been committed (judged
+/// from their sizes), then answers with all of them.
+#[test]
+fn a_long_poll_fetch_waits_until_min_bytes_have_arrived() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Only the bytes arriving can end this fetch before the raw client's 30 s read timeout.
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data")).env("SLUICE_KAFKA__MAX_FETCH_WAIT_MS", "3600000");
+    broker.start()?;
+    let bootstrap = broker.bootstrap();
+    runtime().block_on(create_topic(&bootstrap, "trickle", 1, &[]))?;
+    let addr = broker.addr();
+    let waiting = std::thread::spawn(move || -> Result<usize> {
+        let mut client = RawClient::connect(addr)?;
+        let mut request = fetch_request("trickle", i32::MAX, 1 << 20);
+        request.min_bytes = 6000;
+        let response = client.send(12, &request)?;
+        Ok(response.responses[0].partitions[0].records.as_ref().map_or(0, Bytes::len))
+    });
+    let mut client = RawClient::connect(broker.addr())?;
+    let value = "v".repeat(1000);
+    let mut sent = 0;
+    while !waiting.is_finished() {
+        ensure!(sent < 50, "ten times min_bytes arrived and the fetch still waits");
+        ensure!(produce_raw(&mut client, "trickle", batch(-1, -1, -1, &[&value]))?.0 == 0);
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bytes = waiting.join().expect("fetch thread")?;
+    ensure!(bytes >= 6000, "answered with {bytes} bytes after {sent} produces");
+    Ok(())
+}

@@ -459,6 +459,15 @@ impl PartitionLog {
     /// `from` below the log start or past the log end is [`Error::OffsetOutOfRange`];
     /// `from >= upto` reads nothing.
     pub fn read(&self, from: Offset, upto: Offset, max_bytes: usize) -> Result<Vec<u8>, Error> {
+        self.plan_read(from, upto, max_bytes)?.read()
+    }
+
+    /// [`Self::read`] in two steps: what to read, decided here (under the partition lock), and
+    /// the reading, by [`PlannedRead::read`] without the lock. Only whole entries below `upto`
+    /// are read; callers take it from the high watermark, so those entries are committed and no
+    /// truncation rewrites them, and the planned segments' files stay readable through their
+    /// handles even if retention deletes them meanwhile.
+    pub fn plan_read(&self, from: Offset, upto: Offset, max_bytes: usize) -> Result<PlannedRead, Error> {
         let end = self.next_offset();
         if from < self.log_start || from > end {
             return Err(Error::OffsetOutOfRange {
@@ -468,58 +477,27 @@ impl PartitionLog {
             });
         }
         let upto = upto.min(end);
-        let mut out = Vec::new();
+        let mut plan = PlannedRead { from, upto, max_bytes, max_entry_bytes: self.config.max_entry_bytes, segments: Vec::new() };
         if from >= upto {
-            return Ok(out);
+            return Ok(plan);
         }
-        let mut scratch = Vec::new();
         let first = self.segment_for(from);
+        let mut planned = 0u64;
         for i in first..self.segment_count() {
             let seg = self.segment(i);
-            let file = seg.file()?;
-            let mut pos = if i == first {
-                self.position_hint(i, from)?
-            } else {
-                FILE_HEADER_SIZE
-            };
-            loop {
-                let h = match probe(file, pos, seg.size).map_err(io_err(&seg.paths.log))? {
-                    Probe::End => break,
-                    Probe::Bad(reason) => return corrupt_or_partial(out, seg, pos, reason),
-                    Probe::Entry(h) => h,
-                };
-                let m = h.meta;
-                if m.kind == EntryKind::Data && m.next_offset() > from {
-                    if m.next_offset() > upto {
-                        return Ok(out);
-                    }
-                    if !out.is_empty() && out.len() + h.payload_len as usize > max_bytes {
-                        return Ok(out);
-                    }
-                    let ok = read_payload(
-                        file,
-                        pos,
-                        &h,
-                        self.config.max_entry_bytes,
-                        &mut out,
-                        &mut scratch,
-                    )
-                    .map_err(io_err(&seg.paths.log))?;
-                    if !ok {
-                        return corrupt_or_partial(out, seg, pos, "crc mismatch".into());
-                    }
-                } else if !verify_payload(file, pos, &h, &mut scratch)
-                    .map_err(io_err(&seg.paths.log))?
-                {
-                    return corrupt_or_partial(out, seg, pos, "crc mismatch".into());
-                }
-                pos += h.entry_len();
+            let start = if i == first { self.position_hint(i, from)? } else { FILE_HEADER_SIZE };
+            plan.segments.push(PlannedSegment { file: Arc::clone(seg.file()?), path: seg.paths.log.clone(), start, size: seg.size });
+            planned += seg.size.saturating_sub(start);
+            // The read stops at `max_bytes` (one entry past it at most) and before `upto`.
+            let next_base = (i + 1 < self.segment_count()).then(|| self.segment(i + 1).base);
+            if planned >= max_bytes as u64 || next_base.is_none_or(|base| base >= upto) {
+                break;
             }
         }
-        Ok(out)
+        Ok(plan)
     }
 
-    /// Calls `f` with the header of every stored entry, oldest first: start-up builds its raft
+    /// Calls `f` with the header and payload length of every stored entry, oldest first: start-up builds its raft
     /// index -> (term, offset) table from this without reading the log's data.
     ///
     /// Only headers are read, through a buffer, skipping payloads, so payload crcs are not
@@ -532,7 +510,7 @@ impl PartitionLog {
     /// below it): they are intact, and the log start bounds Kafka reads, not Raft's first index.
     /// Callers that want only readable offsets compare `base_offset` with
     /// [`Self::log_start_offset`].
-    pub fn scan_metas(&self, mut f: impl FnMut(&EntryMeta)) -> Result<(), Error> {
+    pub fn scan_metas(&self, mut f: impl FnMut(&EntryMeta, u32)) -> Result<(), Error> {
         let mut follows = None;
         for i in 0..self.segment_count() {
             let seg = self.segment(i);
@@ -551,7 +529,7 @@ impl PartitionLog {
                 if let Err(reason) = recovery::check_follows(&m, next_offset, follows) {
                     return Err(corruption(seg, pos, reason));
                 }
-                f(&m);
+                f(&m, h.payload_len);
                 next_offset = m.next_offset();
                 follows = Some((RaftIndex(m.index.0.saturating_add(1)), m.term));
                 pos += h.entry_len();
@@ -604,7 +582,7 @@ impl PartitionLog {
             loop {
                 let h = match probe(file, pos, seg.size).map_err(io_err(&seg.paths.log))? {
                     Probe::End => break,
-                    Probe::Bad(reason) => return corrupt_or_partial(out, seg, pos, reason),
+                    Probe::Bad(reason) => return corrupt_or_partial(out, &seg.paths.log, pos, reason),
                     Probe::Entry(h) => h,
                 };
                 let m = h.meta;
@@ -619,7 +597,7 @@ impl PartitionLog {
                     Some((prev, _)) if m.index.0 != prev.index.0.saturating_add(1) => {
                         let reason =
                             format!("raft index {} does not follow {}", m.index, prev.index);
-                        return corrupt_or_partial(out, seg, pos, reason);
+                        return corrupt_or_partial(out, &seg.paths.log, pos, reason);
                     }
                     Some(_) => {}
                 }
@@ -641,7 +619,7 @@ impl PartitionLog {
                 )
                 .map_err(io_err(&seg.paths.log))?;
                 if !ok {
-                    return corrupt_or_partial(out, seg, pos, "crc mismatch".into());
+                    return corrupt_or_partial(out, &seg.paths.log, pos, "crc mismatch".into());
                 }
                 bytes = bytes.saturating_add(len);
                 out.push((m, payload));
@@ -968,22 +946,80 @@ impl PartitionLog {
 }
 
 fn corruption(seg: &Segment, position: u64, reason: String) -> Error {
-    warn!(segment = %seg.paths.log.display(), position, %reason, "corrupt log entry");
+    corruption_in(&seg.paths.log, position, reason)
+}
+
+fn corruption_in(segment: &Path, position: u64, reason: String) -> Error {
+    warn!(segment = %segment.display(), position, %reason, "corrupt log entry");
     Error::Corruption {
-        segment: seg.paths.log.clone(),
+        segment: segment.to_path_buf(),
         position,
         reason,
     }
 }
 
+/// What was read before a corrupt entry, or the corruption if nothing was.
 fn corrupt_or_partial<T>(
     out: Vec<T>,
-    seg: &Segment,
+    segment: &Path,
     position: u64,
     reason: String,
 ) -> Result<Vec<T>, Error> {
-    let err = corruption(seg, position, reason);
+    let err = corruption_in(segment, position, reason);
     if out.is_empty() { Err(err) } else { Ok(out) }
+}
+
+/// A read planned by [`PartitionLog::plan_read`].
+pub struct PlannedRead {
+    from: Offset,
+    upto: Offset,
+    max_bytes: usize,
+    max_entry_bytes: u32,
+    segments: Vec<PlannedSegment>,
+}
+
+/// One segment of a planned read: its file, where to start, its size when planned.
+struct PlannedSegment {
+    file: Arc<dyn FileHandle>,
+    path: PathBuf,
+    start: u64,
+    size: u64,
+}
+
+impl PlannedRead {
+    /// Reads the planned entries; see [`PartitionLog::read`].
+    pub fn read(self) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        let mut scratch = Vec::new();
+        for seg in &self.segments {
+            let file = seg.file.as_ref();
+            let mut pos = seg.start;
+            loop {
+                let h = match probe(file, pos, seg.size).map_err(io_err(&seg.path))? {
+                    Probe::End => break,
+                    Probe::Bad(reason) => return corrupt_or_partial(out, &seg.path, pos, reason),
+                    Probe::Entry(h) => h,
+                };
+                let m = h.meta;
+                if m.kind == EntryKind::Data && m.next_offset() > self.from {
+                    if m.next_offset() > self.upto {
+                        return Ok(out);
+                    }
+                    if !out.is_empty() && out.len() + h.payload_len as usize > self.max_bytes {
+                        return Ok(out);
+                    }
+                    let ok = read_payload(file, pos, &h, self.max_entry_bytes, &mut out, &mut scratch).map_err(io_err(&seg.path))?;
+                    if !ok {
+                        return corrupt_or_partial(out, &seg.path, pos, "crc mismatch".into());
+                    }
+                } else if !verify_payload(file, pos, &h, &mut scratch).map_err(io_err(&seg.path))? {
+                    return corrupt_or_partial(out, &seg.path, pos, "crc mismatch".into());
+                }
+                pos += h.entry_len();
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -1674,6 +1710,25 @@ mod tests {
     }
 
     #[test]
+    fn a_planned_read_survives_retention_deleting_its_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = open(dir.path());
+        let entries = append_n(&mut log, 60, Term(1), 0);
+        let end = log.next_offset();
+        let planned = log.plan_read(Offset(0), end, usize::MAX).unwrap();
+        // Retention deletes the planned segments before the (lock-free) read runs.
+        let segs = log.segments().unwrap();
+        log.drop_prefix(segs[2].base_offset).unwrap();
+        assert_eq!(log_files(dir.path()).len(), segs.len() - 2);
+        assert_eq!(planned.read().unwrap(), expected(&entries, 0, end.0));
+        // A plan stops at max_bytes: entries appended after it are not part of it.
+        let small = log.plan_read(segs[2].base_offset, end, 1).unwrap();
+        append_n(&mut log, 5, Term(1), 0);
+        let read = small.read().unwrap();
+        assert!(!read.is_empty() && read.len() < expected(&entries, segs[2].base_offset.0, end.0).len());
+    }
+
+    #[test]
     fn drop_prefix_deletes_segments_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _, _) = open(dir.path());
@@ -1841,7 +1896,7 @@ mod tests {
 
     fn scanned(log: &PartitionLog) -> Vec<EntryMeta> {
         let mut out = Vec::new();
-        log.scan_metas(|m| out.push(*m)).unwrap();
+        log.scan_metas(|m, _| out.push(*m)).unwrap();
         out
     }
 
@@ -1910,7 +1965,7 @@ mod tests {
         flip_byte(&second, pos + 24);
         let (log, _, _) = open(dir.path());
         let mut seen = Vec::new();
-        match log.scan_metas(|m| seen.push(*m)) {
+        match log.scan_metas(|m, _| seen.push(*m)) {
             Err(Error::Corruption {
                 segment, position, ..
             }) => {
@@ -1933,7 +1988,7 @@ mod tests {
         flip_byte(&second, pos + 8);
         let (log, _, _) = open(dir.path());
         assert!(matches!(
-            log.scan_metas(|_| {}),
+            log.scan_metas(|_, _| {}),
             Err(Error::Corruption { position, .. }) if position == pos
         ));
     }

@@ -141,6 +141,21 @@ pub(crate) struct Durability {
     lease: u64,
     /// Leader: the end of what is fsynced here (written, under write caching), for acks=1.
     persisted: i64,
+    /// Record bytes of the log through the high watermark, from an arbitrary origin: how much
+    /// a waiting fetch has been sent since it last read.
+    committed_bytes: u64,
+}
+
+impl Durability {
+    /// Record bytes committed, from an arbitrary origin (only differences mean anything).
+    pub(crate) fn committed_bytes(&self) -> u64 {
+        self.committed_bytes
+    }
+
+    /// The leadership served under (0: none).
+    pub(crate) fn lease(&self) -> u64 {
+        self.lease
+    }
 }
 
 struct Inner {
@@ -217,7 +232,7 @@ impl Partition {
         // before they count as committed, so a power loss now cannot take back what we serve.
         let (file, point) = log.sync_target();
         file.sync_data().map_err(|source| crate::log::Error::Io { path: dir.to_path_buf(), source })?;
-        let (durability, _) = watch::channel(Durability { high_watermark: point.next_offset.0, lease: 0, persisted: 0 });
+        let (durability, _) = watch::channel(Durability { high_watermark: point.next_offset.0, lease: 0, persisted: 0, committed_bytes: 0 });
         let partition = Arc::new(Partition {
             topic: topic.to_string(),
             index,
@@ -350,13 +365,17 @@ impl Partition {
     /// one batch when any is available).
     pub fn read(&self, from: i64, max_bytes: usize) -> Result<ReadResult, Error> {
         let high_watermark = self.high_watermark();
-        let inner = self.lock();
-        let log = inner.log.as_ref().ok_or(Error::Closed)?;
-        let log_start_offset = log.log_start_offset().0;
-        let records = if from >= high_watermark {
-            Vec::new()
-        } else {
-            log.read(Offset(from), Offset(high_watermark), max_bytes)?
+        // Planned under the lock, read without it: produce and replication do not wait for
+        // the disk behind a fetch.
+        let (planned, log_start_offset) = {
+            let inner = self.lock();
+            let log = inner.log.as_ref().ok_or(Error::Closed)?;
+            let planned = if from >= high_watermark { None } else { Some(log.plan_read(Offset(from), Offset(high_watermark), max_bytes)?) };
+            (planned, log.log_start_offset().0)
+        };
+        let records = match planned {
+            Some(planned) => planned.read()?,
+            None => Vec::new(),
         };
         Ok(ReadResult { records, high_watermark, log_start_offset })
     }

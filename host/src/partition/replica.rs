@@ -23,7 +23,7 @@ use super::{Appended, Error, Partition, check_sequences, stamp};
 use crate::config::FlushPolicy;
 use crate::log::fs::FileHandle;
 use crate::log::{EntryKind, EntryMeta, Offset, PartitionLog, RaftIndex, RecoveryPoint, Term};
-use crate::raft::storage::{RaftStore, Slot};
+use crate::raft::storage::RaftStore;
 
 pub use crate::raft::entry::{ENTRY_PREFIX, decode_entry, encode_entry};
 use crate::raft::entry::{decode_log_start, encode_log_start};
@@ -228,9 +228,13 @@ impl Partition {
         let log = inner.log.as_ref().ok_or(Error::Closed)?;
         let raft = RaftLog::load(&self.dir, log, setup)?;
         let commit = raft.store.commit();
-        let hw = raft.store.index.slot(commit).map_or(log.log_start_offset().0, |s| s.end);
+        let committed = raft.store.index.slot(commit);
+        let hw = committed.map_or(log.log_start_offset().0, |s| s.end);
         inner.raft = Some(raft);
-        self.durability.send_modify(|d| d.high_watermark = hw);
+        self.durability.send_modify(|d| {
+            d.high_watermark = hw;
+            d.committed_bytes = committed.map_or(0, |s| s.bytes_end);
+        });
         Ok(())
     }
 
@@ -318,7 +322,8 @@ impl Partition {
                     at += i64::from(h.offset_count);
                 }
             }
-            raft.store.index.push(entry.index, Slot { term: entry.term, base: meta.base_offset.0, end: meta.next_offset().0 });
+            let record_bytes = if meta.kind == EntryKind::Data { batches.len() as u64 } else { 0 };
+            raft.store.index.push(entry.index, entry.term, meta.base_offset.0, meta.next_offset().0, record_bytes);
             raft.store.cache.push(entry.clone());
         }
         Ok(())
@@ -412,11 +417,14 @@ impl Partition {
 
     /// Raises the high watermark to the end of committed entry `index`.
     pub fn commit_to(&self, index: u64) {
-        let end = self.lock().raft.as_ref().and_then(|r| r.store.index.slot(index)).map(|s| s.end);
-        if let Some(end) = end {
+        let slot = self.lock().raft.as_ref().and_then(|r| r.store.index.slot(index));
+        if let Some(slot) = slot {
             self.durability.send_if_modified(|d| {
-                let raised = end > d.high_watermark;
-                d.high_watermark = d.high_watermark.max(end);
+                let raised = slot.end > d.high_watermark;
+                if raised {
+                    d.high_watermark = slot.end;
+                    d.committed_bytes = slot.bytes_end;
+                }
                 raised
             });
         }

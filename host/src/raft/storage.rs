@@ -120,6 +120,10 @@ pub struct Slot {
     pub base: i64,
     /// The offset after its last record.
     pub end: i64,
+    /// Record bytes of the log through this entry, counted from an arbitrary origin: the
+    /// difference between two slots is the record bytes between them (what a waiting fetch
+    /// needs to know how much has arrived).
+    pub bytes_end: u64,
 }
 
 /// Raft index → [`Slot`] of every entry in the log, kept in memory (rebuilt from the segments'
@@ -129,19 +133,19 @@ pub struct IndexTable {
     first_index: u64,
     /// Term of the entry before `first_index`.
     prev_term: u64,
+    /// `bytes_end` of the entry before `first_index`.
+    bytes_before: u64,
     slots: VecDeque<Slot>,
 }
 
 impl IndexTable {
     /// Reads the entry headers of `log`, skipping the entries wholly below its log start.
     pub fn load(log: &PartitionLog) -> Result<IndexTable, crate::log::Error> {
-        let mut slots = VecDeque::new();
-        let mut first_index = None;
-        log.scan_metas(|meta: &EntryMeta| {
-            first_index.get_or_insert(meta.index.0);
-            slots.push_back(Slot { term: meta.term.0, base: meta.base_offset.0, end: meta.next_offset().0 });
+        let mut table = IndexTable { first_index: log.next_index().0, prev_term: 0, bytes_before: 0, slots: VecDeque::new() };
+        log.scan_metas(|meta: &EntryMeta, payload_len| {
+            let record_bytes = if meta.kind == EntryKind::Data { u64::from(payload_len) } else { 0 };
+            table.push(meta.index.0, meta.term.0, meta.base_offset.0, meta.next_offset().0, record_bytes);
         })?;
-        let mut table = IndexTable { first_index: first_index.unwrap_or(log.next_index().0), prev_term: 0, slots };
         // Entries retention dropped may still sit in the first segment: the same cut as at run time.
         table.forget_before(log.log_start_offset().0);
         Ok(table)
@@ -188,12 +192,14 @@ impl IndexTable {
         }
     }
 
-    /// Records entry `index`, the next one after the last.
-    pub fn push(&mut self, index: u64, slot: Slot) {
+    /// Records entry `index`, the next one after the last, of `term`, holding offsets
+    /// `base..end` in `record_bytes`.
+    pub fn push(&mut self, index: u64, term: u64, base: i64, end: i64, record_bytes: u64) {
         if self.slots.is_empty() {
             self.first_index = index;
         }
-        self.slots.push_back(slot);
+        let bytes_end = self.slots.back().map_or(self.bytes_before, |s| s.bytes_end) + record_bytes;
+        self.slots.push_back(Slot { term, base, end, bytes_end });
     }
 
     /// Forgets entries from `index` on (a new leader replaced them).
@@ -210,6 +216,7 @@ impl IndexTable {
             }
             self.slots.pop_front();
             self.prev_term = front.term;
+            self.bytes_before = front.bytes_end;
             self.first_index += 1;
         }
     }
@@ -460,10 +467,10 @@ mod tests {
 
     #[test]
     fn the_index_table_answers_terms_and_offsets_across_truncation_and_retention() {
-        let mut table = IndexTable { first_index: 1, prev_term: 0, slots: VecDeque::new() };
+        let mut table = IndexTable { first_index: 1, prev_term: 0, bytes_before: 0, slots: VecDeque::new() };
         for (i, term) in [(1u64, 1u64), (2, 1), (3, 2), (4, 2)] {
             let base = (i as i64 - 1) * 10;
-            table.push(i, Slot { term, base, end: base + 10 });
+            table.push(i, term, base, base + 10, 100);
         }
         assert_eq!((table.first_index(), table.last_index()), (1, 4));
         assert!(table.holds(3, 2, 20, 30) && !table.holds(3, 1, 20, 30));
@@ -476,6 +483,13 @@ mod tests {
         assert!(matches!(table.term(1), Err(raft::Error::Store(StorageError::Compacted))));
         assert!(matches!(table.term(4), Err(raft::Error::Store(StorageError::Unavailable))));
         assert_eq!(table.end_of(2, 1, 99), Some(20), "the entry before the first still anchors");
+        // Record bytes keep counting up across truncation and retention, even once empty.
+        assert_eq!(table.slot(3).unwrap().bytes_end, 300);
+        table.push(4, 3, 30, 40, 50);
+        assert_eq!(table.slot(4).unwrap().bytes_end, 350);
+        table.forget_before(40);
+        table.push(5, 3, 40, 41, 7);
+        assert_eq!(table.slot(5).unwrap().bytes_end, 357);
     }
 
     #[test]
@@ -483,9 +497,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (state_file, mut hard_state, _) = HardStateFile::open(&crate::log::fs::StdFs, dir.path()).unwrap();
         hard_state.commit = 2;
-        let mut index = IndexTable { first_index: 1, prev_term: 0, slots: VecDeque::new() };
+        let mut index = IndexTable { first_index: 1, prev_term: 0, bytes_before: 0, slots: VecDeque::new() };
         for i in 1..=10u64 {
-            index.push(i, Slot { term: 1, base: (i as i64 - 1) * 10, end: i as i64 * 10 });
+            index.push(i, 1, (i as i64 - 1) * 10, i as i64 * 10, 100);
         }
         // Retention deleted entries 1..=5 after they committed; the saved commit lags (a power
         // loss took its last rewrite).

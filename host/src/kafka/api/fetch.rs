@@ -63,22 +63,35 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
         })
         .collect();
     loop {
-        // Subscribe before reading so an append between the read and the wait is not missed.
+        // Subscribe, and note what is committed, before reading, so an append between the read
+        // and the wait is not missed.
         let mut watches: Vec<_> = topics
             .iter()
             .flat_map(|(_, targets)| targets.iter())
             .filter_map(|t| t.partition.as_ref().map(|p| p.watch_high_watermark()))
             .collect();
+        let seen: Vec<(u64, u64)> = watches.iter_mut().map(|w| w.borrow_and_update()).map(|d| (d.committed_bytes(), d.lease())).collect();
         let built = build(ctx, &topics, max_bytes, read_committed).await;
         if built.bytes >= min_bytes || built.has_error || watches.is_empty() || Instant::now() >= deadline {
             return finish(ctx, request, built);
         }
+        let read = built.bytes;
         // Nothing is held while waiting.
         drop(built);
-        let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-        if tokio::time::timeout_at(deadline, any_change).await.is_err() {
-            let built = build(ctx, &topics, max_bytes, read_committed).await;
-            return finish(ctx, request, built);
+        // As Kafka: read again once the bytes committed since this read reach `min_bytes`
+        // (judged from sizes, without reading), or leadership changed, or the time is up.
+        loop {
+            let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            let Ok((changed, _, _)) = tokio::time::timeout_at(deadline, any_change).await else {
+                let built = build(ctx, &topics, max_bytes, read_committed).await;
+                return finish(ctx, request, built);
+            };
+            let now: Vec<(u64, u64)> = watches.iter().map(|w| w.borrow()).map(|d| (d.committed_bytes(), d.lease())).collect();
+            let arrived: u64 = now.iter().zip(&seen).map(|(n, s)| n.0.saturating_sub(s.0)).sum();
+            let lease_changed = now.iter().zip(&seen).any(|(n, s)| n.1 != s.1);
+            if changed.is_err() || lease_changed || read as u64 + arrived >= min_bytes as u64 {
+                break;
+            }
         }
     }
 }
@@ -130,7 +143,7 @@ async fn build(ctx: &KafkaContext, topics: &[(TopicName, Vec<Target>)], max_byte
                 budget_spent = true;
                 budget = 0;
             }
-            match read_partition(target, budget) {
+            match read_partition(target, budget).await {
                 Ok((mut records, high_watermark, log_start_offset)) => {
                     if records.len() > budget && total > 0 {
                         // Only the first partition may exceed the limits (with one entry), as
@@ -159,7 +172,7 @@ async fn build(ctx: &KafkaContext, topics: &[(TopicName, Vec<Target>)], max_byte
 }
 
 /// Reads one partition from the fetch offset, `budget` bytes (at least one entry when above 0).
-fn read_partition(target: &Target, budget: usize) -> Result<(Bytes, i64, i64), i16> {
+async fn read_partition(target: &Target, budget: usize) -> Result<(Bytes, i64, i64), i16> {
     let partition = target.partition.as_ref().ok_or(code(ResponseError::UnknownTopicOrPartition))?;
     if !partition.is_leader() {
         return Err(code(ResponseError::NotLeaderOrFollower));
@@ -183,7 +196,10 @@ fn read_partition(target: &Target, budget: usize) -> Result<(Bytes, i64, i64), i
     if budget == 0 || target.offset >= high_watermark {
         return Ok((Bytes::new(), high_watermark, log_start));
     }
-    match partition.read(target.offset, budget) {
+    // The disk read runs off the async workers.
+    let (reading, offset) = (Arc::clone(partition), target.offset);
+    let read = tokio::task::spawn_blocking(move || reading.read(offset, budget)).await.map_err(|_| code(ResponseError::UnknownServerError))?;
+    match read {
         Ok(read) => Ok((Bytes::from(read.records), read.high_watermark, read.log_start_offset)),
         Err(e) => {
             warn!(topic = partition.topic(), partition = partition.index(), offset = target.offset, cause = %e, "fetch failed");
@@ -206,8 +222,8 @@ mod tests {
         Partition::open_replica("t", 0, dir, settings(1 << 20), setup).unwrap()
     }
 
-    #[test]
-    fn a_fetch_between_the_high_watermark_and_the_log_end_is_empty_not_out_of_range() {
+    #[tokio::test]
+    async fn a_fetch_between_the_high_watermark_and_the_log_end_is_empty_not_out_of_range() {
         let dir = tempfile::tempdir().unwrap();
         let partition = replica(dir.path());
         // Offsets 0..3 committed, 3..8 written but not committed yet (a new leader's high
@@ -216,27 +232,27 @@ mod tests {
         partition.commit_to(1);
         assert!(partition.become_leader(1));
         let target = |offset| Target { index: 0, partition: Some(Arc::clone(&partition)), offset, max_bytes: 1 << 20, current_leader_epoch: -1, repeated: false };
-        let (records, high_watermark, _) = read_partition(&target(5), 1 << 20).expect("an offset the log holds is in range");
+        let (records, high_watermark, _) = read_partition(&target(5), 1 << 20).await.expect("an offset the log holds is in range");
         assert!(records.is_empty());
         assert_eq!(high_watermark, 3);
-        let (records, _, _) = read_partition(&target(8), 1 << 20).expect("the log end is in range");
+        let (records, _, _) = read_partition(&target(8), 1 << 20).await.expect("the log end is in range");
         assert!(records.is_empty());
-        assert_eq!(read_partition(&target(9), 1 << 20).unwrap_err(), code(ResponseError::OffsetOutOfRange), "past the log end");
-        assert!(!read_partition(&target(0), 1 << 20).unwrap().0.is_empty());
+        assert_eq!(read_partition(&target(9), 1 << 20).await.unwrap_err(), code(ResponseError::OffsetOutOfRange), "past the log end");
+        assert!(!read_partition(&target(0), 1 << 20).await.unwrap().0.is_empty());
     }
 
-    #[test]
-    fn a_fetch_checks_the_leader_epoch_the_client_believes_current() {
+    #[tokio::test]
+    async fn a_fetch_checks_the_leader_epoch_the_client_believes_current() {
         let dir = tempfile::tempdir().unwrap();
         let partition = replica(dir.path());
         partition.write_entries(&[data_entry(1, 4, 0, batch(3, -1, -1, -1))], 0).unwrap();
         partition.commit_to(1);
         assert!(partition.become_leader(4));
         let target = |current_leader_epoch| Target { index: 0, partition: Some(Arc::clone(&partition)), offset: 0, max_bytes: 1 << 20, current_leader_epoch, repeated: false };
-        assert_eq!(read_partition(&target(3), 1 << 20).unwrap_err(), code(ResponseError::FencedLeaderEpoch));
-        assert_eq!(read_partition(&target(5), 1 << 20).unwrap_err(), code(ResponseError::UnknownLeaderEpoch));
+        assert_eq!(read_partition(&target(3), 1 << 20).await.unwrap_err(), code(ResponseError::FencedLeaderEpoch));
+        assert_eq!(read_partition(&target(5), 1 << 20).await.unwrap_err(), code(ResponseError::UnknownLeaderEpoch));
         for current in [4, -1] {
-            assert!(!read_partition(&target(current), 1 << 20).unwrap().0.is_empty(), "epoch {current}");
+            assert!(!read_partition(&target(current), 1 << 20).await.unwrap().0.is_empty(), "epoch {current}");
         }
     }
 }
