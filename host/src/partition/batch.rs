@@ -1,7 +1,8 @@
 //! Kafka record batches (magic v2) as they arrive in a Produce request: the fixed header is read
 //! and the CRC-32C checked; [`check_records`] walks the records of each batch (through a bounded
-//! streaming decoder when compressed, see [`super::compressed`]) to hold its header to them. The only bytes the broker changes are the two the protocol reserves
-//! for it — the base offset and the partition leader epoch — which lie outside the CRC.
+//! streaming decoder when compressed, see [`super::batch_records`]) to hold its header to them.
+//! The only bytes the broker changes are the two the protocol reserves for it — the base offset
+//! and the partition leader epoch — which lie outside the CRC.
 //!
 //! Layout of the batch header (big endian, as on the wire):
 //! ```text
@@ -17,6 +18,7 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 const LOG_OVERHEAD: usize = 12;
 const CRC_START: usize = 21;
 
+const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 const ATTR_CONTROL: i16 = 1 << 5;
 /// The compression codec bits of the attributes; 0 is none, 1–4 gzip, snappy, lz4, zstd.
@@ -184,7 +186,7 @@ pub fn check_records(records: &[u8], headers: &[BatchHeader], checks: &ProduceCh
             return Err(BatchError::ZstdBeforeV7);
         }
         if codec != 0 {
-            super::compressed::check(codec, &batch[BATCH_HEADER_BYTES..], h.offset_count, checks.max_uncompressed_batch_bytes).map_err(corrupt)?;
+            super::batch_records::check(codec, &batch[BATCH_HEADER_BYTES..], h.offset_count, checks.max_uncompressed_batch_bytes).map_err(corrupt)?;
             continue;
         }
         let mut at = BATCH_HEADER_BYTES;
@@ -207,6 +209,19 @@ pub fn check_records(records: &[u8], headers: &[BatchHeader], checks: &ProduceCh
         }
     }
     Ok(())
+}
+
+/// (offset delta, timestamp) of the first record of `batch` (whole, header included) whose
+/// timestamp is at or after `timestamp`. `None` for a log-append-time batch (its records carry
+/// the batch's timestamp only) or one whose records cannot be read.
+pub fn first_record_at_or_after(batch: &[u8], count: u32, timestamp: i64) -> Option<(i64, i64)> {
+    let attributes = read_i16(batch, 21);
+    if attributes & ATTR_LOG_APPEND_TIME != 0 {
+        return None;
+    }
+    let base_timestamp = read_i64(batch, 27);
+    let found = super::batch_records::first_at_or_after(attributes & ATTR_CODEC, &batch[BATCH_HEADER_BYTES..], count, base_timestamp, timestamp);
+    found.ok().flatten().map(|(offset_delta, ts_delta)| (offset_delta, base_timestamp + ts_delta))
 }
 
 /// A zigzag varint (up to 64 bits) at `at` of `b`: (value, bytes read), `None` if it runs past

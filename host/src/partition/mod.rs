@@ -9,7 +9,7 @@
 //! watermark, so nothing a consumer read can vanish in a crash.
 
 pub mod batch;
-mod compressed;
+mod batch_records;
 pub mod producer_state;
 pub mod replica;
 
@@ -380,24 +380,33 @@ impl Partition {
         Ok(ReadResult { records, high_watermark, log_start_offset })
     }
 
-    /// The base offset of the first batch whose largest timestamp is >= `timestamp`, with that
-    /// timestamp (read from the batch header). Kafka answers the exact record inside the batch;
-    /// this answers its batch, so a consumer starting there may see a few older records first.
+    /// The offset and timestamp of the first record whose timestamp is >= `timestamp`, as
+    /// Kafka answers ListOffsets: the log finds the entry, the batch headers the batch, and the
+    /// batch's records (decompressed as a stream when compressed) the record.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, Error> {
         let high_watermark = self.high_watermark();
-        let inner = self.lock();
-        let log = inner.log.as_ref().ok_or(Error::Closed)?;
-        let Some(offset) = log.offset_for_timestamp(timestamp, Offset(high_watermark))? else {
-            return Ok(None);
+        let entry = {
+            let inner = self.lock();
+            let log = inner.log.as_ref().ok_or(Error::Closed)?;
+            let Some(offset) = log.offset_for_timestamp(timestamp, Offset(high_watermark))? else {
+                return Ok(None);
+            };
+            (offset, log.plan_read(offset, Offset(high_watermark), 1)?)
         };
-        // The log finds the entry; an entry may hold several batches (proposals of one round are
-        // merged), so the answer is its first batch whose largest timestamp reaches `timestamp`.
-        let entry = log.read(offset, Offset(high_watermark), 1)?;
+        let (offset, planned) = entry;
+        let entry = planned.read()?;
+        // An entry may hold several batches (proposals of one round are merged).
         let headers = parse_batches(&entry, u32::MAX).unwrap_or_default();
-        let found = headers.iter().find(|h| h.max_timestamp >= timestamp).or(headers.first());
+        let Some(h) = headers.iter().find(|h| h.max_timestamp >= timestamp) else {
+            return Ok(Some((offset.0, -1)));
+        };
+        let batch = &entry[h.position..h.position + h.size];
+        let base_offset = i64::from_be_bytes(batch[0..8].try_into().expect("a batch header has 8 bytes of base offset"));
+        let found = batch::first_record_at_or_after(batch, h.offset_count, timestamp);
         Ok(Some(match found {
-            Some(h) => (i64::from_be_bytes(entry[h.position..h.position + 8].try_into().expect("a batch header has 8 bytes of base offset")), h.max_timestamp),
-            None => (offset.0, -1),
+            Some((offset_delta, record_timestamp)) => (base_offset + offset_delta, record_timestamp),
+            // Log-append-time batches, or records the walk cannot read: the batch's answer.
+            None => (base_offset, h.max_timestamp),
         }))
     }
 

@@ -919,10 +919,16 @@ pub(crate) mod tests {
         assert!(rx.try_recv().is_ok());
     }
 
-    /// A batch of `count` records whose largest timestamp is `max_timestamp`, at `base`.
+    /// A batch of `count` records at `base`, 10 ms apart, the last at `max_timestamp`.
     fn batch_at(base: i64, count: i32, max_timestamp: i64) -> Vec<u8> {
         let mut b = batch(count, -1, -1, -1);
+        let base_timestamp = max_timestamp - 10 * i64::from(count - 1);
+        b[27..35].copy_from_slice(&base_timestamp.to_be_bytes());
         b[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+        for i in 0..count as usize {
+            // Each record is 7 bytes: length, attributes, then the timestamp delta (zigzag).
+            b[batch::BATCH_HEADER_BYTES + 7 * i + 2] = (20 * i) as u8;
+        }
         let crc = crc32c::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         batch::assign_offset(&mut b, base, 1);
@@ -930,7 +936,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_timestamp_lookup_answers_the_batch_at_or_after_it_inside_a_merged_entry() {
+    fn a_timestamp_lookup_answers_the_first_record_at_or_after_it_inside_a_merged_entry() {
         let dir = tempfile::tempdir().unwrap();
         let (p, _rx) = open(dir.path(), 1 << 20);
         // One Raft entry holding two producers' batches (proposals of one round are merged).
@@ -942,8 +948,11 @@ pub(crate) mod tests {
         e.data = encode_entry(0, 5, 2_000, &merged).into();
         p.write_entries(&[e], 0).unwrap();
         p.commit_to(1);
-        assert_eq!(p.offset_for_timestamp(500).unwrap(), Some((0, 1_000)));
-        assert_eq!(p.offset_for_timestamp(1_500).unwrap(), Some((2, 2_000)), "the first batch of the entry is older than asked");
+        // Records at 990, 1000 | 1980, 1990, 2000.
+        assert_eq!(p.offset_for_timestamp(500).unwrap(), Some((0, 990)));
+        assert_eq!(p.offset_for_timestamp(995).unwrap(), Some((1, 1_000)), "inside the first batch");
+        assert_eq!(p.offset_for_timestamp(1_500).unwrap(), Some((2, 1_980)), "the first batch of the entry is older than asked");
+        assert_eq!(p.offset_for_timestamp(1_985).unwrap(), Some((3, 1_990)));
         assert_eq!(p.offset_for_timestamp(2_500).unwrap(), None);
     }
 }

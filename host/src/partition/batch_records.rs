@@ -1,8 +1,9 @@
-//! The records of a compressed batch, counted and checked through a streaming decoder that
-//! never holds more than a buffer of them and stops at `max_uncompressed_bytes`: a batch whose
-//! header claims more (or fewer) records than it decompresses to is refused like an
-//! uncompressed one, and a small batch that inflates without end costs the time to read the
-//! limit, never the memory.
+//! The records of a batch read as a stream: through a decoder when compressed, which never holds
+//! more than a buffer of them and stops at a limit of uncompressed bytes. Produce uses it to
+//! hold a compressed batch to the records its header claims ([`check`]): one claiming more (or
+//! fewer) records than it decompresses to is refused like an uncompressed one, and a small batch
+//! that inflates without end costs the time to read the limit, never the memory. ListOffsets
+//! uses it to find the first record at or after a timestamp ([`first_at_or_after`]).
 //!
 //! The codecs are Kafka's: gzip (a gzip stream), snappy (the xerial framing Kafka clients write,
 //! or a bare snappy block), lz4 (the LZ4 frame format) and zstd (a zstd frame).
@@ -19,12 +20,53 @@ const XERIAL_HEADER: usize = 16;
 /// Checks that `compressed` (a batch's records, after its header) decompresses with `codec` to
 /// exactly `count` records with offset deltas 0, 1, ..., within `max_uncompressed_bytes`.
 pub fn check(codec: i16, compressed: &[u8], count: u32, max_uncompressed_bytes: u64) -> Result<(), String> {
+    let walked = walk(codec, compressed, count, max_uncompressed_bytes, |i, _, delta| {
+        if delta != i64::from(i) {
+            return Err(format!("record {i} has offset delta {delta}"));
+        }
+        Ok(true)
+    })?;
+    if walked != Walked::AllThenEnd {
+        return Err(format!("bytes after its {count} records"));
+    }
+    Ok(())
+}
+
+/// (offset delta, timestamp delta) of the first record of a batch whose timestamp
+/// (`base_timestamp` + its delta) is at or after `timestamp`; `None` if no record is.
+pub fn first_at_or_after(codec: i16, records: &[u8], count: u32, base_timestamp: i64, timestamp: i64) -> Result<Option<(i64, i64)>, String> {
+    let mut found = None;
+    walk(codec, records, count, u64::MAX, |_, ts_delta, offset_delta| {
+        if base_timestamp.saturating_add(ts_delta) >= timestamp {
+            found = Some((offset_delta, ts_delta));
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    Ok(found)
+}
+
+/// How a walk ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Walked {
+    /// `visit` asked to stop.
+    Stopped,
+    /// Every record was visited and nothing follows them.
+    AllThenEnd,
+    /// Every record was visited and more bytes follow.
+    AllThenMore,
+}
+
+/// Calls `visit(index, timestamp delta, offset delta)` for each of the `count` records of a
+/// batch's records section (`codec` 0: uncompressed) until it returns `false`.
+fn walk(codec: i16, data: &[u8], count: u32, max_uncompressed_bytes: u64, mut visit: impl FnMut(u32, i64, i64) -> Result<bool, String>) -> Result<Walked, String> {
     let decoder: Box<dyn Read + '_> = match codec {
-        1 => Box::new(flate2::read::MultiGzDecoder::new(compressed)),
-        2 => Box::new(Snappy::new(compressed)?),
-        3 => Box::new(lz4_flex::frame::FrameDecoder::new(compressed)),
+        0 => Box::new(data),
+        1 => Box::new(flate2::read::MultiGzDecoder::new(data)),
+        2 => Box::new(Snappy::new(data)),
+        3 => Box::new(lz4_flex::frame::FrameDecoder::new(data)),
         4 => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(compressed).map_err(|e| format!("zstd: {e}"))?;
+            let mut d = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| format!("zstd: {e}"))?;
             d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| format!("zstd: {e}"))?;
             Box::new(d)
         }
@@ -42,10 +84,10 @@ pub fn check(codec: i16, compressed: &[u8], count: u32, max_uncompressed_bytes: 
         }
         let mut record = (&mut records).take(length);
         // attributes (1 byte), timestamp delta, then the offset delta.
-        let fields = io::copy(&mut (&mut record).take(1), &mut io::sink()).and_then(|_| read_varint(&mut record)).and_then(|_| read_varint(&mut record));
-        let delta = fields.map_err(|e| format!("record {i} is cut short ({e})"))?;
-        if delta != i64::from(i) {
-            return Err(format!("record {i} has offset delta {delta}"));
+        let fields = io::copy(&mut (&mut record).take(1), &mut io::sink()).and_then(|_| Ok((read_varint(&mut record)?, read_varint(&mut record)?)));
+        let (ts_delta, offset_delta) = fields.map_err(|e| format!("record {i} is cut short ({e})"))?;
+        if !visit(i, ts_delta, offset_delta)? {
+            return Ok(Walked::Stopped);
         }
         let rest = record.limit();
         if io::copy(&mut record, &mut io::sink()).map_err(|e| format!("record {i}: {e}"))? != rest {
@@ -53,10 +95,7 @@ pub fn check(codec: i16, compressed: &[u8], count: u32, max_uncompressed_bytes: 
         }
     }
     let after = records.fill_buf().map_err(|e| format!("after the last record: {e}"))?;
-    if !after.is_empty() {
-        return Err(format!("bytes after its {count} records"));
-    }
-    Ok(())
+    Ok(if after.is_empty() { Walked::AllThenEnd } else { Walked::AllThenMore })
 }
 
 /// A zigzag varint read from a stream.
@@ -84,10 +123,10 @@ struct Snappy<'a> {
 }
 
 impl<'a> Snappy<'a> {
-    fn new(data: &'a [u8]) -> Result<Snappy<'a>, String> {
+    fn new(data: &'a [u8]) -> Snappy<'a> {
         let framed = data.len() >= XERIAL_HEADER && data.starts_with(XERIAL_MAGIC);
         let blocks = if framed { &data[XERIAL_HEADER..] } else { data };
-        Ok(Snappy { blocks, framed, block: Vec::new(), at: 0 })
+        Snappy { blocks, framed, block: Vec::new(), at: 0 }
     }
 
     /// Decompresses the next block; `false` at the end.
@@ -220,6 +259,29 @@ mod tests {
         put_varint(&mut one, 1 << 30);
         let err = check(4, &zstd::encode_all(&one[..], 1).unwrap(), 1, 8 << 20).unwrap_err();
         assert!(err.contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn the_first_record_at_or_after_a_timestamp_is_found_in_every_codec() {
+        // Record i has timestamp delta 0 in `records`; give them deltas 0, 10, 20, ...
+        let raw: Vec<u8> = (0..5u32)
+            .flat_map(|i| {
+                let mut body = vec![0u8];
+                put_varint(&mut body, i64::from(i) * 10);
+                put_varint(&mut body, i64::from(i));
+                body.extend([1, 0, 0]); // null key, empty value, no headers
+                let mut out = Vec::new();
+                put_varint(&mut out, body.len() as i64);
+                out.extend(body);
+                out
+            })
+            .collect();
+        for codec in 0..=4 {
+            let data = if codec == 0 { raw.clone() } else { compress(codec, &raw) };
+            assert_eq!(first_at_or_after(codec, &data, 5, 1000, 1015), Ok(Some((2, 20))), "codec {codec}");
+            assert_eq!(first_at_or_after(codec, &data, 5, 1000, 0), Ok(Some((0, 0))), "codec {codec}");
+            assert_eq!(first_at_or_after(codec, &data, 5, 1000, 1041), Ok(None), "codec {codec}");
+        }
     }
 
     #[test]
