@@ -143,7 +143,14 @@ impl TransportService {
 impl RaftTransport for TransportService {
     async fn stream(&self, request: Request<Streaming<Frame>>) -> Result<Response<StreamEnd>, Status> {
         let mut stream = request.into_inner();
-        while let Some(frame) = stream.message().await? {
+        let mut from = None;
+        let ended = loop {
+            let frame = match stream.message().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            from = Some(frame.from);
             let mut batch = Vec::with_capacity(frame.messages.len());
             for m in frame.messages {
                 match Message::parse_from_bytes(&m.message) {
@@ -154,7 +161,14 @@ impl RaftTransport for TransportService {
             if self.events.send(Event::Messages { from: frame.from, messages: batch }).await.is_err() {
                 return Err(Status::unavailable("node is stopping"));
             }
+        };
+        // A peer that dies (kill -9, crash) drops this stream at once: as a follower, stop
+        // naming it leader now rather than after missed heartbeats, so clients look for the new
+        // leader sooner. Its next message clears this.
+        if let Some(peer) = from {
+            let _ = self.events.send(Event::Unreachable { peer }).await;
         }
+        ended?;
         Ok(Response::new(StreamEnd {}))
     }
 }
