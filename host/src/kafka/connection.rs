@@ -95,7 +95,13 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
                     Ok(Some(response)) => {
                         // Flushed at once: a later request (a long-poll fetch, a join) may take
                         // seconds, and this answer must not wait behind it.
-                        let written = tokio::time::timeout(idle, async { writer.write_all(&response).await?; writer.flush().await }).await;
+                        let written = tokio::time::timeout(idle, async {
+                            for chunk in response.chunks() {
+                                writer.write_all(chunk).await?;
+                            }
+                            writer.flush().await
+                        })
+                        .await;
                         match written {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => {

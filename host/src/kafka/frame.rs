@@ -127,6 +127,32 @@ pub fn parse_request(mut frame: Bytes) -> Result<Request, FrameError> {
     Ok(Request { api_key, header, body: frame, peer: None })
 }
 
+/// A response as the connection writes it: its frame in one or more chunks (a Fetch response's
+/// record sets are chunks of their own, written as read from the log rather than copied into
+/// the frame), and whatever it holds until written (its share of the fetch memory budget).
+pub struct Response {
+    chunks: Vec<Bytes>,
+    _holds: Option<Box<dyn Send + Sync>>,
+}
+
+impl Response {
+    /// A frame in `chunks`, holding `holds` until the response is dropped.
+    pub fn chunked(chunks: Vec<Bytes>, holds: Option<Box<dyn Send + Sync>>) -> Response {
+        Response { chunks, _holds: holds }
+    }
+
+    /// The frame's chunks, in order.
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+}
+
+impl From<Bytes> for Response {
+    fn from(frame: Bytes) -> Response {
+        Response { chunks: vec![frame], _holds: None }
+    }
+}
+
 /// Encodes a response with its size prefix and header, at the request's version.
 pub fn encode_response<M: Encodable>(request: &RequestHeader, api_key: ApiKey, response_version: i16, body: &M) -> anyhow::Result<Bytes> {
     let header_version = api_key.response_header_version(response_version);

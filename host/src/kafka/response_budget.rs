@@ -13,6 +13,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::frame::Response;
+
 /// Permits are KiB, so budgets beyond 4 GiB fit the semaphore's u32 requests.
 const UNIT: usize = 1024;
 
@@ -76,24 +78,11 @@ impl Held {
         }
     }
 
-    /// `response`, holding this budget until the last copy of it is dropped (once written).
-    pub fn attach(mut self, response: Bytes) -> Bytes {
-        self.shrink_to(response.len());
-        match self.permit {
-            Some(permit) => Bytes::from_owner(Attached { response, _permit: permit }),
-            None => response,
-        }
-    }
-}
-
-struct Attached {
-    response: Bytes,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsRef<[u8]> for Attached {
-    fn as_ref(&self) -> &[u8] {
-        &self.response
+    /// A response of `chunks` that holds this budget (what their length needs) until it is
+    /// dropped, once written.
+    pub fn into_response(mut self, chunks: Vec<Bytes>) -> Response {
+        self.shrink_to(chunks.iter().map(Bytes::len).sum());
+        Response::chunked(chunks, self.permit.map(|p| Box::new(p) as Box<dyn Send + Sync>))
     }
 }
 
@@ -115,12 +104,9 @@ mod tests {
         assert!(!budget.reserve(&mut second, 2 * UNIT).await, "not free now, and second already holds some");
         first.shrink_to(2 * UNIT);
         assert_eq!(budget.available(), 5 * UNIT);
-        let response = first.attach(Bytes::from(vec![7u8; UNIT]));
+        let response = first.into_response(vec![Bytes::from(vec![7u8; UNIT / 2]), Bytes::from(vec![8u8; UNIT / 2])]);
         assert_eq!(budget.available(), 6 * UNIT, "the response keeps what its length needs");
-        let copy = response.clone();
         drop(response);
-        assert_eq!(budget.available(), 6 * UNIT);
-        drop(copy);
         assert_eq!(budget.available(), 7 * UNIT);
         let mut huge = ResponseBudget::none();
         drop(second);

@@ -8,18 +8,19 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::select_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, ResponseHeader, TopicName};
+use kafka_protocol::protocol::Encodable;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{code, partition_error_code, respond};
+use super::{code, partition_error_code};
 use crate::kafka::KafkaContext;
 use crate::kafka::response_budget::{Held, ResponseBudget};
-use crate::kafka::frame::{FrameError, Request, decode_body};
+use crate::kafka::frame::{FrameError, Request, Response, decode_body};
 use crate::partition::Partition;
 
 struct Target {
@@ -33,7 +34,7 @@ struct Target {
     repeated: bool,
 }
 
-pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
+pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Response, FrameError> {
     let body: FetchRequest = decode_body(request)?;
     let kafka = &ctx.cluster.config().kafka;
     let max_wait = Duration::from_millis(body.max_wait_ms.max(0) as u64).min(Duration::from_millis(kafka.max_fetch_wait_ms));
@@ -107,11 +108,93 @@ struct Built {
 }
 
 /// Encodes the response; it holds its budget until written.
-fn finish(ctx: &KafkaContext, request: &Request, built: Built) -> Result<Bytes, FrameError> {
+fn finish(ctx: &KafkaContext, request: &Request, built: Built) -> Result<Response, FrameError> {
     ctx.metrics.fetched_bytes.inc_by(built.bytes as u64);
-    let encoded = respond(request, &built.response)?;
-    drop(built.response);
-    Ok(built.held.attach(encoded))
+    let chunks = encode_chunked(request, built.response)?;
+    Ok(built.held.into_response(chunks))
+}
+
+/// Encodes a Fetch response as its frame's chunks, each partition's records a chunk of its own
+/// (the bytes read from the log, not copied). Everything around the records is encoded by the
+/// protocol crate, partition by partition with the records left null: a null record set ends a
+/// partition (v4-v11: length -1; v12: null, then no tagged fields), so that ending is cut and
+/// the record set's length and bytes put in its place.
+fn encode_chunked(request: &Request, mut response: FetchResponse) -> Result<Vec<Bytes>, FrameError> {
+    let version = request.header.request_api_version;
+    let malformed = |e: anyhow::Error| FrameError::Malformed { api: request.api_key, version, cause: format!("response did not encode: {e}") };
+    let flexible = version >= 12;
+    let mut chunks = Vec::new();
+    let mut out = BytesMut::new();
+    let mut header = ResponseHeader::default();
+    header.correlation_id = request.header.correlation_id;
+    header.encode(&mut out, ApiKey::Fetch.response_header_version(version)).map_err(malformed)?;
+    out.put_i32(response.throttle_time_ms);
+    if version >= 7 {
+        out.put_i16(response.error_code);
+        out.put_i32(response.session_id);
+    }
+    put_length(&mut out, response.responses.len(), flexible);
+    for topic in &mut response.responses {
+        let name = topic.topic.as_bytes();
+        if flexible {
+            put_unsigned_varint(&mut out, name.len() + 1);
+        } else {
+            out.put_i16(i16::try_from(name.len()).map_err(|e| malformed(e.into()))?);
+        }
+        out.put_slice(name);
+        put_length(&mut out, topic.partitions.len(), flexible);
+        for partition in &mut topic.partitions {
+            let records = partition.records.take();
+            partition.encode(&mut out, version).map_err(malformed)?;
+            out.truncate(out.len() - if flexible { 2 } else { 4 });
+            match records {
+                None if flexible => out.put_u8(0),
+                None => out.put_i32(-1),
+                Some(records) => {
+                    if flexible {
+                        put_unsigned_varint(&mut out, records.len() + 1);
+                    } else {
+                        out.put_i32(i32::try_from(records.len()).map_err(|e| malformed(e.into()))?);
+                    }
+                    if !records.is_empty() {
+                        chunks.push(out.split().freeze());
+                        chunks.push(records);
+                    }
+                }
+            }
+            if flexible {
+                out.put_u8(0); // the partition's tagged fields: none
+            }
+        }
+        if flexible {
+            out.put_u8(0); // the topic's tagged fields: none
+        }
+    }
+    if flexible {
+        out.put_u8(0); // the response's tagged fields: none
+    }
+    chunks.push(out.freeze());
+    let size: usize = chunks.iter().map(Bytes::len).sum();
+    let size = i32::try_from(size).map_err(|e| malformed(e.into()))?;
+    chunks.insert(0, Bytes::copy_from_slice(&size.to_be_bytes()));
+    Ok(chunks)
+}
+
+/// An array's length: i32, or (flexible versions) an unsigned varint of length + 1.
+fn put_length(out: &mut BytesMut, len: usize, flexible: bool) {
+    if flexible {
+        put_unsigned_varint(out, len + 1);
+    } else {
+        out.put_i32(len as i32);
+    }
+}
+
+fn put_unsigned_varint(out: &mut BytesMut, mut value: usize) {
+    while value >= 0x80 {
+        out.put_u8((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.put_u8(value as u8);
 }
 
 /// Reads every target once, within `max_bytes` and the node's response budget. Each read
@@ -220,6 +303,54 @@ mod tests {
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
         let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
         Partition::open_replica("t", 0, dir, settings(1 << 20), setup).unwrap()
+    }
+
+    #[test]
+    fn a_chunked_response_is_byte_for_byte_what_the_protocol_crate_encodes() {
+        use kafka_protocol::messages::RequestHeader;
+        use kafka_protocol::messages::fetch_response::AbortedTransaction;
+        use kafka_protocol::protocol::StrBytes;
+        let mut response = FetchResponse::default();
+        response.throttle_time_ms = 7;
+        response.session_id = 0;
+        for (t, name) in ["a", "a-longer-topic-name"].iter().enumerate() {
+            let mut topic = FetchableTopicResponse::default();
+            topic.topic = TopicName(StrBytes::from_string(name.to_string()));
+            for i in 0..4 {
+                let mut p = PartitionData::default();
+                p.partition_index = i;
+                p.error_code = if i == 3 { 6 } else { 0 };
+                p.high_watermark = 1000 + i64::from(i);
+                p.last_stable_offset = 999;
+                p.log_start_offset = 5;
+                p.preferred_read_replica = BrokerId(-1);
+                p.records = match i {
+                    0 => Some(Bytes::from(vec![t as u8; 300])),
+                    1 => Some(Bytes::new()),
+                    2 => Some(Bytes::from(vec![9u8; 70_000])),
+                    _ => None,
+                };
+                if i == 2 {
+                    let mut aborted = AbortedTransaction::default();
+                    aborted.producer_id = kafka_protocol::messages::ProducerId(4);
+                    aborted.first_offset = 8;
+                    p.aborted_transactions = Some(vec![aborted]);
+                }
+                topic.partitions.push(p);
+            }
+            response.responses.push(topic);
+        }
+        for version in 4..=12 {
+            let mut header = RequestHeader::default();
+            header.request_api_key = ApiKey::Fetch as i16;
+            header.request_api_version = version;
+            header.correlation_id = 42;
+            let request = Request { api_key: ApiKey::Fetch, header: header.clone(), body: Bytes::new(), peer: None };
+            let expected = crate::kafka::frame::encode_response(&header, ApiKey::Fetch, version, &response).unwrap();
+            let chunks = encode_chunked(&request, response.clone()).unwrap();
+            assert_eq!(chunks.concat(), expected.to_vec(), "version {version}");
+            assert!(chunks.iter().any(|c| c.len() == 70_000), "version {version}: the records are a chunk of their own");
+        }
     }
 
     #[tokio::test]

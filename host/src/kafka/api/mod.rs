@@ -17,7 +17,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Encodable, StrBytes, VersionRange};
 
 use super::KafkaContext;
-use super::frame::{FrameError, Request, encode_response};
+use super::frame::{FrameError, Request, Response, encode_response};
 
 /// The APIs served and the versions of each. Ranges stop where a newer version would change
 /// semantics we do not implement yet (topic ids in Produce v13 / Fetch v13, ListOffsets
@@ -57,30 +57,31 @@ pub fn supported_versions(api: ApiKey) -> Option<VersionRange> {
 }
 
 /// Handles one request. `Ok(None)` means no response is sent (Produce with acks=0).
-pub async fn handle(ctx: &KafkaContext, request: Request) -> Result<Option<Bytes>, FrameError> {
+pub async fn handle(ctx: &KafkaContext, request: Request) -> Result<Option<Response>, FrameError> {
+    let single = |frame: Bytes| Some(Response::from(frame));
     match request.api_key {
-        ApiKey::ApiVersions => api_versions::handle(&request).map(Some),
-        ApiKey::Metadata => metadata::handle(ctx, &request).await.map(Some),
-        ApiKey::Produce => produce::handle(ctx, &request).await,
+        ApiKey::ApiVersions => api_versions::handle(&request).map(single),
+        ApiKey::Metadata => metadata::handle(ctx, &request).await.map(single),
+        ApiKey::Produce => produce::handle(ctx, &request).await.map(|r| r.map(Response::from)),
         ApiKey::Fetch => fetch::handle(ctx, &request).await.map(Some),
-        ApiKey::ListOffsets => list_offsets::handle(ctx, &request).map(Some),
-        ApiKey::CreateTopics => admin::create_topics(ctx, &request).await.map(Some),
-        ApiKey::DeleteTopics => admin::delete_topics(ctx, &request).await.map(Some),
-        ApiKey::CreatePartitions => admin::create_partitions(ctx, &request).await.map(Some),
-        ApiKey::DescribeConfigs => configs::describe(ctx, &request).map(Some),
-        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(ctx, &request).await.map(Some),
-        ApiKey::AlterConfigs => configs::alter(ctx, &request).await.map(Some),
-        ApiKey::FindCoordinator => groups::find_coordinator(ctx, &request).map(Some),
-        ApiKey::JoinGroup => groups::join_group(ctx, &request).await.map(Some),
-        ApiKey::SyncGroup => groups::sync_group(ctx, &request).await.map(Some),
-        ApiKey::Heartbeat => groups::heartbeat(ctx, &request).map(Some),
-        ApiKey::LeaveGroup => groups::leave_group(ctx, &request).map(Some),
-        ApiKey::OffsetCommit => groups::offset_commit(ctx, &request).await.map(Some),
-        ApiKey::OffsetFetch => groups::offset_fetch(ctx, &request).map(Some),
-        ApiKey::ListGroups => groups::list_groups(ctx, &request).map(Some),
-        ApiKey::DescribeGroups => groups::describe_groups(ctx, &request).map(Some),
-        ApiKey::DeleteGroups => groups::delete_groups(ctx, &request).await.map(Some),
-        ApiKey::InitProducerId => producer_id::handle(ctx, &request).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(ctx, &request).map(single),
+        ApiKey::CreateTopics => admin::create_topics(ctx, &request).await.map(single),
+        ApiKey::DeleteTopics => admin::delete_topics(ctx, &request).await.map(single),
+        ApiKey::CreatePartitions => admin::create_partitions(ctx, &request).await.map(single),
+        ApiKey::DescribeConfigs => configs::describe(ctx, &request).map(single),
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(ctx, &request).await.map(single),
+        ApiKey::AlterConfigs => configs::alter(ctx, &request).await.map(single),
+        ApiKey::FindCoordinator => groups::find_coordinator(ctx, &request).map(single),
+        ApiKey::JoinGroup => groups::join_group(ctx, &request).await.map(single),
+        ApiKey::SyncGroup => groups::sync_group(ctx, &request).await.map(single),
+        ApiKey::Heartbeat => groups::heartbeat(ctx, &request).map(single),
+        ApiKey::LeaveGroup => groups::leave_group(ctx, &request).map(single),
+        ApiKey::OffsetCommit => groups::offset_commit(ctx, &request).await.map(single),
+        ApiKey::OffsetFetch => groups::offset_fetch(ctx, &request).map(single),
+        ApiKey::ListGroups => groups::list_groups(ctx, &request).map(single),
+        ApiKey::DescribeGroups => groups::describe_groups(ctx, &request).map(single),
+        ApiKey::DeleteGroups => groups::delete_groups(ctx, &request).await.map(single),
+        ApiKey::InitProducerId => producer_id::handle(ctx, &request).await.map(single),
         other => Err(FrameError::UnknownApi(other as i16)),
     }
 }
