@@ -50,6 +50,17 @@ pub enum BatchError {
     /// partition): INVALID_RECORD.
     #[error("a partition's records hold {0} batches; exactly one is allowed")]
     NotOneBatch(usize),
+    /// A record of a batch is malformed or not where its header says: CORRUPT_MESSAGE, with the
+    /// record's index in the response's record errors, as Kafka reports it.
+    #[error("corrupt record batch at byte {position}: {reason}")]
+    BadRecord {
+        /// Where the batch starts in the record set.
+        position: usize,
+        /// The record's index in its batch.
+        record: u32,
+        /// What is wrong.
+        reason: String,
+    },
     /// zstd in a Produce request older than v7: UNSUPPORTED_COMPRESSION_TYPE.
     #[error("zstd needs Produce v7 or later")]
     ZstdBeforeV7,
@@ -181,26 +192,31 @@ pub fn check_records(records: &[u8], headers: &[BatchHeader], checks: &ProduceCh
     for h in headers {
         let batch = &records[h.position..h.position + h.size];
         let corrupt = |why: String| BatchError::Corrupt(format!("batch at byte {}: {why}", h.position));
+        let bad = |record: u32, why: String| BatchError::BadRecord { position: h.position, record, reason: format!("record {record} {why}") };
         let codec = read_i16(batch, 21) & ATTR_CODEC;
         if codec == ZSTD && !checks.zstd_allowed {
             return Err(BatchError::ZstdBeforeV7);
         }
         if codec != 0 {
-            super::batch_records::check(codec, &batch[BATCH_HEADER_BYTES..], h.offset_count, checks.max_uncompressed_batch_bytes).map_err(corrupt)?;
+            let checked = super::batch_records::check(codec, &batch[BATCH_HEADER_BYTES..], h.offset_count, checks.max_uncompressed_batch_bytes);
+            checked.map_err(|invalid| match invalid.record {
+                Some(record) => BatchError::BadRecord { position: h.position, record, reason: invalid.reason },
+                None => corrupt(invalid.reason),
+            })?;
             continue;
         }
         let mut at = BATCH_HEADER_BYTES;
         for i in 0..h.offset_count {
-            let (length, n) = read_varint(batch, at).ok_or_else(|| corrupt(format!("record {i} has no readable length")))?;
+            let (length, n) = read_varint(batch, at).ok_or_else(|| bad(i, "has no readable length".into()))?;
             let body = at + n;
             let end = usize::try_from(length).ok().and_then(|l| body.checked_add(l)).filter(|&end| end <= batch.len() && end > body);
-            let end = end.ok_or_else(|| corrupt(format!("record {i} of {length} bytes does not fit the batch")))?;
+            let end = end.ok_or_else(|| bad(i, format!("of {length} bytes does not fit the batch")))?;
             // attributes (1 byte), timestamp delta, then the offset delta.
             let record = &batch[..end];
-            let (_, ts_len) = read_varint(record, body + 1).ok_or_else(|| corrupt(format!("record {i} has no timestamp delta")))?;
-            let (delta, _) = read_varint(record, body + 1 + ts_len).ok_or_else(|| corrupt(format!("record {i} has no offset delta")))?;
+            let (_, ts_len) = read_varint(record, body + 1).ok_or_else(|| bad(i, "has no timestamp delta".into()))?;
+            let (delta, _) = read_varint(record, body + 1 + ts_len).ok_or_else(|| bad(i, "has no offset delta".into()))?;
             if delta != i64::from(i) {
-                return Err(corrupt(format!("record {i} has offset delta {delta}")));
+                return Err(bad(i, format!("has offset delta {delta}")));
             }
             at = end;
         }
@@ -356,7 +372,7 @@ pub(crate) mod tests {
         };
         reseal(&mut empty);
         assert!(parse_batches(&empty, 1 << 20).is_ok(), "the header alone looks fine");
-        assert!(matches!(check(&empty), Err(BatchError::Corrupt(_))));
+        assert!(matches!(check(&empty), Err(BatchError::BadRecord { record: 0, .. })));
         // More records than claimed, fewer, and offset deltas out of order.
         for (claimed, fix) in [(2i32, None), (4, None), (3, Some(3u8))] {
             let mut b = good.clone();
@@ -369,7 +385,7 @@ pub(crate) mod tests {
                 b[at] = record << 1;
             }
             reseal(&mut b);
-            assert!(matches!(check(&b), Err(BatchError::Corrupt(_))), "claimed {claimed}, fix {fix:?}");
+            assert!(matches!(check(&b), Err(BatchError::Corrupt(_) | BatchError::BadRecord { .. })), "claimed {claimed}, fix {fix:?}");
         }
         // Codec ids past zstd do not exist.
         let mut codec = good.clone();

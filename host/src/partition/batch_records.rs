@@ -17,24 +17,43 @@ const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
 /// Magic, version and compatible version.
 const XERIAL_HEADER: usize = 16;
 
+/// Why a batch's records were refused, and which record, when one is to blame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The index of the record in its batch.
+    pub record: Option<u32>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Invalid {
+    fn of_record(record: u32, reason: String) -> Invalid {
+        Invalid { record: Some(record), reason: format!("record {record} {reason}") }
+    }
+
+    fn of_batch(reason: String) -> Invalid {
+        Invalid { record: None, reason }
+    }
+}
+
 /// Checks that `compressed` (a batch's records, after its header) decompresses with `codec` to
 /// exactly `count` records with offset deltas 0, 1, ..., within `max_uncompressed_bytes`.
-pub fn check(codec: i16, compressed: &[u8], count: u32, max_uncompressed_bytes: u64) -> Result<(), String> {
+pub fn check(codec: i16, compressed: &[u8], count: u32, max_uncompressed_bytes: u64) -> Result<(), Invalid> {
     let walked = walk(codec, compressed, count, max_uncompressed_bytes, |i, _, delta| {
         if delta != i64::from(i) {
-            return Err(format!("record {i} has offset delta {delta}"));
+            return Err(Invalid::of_record(i, format!("has offset delta {delta}")));
         }
         Ok(true)
     })?;
     if walked != Walked::AllThenEnd {
-        return Err(format!("bytes after its {count} records"));
+        return Err(Invalid::of_batch(format!("bytes after its {count} records")));
     }
     Ok(())
 }
 
 /// (offset delta, timestamp delta) of the first record of a batch whose timestamp
 /// (`base_timestamp` + its delta) is at or after `timestamp`; `None` if no record is.
-pub fn first_at_or_after(codec: i16, records: &[u8], count: u32, base_timestamp: i64, timestamp: i64) -> Result<Option<(i64, i64)>, String> {
+pub fn first_at_or_after(codec: i16, records: &[u8], count: u32, base_timestamp: i64, timestamp: i64) -> Result<Option<(i64, i64)>, Invalid> {
     let mut found = None;
     walk(codec, records, count, u64::MAX, |_, ts_delta, offset_delta| {
         if base_timestamp.saturating_add(ts_delta) >= timestamp {
@@ -59,42 +78,42 @@ enum Walked {
 
 /// Calls `visit(index, timestamp delta, offset delta)` for each of the `count` records of a
 /// batch's records section (`codec` 0: uncompressed) until it returns `false`.
-fn walk(codec: i16, data: &[u8], count: u32, max_uncompressed_bytes: u64, mut visit: impl FnMut(u32, i64, i64) -> Result<bool, String>) -> Result<Walked, String> {
+fn walk(codec: i16, data: &[u8], count: u32, max_uncompressed_bytes: u64, mut visit: impl FnMut(u32, i64, i64) -> Result<bool, Invalid>) -> Result<Walked, Invalid> {
     let decoder: Box<dyn Read + '_> = match codec {
         0 => Box::new(data),
         1 => Box::new(flate2::read::MultiGzDecoder::new(data)),
         2 => Box::new(Snappy::new(data)),
         3 => Box::new(lz4_flex::frame::FrameDecoder::new(data)),
         4 => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| format!("zstd: {e}"))?;
-            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| format!("zstd: {e}"))?;
+            let mut d = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| Invalid::of_batch(format!("zstd: {e}")))?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| Invalid::of_batch(format!("zstd: {e}")))?;
             Box::new(d)
         }
-        other => return Err(format!("unknown compression codec {other}")),
+        other => return Err(Invalid::of_batch(format!("unknown compression codec {other}"))),
     };
     // One byte past the limit tells a batch at the limit from one beyond it.
     let mut records = BufReader::with_capacity(64 << 10, decoder.take(max_uncompressed_bytes.saturating_add(1)));
     let mut total = 0u64;
     for i in 0..count {
-        let length = read_varint(&mut records).map_err(|e| format!("record {i} has no readable length ({e})"))?;
-        let length = u64::try_from(length).ok().filter(|&l| l > 0).ok_or_else(|| format!("record {i} has length {length}"))?;
+        let length = read_varint(&mut records).map_err(|e| Invalid::of_record(i, format!("has no readable length ({e})")))?;
+        let length = u64::try_from(length).ok().filter(|&l| l > 0).ok_or_else(|| Invalid::of_record(i, format!("has length {length}")))?;
         total = total.saturating_add(length);
         if total > max_uncompressed_bytes {
-            return Err(format!("records decompress to more than {max_uncompressed_bytes} bytes"));
+            return Err(Invalid::of_record(i, format!("takes the records past {max_uncompressed_bytes} uncompressed bytes")));
         }
         let mut record = (&mut records).take(length);
         // attributes (1 byte), timestamp delta, then the offset delta.
         let fields = io::copy(&mut (&mut record).take(1), &mut io::sink()).and_then(|_| Ok((read_varint(&mut record)?, read_varint(&mut record)?)));
-        let (ts_delta, offset_delta) = fields.map_err(|e| format!("record {i} is cut short ({e})"))?;
+        let (ts_delta, offset_delta) = fields.map_err(|e| Invalid::of_record(i, format!("is cut short ({e})")))?;
         if !visit(i, ts_delta, offset_delta)? {
             return Ok(Walked::Stopped);
         }
         let rest = record.limit();
-        if io::copy(&mut record, &mut io::sink()).map_err(|e| format!("record {i}: {e}"))? != rest {
-            return Err(format!("record {i} of {length} bytes does not fit the batch"));
+        if io::copy(&mut record, &mut io::sink()).map_err(|e| Invalid::of_record(i, format!("does not decode ({e})")))? != rest {
+            return Err(Invalid::of_record(i, format!("of {length} bytes does not fit the batch")));
         }
     }
-    let after = records.fill_buf().map_err(|e| format!("after the last record: {e}"))?;
+    let after = records.fill_buf().map_err(|e| Invalid::of_batch(format!("after the last record: {e}")))?;
     Ok(if after.is_empty() { Walked::AllThenEnd } else { Walked::AllThenMore })
 }
 
@@ -253,12 +272,13 @@ mod tests {
         let bomb = e.finish().unwrap();
         assert!(bomb.len() < 1 << 20);
         let err = check(1, &bomb, 64, 8 << 20).unwrap_err();
-        assert!(err.contains("more than"), "{err}");
+        // Records 0..7 take 8 MiB and a little more: record 7 crosses the limit.
+        assert_eq!(err.record, Some(7), "{err:?}");
         // One record claiming 1 GiB is refused from its length alone.
         let mut one = Vec::new();
         put_varint(&mut one, 1 << 30);
         let err = check(4, &zstd::encode_all(&one[..], 1).unwrap(), 1, 8 << 20).unwrap_err();
-        assert!(err.contains("more than"), "{err}");
+        assert!(err.reason.contains("uncompressed bytes"), "{err:?}");
     }
 
     #[test]

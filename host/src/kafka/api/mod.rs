@@ -127,7 +127,7 @@ fn partition_error_code(error: &crate::partition::Error) -> i16 {
     use crate::partition::batch::BatchError;
     use crate::partition::producer_state::SequenceCheck;
     code(match error {
-        E::Batch(BatchError::Corrupt(_)) => ResponseError::CorruptMessage,
+        E::Batch(BatchError::Corrupt(_) | BatchError::BadRecord { .. }) => ResponseError::CorruptMessage,
         E::Batch(BatchError::UnsupportedMagic(_)) => ResponseError::UnsupportedForMessageFormat,
         E::Batch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
         E::Batch(BatchError::Transactional | BatchError::NotOneBatch(_)) => ResponseError::InvalidRecord,

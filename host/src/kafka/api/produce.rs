@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::debug;
 
@@ -15,12 +15,19 @@ use crate::clock::now_ms;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
+use crate::partition::batch::BatchError;
 use crate::partition::{Appended, Partition, ProduceChecks};
 
 /// One partition's outcome before durability is awaited.
 enum Outcome {
     Appended(Arc<Partition>, Appended),
-    Failed(i16, Option<String>),
+    /// Error code, message, and the index of the record to blame (reported in the response's
+    /// record errors, as Kafka does).
+    Failed(i16, Option<String>, Option<u32>),
+}
+
+fn failed(error: ResponseError, why: Option<String>) -> Outcome {
+    Outcome::Failed(code(error), why, None)
 }
 
 pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Bytes>, FrameError> {
@@ -36,7 +43,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
         let mut outcomes = Vec::with_capacity(topic.partition_data.len());
         for data in &topic.partition_data {
             let outcome = if !matches!(acks, -1..=1) {
-                Outcome::Failed(code(ResponseError::InvalidRequiredAcks), None)
+                failed(ResponseError::InvalidRequiredAcks, None)
             } else {
                 append(ctx, topic.name.as_str(), data.index, data.records.as_ref(), now_ms, &checks)
             };
@@ -49,7 +56,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
         // No response can carry an error: a failure closes the connection so the client notices.
         for (name, outcomes) in &topics {
             for (index, outcome) in outcomes {
-                if let Outcome::Failed(error_code, why) = outcome {
+                if let Outcome::Failed(error_code, why, _) = outcome {
                     let why = why.as_deref().unwrap_or("");
                     return Err(FrameError::UnacknowledgedProduceFailed(format!("{}-{index}: error {error_code} {why}", name.as_str())));
                 }
@@ -83,8 +90,14 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
                         Err(_) => p.error_code = code(ResponseError::RequestTimedOut),
                     }
                 }
-                Outcome::Failed(error_code, why) => {
+                Outcome::Failed(error_code, why, record) => {
                     p.error_code = error_code;
+                    if let Some(record) = record {
+                        let mut blamed = BatchIndexAndErrorMessage::default();
+                        blamed.batch_index = i32::try_from(record).unwrap_or(i32::MAX);
+                        blamed.batch_index_error_message = why.clone().and_then(message);
+                        p.record_errors.push(blamed);
+                    }
                     p.error_message = why.and_then(message);
                 }
             }
@@ -97,13 +110,13 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
 
 fn append(ctx: &KafkaContext, topic: &str, index: i32, records: Option<&Bytes>, now_ms: i64, checks: &ProduceChecks) -> Outcome {
     if topic == OFFSETS_TOPIC {
-        return Outcome::Failed(code(ResponseError::InvalidTopicException), Some(format!("{OFFSETS_TOPIC} is internal; clients cannot produce to it")));
+        return failed(ResponseError::InvalidTopicException, Some(format!("{OFFSETS_TOPIC} is internal; clients cannot produce to it")));
     }
     let Some(partition) = ctx.cluster.partition(topic, index) else {
-        return Outcome::Failed(code(ResponseError::UnknownTopicOrPartition), None);
+        return failed(ResponseError::UnknownTopicOrPartition, None);
     };
     let Some(records) = records else {
-        return Outcome::Failed(code(ResponseError::CorruptMessage), Some("no records".into()));
+        return failed(ResponseError::CorruptMessage, Some("no records".into()));
     };
     match partition.append_produced(records, now_ms, checks) {
         Ok(appended) => {
@@ -112,7 +125,11 @@ fn append(ctx: &KafkaContext, topic: &str, index: i32, records: Option<&Bytes>, 
         }
         Err(e) => {
             debug!(topic, partition = index, cause = %e, "produce refused");
-            Outcome::Failed(partition_error_code(&e), Some(e.to_string()))
+            let record = match &e {
+                crate::partition::Error::Batch(BatchError::BadRecord { record, .. }) => Some(*record),
+                _ => None,
+            };
+            Outcome::Failed(partition_error_code(&e), Some(e.to_string()), record)
         }
     }
 }
