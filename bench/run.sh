@@ -9,6 +9,8 @@
 #
 #   bench/run.sh                  # defaults below
 #   RECORDS=500000 REPS=5 bench/run.sh
+#   BROKER=old/sluice bench/run.sh   # another broker binary, same load generator (not SLUICE_*:
+#                                      the broker reads those as its settings)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,7 @@ RECORDS=${RECORDS:-1000000}
 FIXED_RATE=${FIXED_RATE:-100000}
 REPS=${REPS:-3}
 WORK=${WORK:-$PWD/target/bench-work}
+BROKER=${BROKER:-target/release/sluice}
 
 cargo build --release --quiet --bin sluice --bin sluice-load
 rm -rf "$WORK"
@@ -49,7 +52,7 @@ measure_dd() {
     echo "dd conv=fdatasync: ${dd_mbs[-1]} MB/s"
 }
 
-target/release/sluice serve --data-dir "$WORK/data" --kafka-addr "127.0.0.1:$PORT" --metrics-addr 127.0.0.1:0 \
+"$BROKER" serve --data-dir "$WORK/data" --kafka-addr "127.0.0.1:$PORT" --metrics-addr 127.0.0.1:0 --rpc-addr 127.0.0.1:0 \
     > "$WORK/broker.out" 2> "$WORK/broker.err" &
 BROKER_PID=$!
 for _ in $(seq 100); do grep -q "kafka listening" "$WORK/broker.out" 2>/dev/null && break; sleep 0.1; done
