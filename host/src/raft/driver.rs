@@ -165,6 +165,14 @@ impl Driver {
                     publish_leadership(g, self.config.heartbeat_ticks, &self.down_peers, &self.replication);
                 }
             }
+            Event::PeerGone { peer } => {
+                // Clients stop being told the peer leads at once, and its groups elect anew.
+                self.down_peers.insert(peer);
+                for g in self.groups.values_mut() {
+                    g.leader_gone(peer);
+                    publish_leadership(g, self.config.heartbeat_ticks, &self.down_peers, &self.replication);
+                }
+            }
             Event::Propose { group, data, refused } => {
                 let proposed = self.groups.get_mut(&group).map(|g| g.node.propose(Vec::new(), data));
                 match proposed {

@@ -117,6 +117,9 @@ pub struct Group {
     syncing: bool,
     /// Once elected: the index of our first entry; applying it makes us a serving leader.
     leader_start: Option<u64>,
+    /// The leader's stream ended: ticks until this voter campaigns if no leader is known by
+    /// then (see [`Group::leader_gone`]).
+    campaign_in: Option<usize>,
     /// The term we were last elected in.
     elected_term: u64,
     /// Write caching: entries count as persisted once in the page cache and are fsynced at
@@ -190,6 +193,7 @@ impl Group {
             queued: 0,
             syncing: false,
             leader_start: None,
+            campaign_in: None,
             elected_term: 0,
             write_caching,
             cached: false,
@@ -201,6 +205,13 @@ impl Group {
     /// One Raft tick.
     pub fn tick(&mut self) {
         self.node.tick();
+        if let Some(ticks) = self.campaign_in.take() {
+            if ticks > 1 {
+                self.campaign_in = Some(ticks - 1);
+            } else if self.node.raft.leader_id == raft::INVALID_ID && self.node.raft.state != StateRole::Leader {
+                let _ = self.node.campaign();
+            }
+        }
         self.maybe_serve();
         if self.node.raft.state == StateRole::Leader {
             let everywhere = self.node.raft.prs().iter().map(|(_, pr)| pr.matched).min().unwrap_or(0);
@@ -214,6 +225,29 @@ impl Group {
         metrics.raft.received.with_label_values(&[self.label.as_str(), message_type(&msg)]).inc();
         let _ = self.node.step(msg);
         Ok(())
+    }
+
+    /// The stream from `peer` ended, most likely because it died. If it led this group, this
+    /// follower forgets it, so it grants votes at once instead of honouring the dead leader's
+    /// lease, and the voters left take turns, by id, to start a (pre-)election: the lowest now,
+    /// the next one tick later if no leader is known by then (the first may have asked a voter
+    /// that had not seen the stream end yet, or have a shorter log), and so on. Pre-vote keeps
+    /// this harmless when the leader lives on: the voters still hearing from it refuse, and
+    /// terms do not move.
+    pub fn leader_gone(&mut self, peer: u64) {
+        let raft = &mut self.node.raft;
+        if raft.state != StateRole::Follower || raft.leader_id != peer {
+            return;
+        }
+        raft.leader_id = raft::INVALID_ID;
+        let me = raft.id;
+        let rank = raft.prs().iter().filter(|&(&id, _)| id != peer && id < me).count();
+        if rank == 0 {
+            info!(group = self.id, term = raft.term, "the leader's stream ended; campaigning at once");
+            let _ = self.node.campaign();
+        } else {
+            self.campaign_in = Some(rank);
+        }
     }
 
     /// Proposes a leader's entry; drops it if the leadership it was built under has ended (it

@@ -43,6 +43,11 @@ pub enum Event {
         /// The peer.
         peer: u64,
     },
+    /// The stream a peer sends to this node ended: the peer most likely died.
+    PeerGone {
+        /// The peer.
+        peer: u64,
+    },
     /// An entry proposed on this node outside the produce path (a metadata change).
     Propose {
         /// The group.

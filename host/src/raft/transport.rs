@@ -162,11 +162,10 @@ impl RaftTransport for TransportService {
                 return Err(Status::unavailable("node is stopping"));
             }
         };
-        // A peer that dies (kill -9, crash) drops this stream at once: as a follower, stop
-        // naming it leader now rather than after missed heartbeats, so clients look for the new
-        // leader sooner. Its next message clears this.
+        // A peer that dies (kill -9, crash) drops this stream at once: the groups it led need
+        // not wait out an election timeout to replace it (see `Group::leader_gone`).
         if let Some(peer) = from {
-            let _ = self.events.send(Event::Unreachable { peer }).await;
+            let _ = self.events.send(Event::PeerGone { peer }).await;
         }
         ended?;
         Ok(Response::new(StreamEnd {}))
