@@ -313,3 +313,21 @@ fn produce_request(topic: &str, partition: i32, value: &str) -> ProduceRequest {
     request.topic_data = vec![t];
     request
 }
+
+/// A leader killed with SIGKILL drops its streams to the followers at once, and they replace it
+/// without waiting out an election timeout. With a 10 s timeout (elections after 10 to 20 s of
+/// silence), a new leader within 8 s of the kill can only come from that.
+#[test]
+fn a_killed_leader_is_replaced_before_an_election_timeout() -> Result<()> {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &[("SLUICE_RAFT__ELECTION_TICKS", "100")])?;
+    crate::create_topic(&cluster, "prompt", 1)?;
+    let old = cluster.wait_for_leader("prompt", 0, None, PATIENCE)?;
+    // Let every follower hear from the leader, so none is already close to its timeout.
+    sleep(Duration::from_secs(1));
+    let fault = Instant::now();
+    cluster.kill9(old);
+    let new = cluster.wait_for_leader("prompt", 0, Some(old), Duration::from_secs(8)).context("no new leader before the election timeout")?;
+    eprintln!("[prompt] killed node {old}; node {new} leads after {:?}", fault.elapsed());
+    Ok(())
+}
