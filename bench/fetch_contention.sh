@@ -20,30 +20,20 @@ cargo build --release --quiet --bin sluice --bin sluice-load
 command -v kcat >/dev/null || { echo "kcat is needed (scripts/test installs it)" >&2; exit 1; }
 rm -rf "$WORK"
 mkdir -p "$WORK"
-BROKER_PID=""
-cleanup() {
-    [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
-    rm -rf "$WORK"
-}
+source bench/common.sh
 trap cleanup EXIT
-median() { python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
-field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 
 one() { # binary, label
     local port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    rm -rf "$WORK/data"
-    "$1" serve --data-dir "$WORK/data" --kafka-addr "127.0.0.1:$port" --metrics-addr 127.0.0.1:0 > "$WORK/broker.out" 2> "$WORK/broker.err" &
-    BROKER_PID=$!
-    for _ in $(seq 100); do grep -q "kafka listening" "$WORK/broker.out" 2>/dev/null && break; sleep 0.1; done
+    port=$(free_port)
+    start_broker "$1" "$port"
     target/release/sluice-load --bootstrap "127.0.0.1:$port" --topic t --records 1048576 --size 1024 --acks 1 --no-consume > /dev/null
     kcat -C -b "127.0.0.1:$port" -t t -p 0 -o beginning -e -q -X fetch.message.max.bytes=52428800 -X fetch.max.bytes=52428800 > /dev/null &
     local reader=$!
     target/release/sluice-load --bootstrap "127.0.0.1:$port" --topic t --records 100000 --size 1024 --acks 1 --rate "$RATE" --linger-ms 1 --no-consume \
         | grep '^produce' | sed "s|^|$2 |" | tee -a "$WORK/results.log"
     wait "$reader" || true
-    kill "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=""
+    stop_broker
 }
 
 for rep in $(seq "$REPS"); do

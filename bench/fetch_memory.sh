@@ -17,11 +17,7 @@ cargo build --release --quiet --bin sluice --bin sluice-load
 command -v kcat >/dev/null || { echo "kcat is needed (scripts/test installs it)" >&2; exit 1; }
 rm -rf "$WORK"
 mkdir -p "$WORK"
-BROKER_PID=""
-cleanup() {
-    [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
-    rm -rf "$WORK"
-}
+source bench/common.sh
 trap cleanup EXIT
 hwm_mib() { awk '/^VmHWM/ {printf "%d", $2/1024}' "/proc/$BROKER_PID/status"; }
 
@@ -29,11 +25,8 @@ echo "| binary | consumers | peak RSS before MiB | peak RSS after MiB |"
 echo "|---|---|---|---|"
 for binary in "${BINARIES[@]}"; do
     for consumers in 4 16; do
-        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-        rm -rf "$WORK/data"
-        "$binary" serve --data-dir "$WORK/data" --kafka-addr "127.0.0.1:$port" --metrics-addr 127.0.0.1:0 > "$WORK/broker.out" 2> "$WORK/broker.err" &
-        BROKER_PID=$!
-        for _ in $(seq 100); do grep -q "kafka listening" "$WORK/broker.out" 2>/dev/null && break; sleep 0.1; done
+        port=$(free_port)
+        start_broker "$binary" "$port"
         target/release/sluice-load --bootstrap "127.0.0.1:$port" --topic t --records 262144 --size 1024 --acks 1 --no-consume > /dev/null
         before=$(hwm_mib)
         readers=()
@@ -44,7 +37,6 @@ for binary in "${BINARIES[@]}"; do
         done
         wait "${readers[@]}"
         echo "| $binary | $consumers | $before | $(hwm_mib) |"
-        kill "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=""
+        stop_broker
     done
 done

@@ -24,18 +24,12 @@ BROKER=${BROKER:-target/release/sluice}
 cargo build --release --quiet --bin sluice --bin sluice-load
 rm -rf "$WORK"
 mkdir -p "$WORK"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-BROKER_PID=""
-cleanup() {
-    [ -n "$BROKER_PID" ] && kill "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
-    rm -rf "$WORK"
-}
+source bench/common.sh
+PORT=$(free_port)
 trap cleanup EXIT
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$BROKER_PID/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$BROKER_PID/status"; }
-median() { python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
-field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), disk under $WORK: $(df -h "$WORK" | awk 'NR==2 {print $1}')"
 
@@ -52,10 +46,7 @@ measure_dd() {
     echo "dd conv=fdatasync: ${dd_mbs[-1]} MB/s"
 }
 
-"$BROKER" serve --data-dir "$WORK/data" --kafka-addr "127.0.0.1:$PORT" --metrics-addr 127.0.0.1:0 --rpc-addr 127.0.0.1:0 \
-    > "$WORK/broker.out" 2> "$WORK/broker.err" &
-BROKER_PID=$!
-for _ in $(seq 100); do grep -q "kafka listening" "$WORK/broker.out" 2>/dev/null && break; sleep 0.1; done
+start_broker "$BROKER" "$PORT"
 sleep 2
 IDLE_RSS=$(rss_kib)
 echo "idle RSS: $((IDLE_RSS / 1024)) MiB"
