@@ -257,7 +257,7 @@ pub struct KafkaConfig {
     /// Default: 268435456 (256 MiB)
     pub max_uncompressed_batch_bytes: u64,
     /// Fetch response bytes the node holds at once, across every connection: records being
-    /// read and encoded, and responses waiting for their client.
+    /// read for responses being built, and responses waiting for their client.
     /// Default: 268435456 (256 MiB)
     pub fetch_memory_bytes: usize,
 }

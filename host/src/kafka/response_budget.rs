@@ -1,5 +1,5 @@
-//! The node-wide budget for Fetch response bytes in memory: records read from logs, the
-//! responses they are encoded into, and responses waiting for their client to take them. However
+//! The node-wide budget for Fetch response bytes in memory: records read from logs for responses
+//! being built, and responses waiting for their client to take them. However
 //! many clients ask for however much, their responses hold no more than
 //! `kafka.fetch-memory-bytes` (plus at most one Raft entry per fetch, which Kafka returns even
 //! when it is larger than the limits, so a consumer always makes progress).

@@ -197,9 +197,9 @@ fn put_unsigned_varint(out: &mut BytesMut, mut value: usize) {
     out.put_u8(value as u8);
 }
 
-/// Reads every target once, within `max_bytes` and the node's response budget. Each read
-/// reserves twice its bytes until the response is encoded (the records, and their copy in the
-/// encoded response).
+/// Reads every target once, within `max_bytes` and the node's response budget (each read
+/// reserves what it may read, then keeps what it did: the records are sent as read, so the
+/// response holds no second copy of them).
 async fn build(ctx: &KafkaContext, topics: &[(TopicName, Vec<Target>)], max_bytes: usize, read_committed: bool) -> Built {
     let mut response = FetchResponse::default();
     let mut total = 0usize;
@@ -221,7 +221,7 @@ async fn build(ctx: &KafkaContext, topics: &[(TopicName, Vec<Target>)], max_byte
                 p.aborted_transactions = Some(Vec::new());
             }
             let mut budget = if target.repeated || budget_spent { 0 } else { target.max_bytes.min(max_bytes.saturating_sub(total)) };
-            if budget > 0 && !ctx.response_budget.reserve(&mut held, 2 * budget).await {
+            if budget > 0 && !ctx.response_budget.reserve(&mut held, budget).await {
                 // Other responses hold the node's budget: answer with what is read already.
                 budget_spent = true;
                 budget = 0;
@@ -233,7 +233,7 @@ async fn build(ctx: &KafkaContext, topics: &[(TopicName, Vec<Target>)], max_byte
                         // in Kafka, so that a consumer always makes progress.
                         records = Bytes::new();
                     } else if records.len() > budget {
-                        ctx.response_budget.reserve(&mut held, 2 * (records.len() - budget)).await;
+                        ctx.response_budget.reserve(&mut held, records.len() - budget).await;
                     }
                     total += records.len();
                     p.high_watermark = high_watermark;
@@ -246,7 +246,7 @@ async fn build(ctx: &KafkaContext, topics: &[(TopicName, Vec<Target>)], max_byte
                     p.error_code = error_code;
                 }
             }
-            held.shrink_to(2 * total);
+            held.shrink_to(total);
             topic.partitions.push(p);
         }
         response.responses.push(topic);
