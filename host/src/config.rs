@@ -209,10 +209,24 @@ impl Default for GroupsConfig {
     }
 }
 
+/// TLS on the Kafka listener (Kafka's `SSL` security protocol): on when both files are set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KafkaTls {
+    /// PEM certificate chain, the broker's own certificate first.
+    /// Default: none
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    /// Default: none
+    pub key_file: Option<PathBuf>,
+}
+
 /// Limits of the Kafka listener.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct KafkaConfig {
+    /// TLS for clients.
+    pub tls: KafkaTls,
     /// Largest request frame accepted; a larger size prefix closes the connection before any
     /// allocation (Kafka's `socket.request.max.bytes`).
     /// Default: 104857600 (100 MiB)
@@ -334,6 +348,7 @@ impl Default for Config {
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
+            tls: KafkaTls::default(),
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight_per_connection: 16,
             max_connections: 10_000,
@@ -401,6 +416,9 @@ impl Config {
         }
         if self.kafka.max_in_flight_per_connection == 0 || self.kafka.max_connections_per_ip == 0 {
             return invalid("kafka.max-in-flight-per-connection and kafka.max-connections-per-ip must be at least 1");
+        }
+        if self.kafka.tls.cert_file.is_some() != self.kafka.tls.key_file.is_some() {
+            return invalid("kafka.tls.cert-file and kafka.tls.key-file go together");
         }
         if self.kafka.fetch_max_bytes == 0 || self.kafka.fetch_memory_bytes < self.kafka.fetch_max_bytes {
             return invalid("kafka.fetch-max-bytes must be positive and kafka.fetch-memory-bytes at least as large");

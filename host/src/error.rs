@@ -23,6 +23,9 @@ pub enum Error {
     /// The plugin store could not be opened.
     #[error(transparent)]
     Plugins(#[from] crate::plugins::Error),
+    /// TLS for Kafka clients could not be set up from `kafka.tls`.
+    #[error("kafka.tls: {0}")]
+    Tls(#[from] crate::kafka::TlsError),
     /// Another process holds the data dir.
     #[error("data dir {0} is in use by another sluice process")]
     DataDirLocked(std::path::PathBuf),

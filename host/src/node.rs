@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::cluster::control::Control;
 use crate::cluster::metadata::{Command, MetadataMachine, Proposer};
@@ -58,6 +58,13 @@ impl Node {
         let lock = File::create(config.data_dir.join(LOCK_FILE)).map_err(io("creating the data dir lock".into()))?;
         if lock.try_lock().is_err() {
             return Err(Error::DataDirLocked(config.data_dir.clone()));
+        }
+        let tls = kafka::tls_acceptor(&config.kafka.tls)?;
+        if tls.is_none() && !config.kafka_addr.ip().is_loopback() {
+            warn!(
+                kafka_addr = %config.kafka_addr,
+                "THE KAFKA LISTENER IS OPEN BEYOND THIS MACHINE WITHOUT TLS: any client that reaches it reads and writes every topic in clear text; set kafka.tls.cert-file and kafka.tls.key-file"
+            );
         }
         let kafka_listener = TcpListener::bind(config.kafka_addr).await.map_err(io(format!("binding the Kafka listener {}", config.kafka_addr)))?;
         let metrics_listener =
@@ -152,7 +159,7 @@ impl Node {
             response_budget: kafka::ResponseBudget::new(config.kafka.fetch_memory_bytes),
         });
         tasks.extend([
-            tokio::spawn(kafka::serve(kafka_listener, ctx, stop.clone())),
+            tokio::spawn(kafka::serve(kafka_listener, ctx, tls, stop.clone())),
             tokio::spawn(tick_groups(groups, stop.clone())),
             tokio::spawn(retention::run(Arc::clone(&cluster), Arc::clone(&plugins), stop.clone())),
             tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control), transport_service, stop.clone())),

@@ -232,3 +232,48 @@ fn kcat_produces_and_consumes() -> Result<()> {
     ensure!(records.len() == lines.len());
     Ok(())
 }
+
+/// kcat over TLS (Kafka's `SSL` security protocol), verifying the broker's certificate; a
+/// plain-text client on the TLS port gets nothing and costs only its connection.
+#[test]
+fn kcat_over_tls_and_a_plain_client_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut broker, ca) = crate::start_tls_broker(dir.path())?;
+    let bootstrap = broker.bootstrap();
+    let ca = ca.display().to_string();
+    let tls = ["-X", "security.protocol=ssl", "-X", "broker.address.family=v4"];
+    // cargo points LD_LIBRARY_PATH at the build's own librdkafka, which has no OpenSSL: kcat
+    // must load the system's.
+    let kcat = || {
+        let mut command = Command::new("kcat");
+        command.env_remove("LD_LIBRARY_PATH");
+        command
+    };
+    let lines: Vec<String> = (0..50).map(|i| format!("secret-{i}")).collect();
+    let mut producer = kcat()
+        .args(["-P", "-b", &bootstrap, "-t", "sealed"])
+        .args(tls)
+        .args(["-X", &format!("ssl.ca.location={ca}")])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    producer.stdin.take().expect("piped stdin").write_all((lines.join("\n") + "\n").as_bytes())?;
+    let produced = producer.wait_with_output()?;
+    ensure!(produced.status.success(), "kcat -P over TLS failed: {}", String::from_utf8_lossy(&produced.stderr));
+    let output = kcat()
+        .args(["-C", "-b", &bootstrap, "-t", "sealed", "-o", "beginning", "-e", "-q"])
+        .args(tls)
+        .args(["-X", &format!("ssl.ca.location={ca}")])
+        .output()?;
+    ensure!(output.status.success(), "kcat -C over TLS failed: {}", String::from_utf8_lossy(&output.stderr));
+    let got: Vec<String> = String::from_utf8(output.stdout)?.lines().map(str::to_string).collect();
+    ensure!(got == lines, "kcat read {} lines over TLS", got.len());
+
+    let mut plain = sluice_tests::RawClient::connect(broker.addr())?;
+    let _ = plain.send_only(3, &kafka_protocol::messages::ApiVersionsRequest::default());
+    // At most a TLS alert record (content type 21), never a Kafka response, then the close.
+    let answer = plain.read_until_closed()?;
+    ensure!(answer.first().is_none_or(|&b| b == 21), "a plain-text client on the TLS port got {answer:?}");
+    ensure!(broker.is_running(), "the broker died");
+    Ok(())
+}

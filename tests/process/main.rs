@@ -22,6 +22,35 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_tests::{Broker, consumer_config, producer_config};
 use tempfile::TempDir;
 
+/// A self-signed certificate for 127.0.0.1 and localhost, and its key, as PEM files in `dir`
+/// (made with the openssl command-line tool).
+pub fn self_signed_certificate(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("broker.pem"), dir.join("broker.key"));
+    let output = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl (scripts/test installs it)")?;
+    if !output.status.success() {
+        bail!("openssl failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok((cert, key))
+}
+
+/// A broker serving Kafka clients over TLS only, with the certificate made in `dir`.
+pub fn start_tls_broker(dir: &std::path::Path) -> Result<(Broker, std::path::PathBuf)> {
+    let (cert, key) = self_signed_certificate(dir)?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.join("data"))
+        .env("SLUICE_KAFKA__TLS__CERT_FILE", &cert.display().to_string())
+        .env("SLUICE_KAFKA__TLS__KEY_FILE", &key.display().to_string())
+        .env("SLUICE_KAFKA__AUTO_CREATE_TOPICS", "true");
+    broker.start()?;
+    Ok((broker, cert))
+}
+
 /// A broker on a fresh temp dir, started.
 pub fn start_broker() -> Result<(TempDir, Broker)> {
     let dir = tempfile::tempdir()?;

@@ -1,7 +1,9 @@
 """kafka-python against a running Sluice broker: admin, gzip produce with acks=all, a consumer
 group that commits, group listing/description/deletion, topic deletion.
 
-Usage: python3 kafka_python_client.py HOST:PORT   (exits non-zero on the first failed check)
+Usage: python3 kafka_python_client.py HOST:PORT [CA_FILE]   (exits non-zero on the first failed
+check). With CA_FILE, every client connects over TLS (security_protocol SSL) and verifies the
+broker's certificate against it.
 """
 import sys
 
@@ -9,12 +11,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 bootstrap = sys.argv[1]
-admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+security = {"security_protocol": "SSL", "ssl_cafile": sys.argv[2]} if len(sys.argv) > 2 else {}
+admin = KafkaAdminClient(bootstrap_servers=bootstrap, **security)
 admin.create_topics([NewTopic("py", num_partitions=3, replication_factor=1, topic_configs={"retention.ms": "86400000"})])
 described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py")])
 assert described["topic"]["py"]["retention.ms"]["value"] == "86400000", described
 
-producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type="gzip")
+producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type="gzip", **security)
 sent = [f"py-{i}".encode() for i in range(300)]
 for i, value in enumerate(sent):
     producer.send("py", key=str(i).encode(), value=value)
@@ -22,7 +25,7 @@ producer.flush()
 producer.close()
 
 consumer = KafkaConsumer("py", bootstrap_servers=bootstrap, group_id="py-group", auto_offset_reset="earliest",
-                         enable_auto_commit=False, consumer_timeout_ms=15000)
+                         enable_auto_commit=False, consumer_timeout_ms=15000, **security)
 received = []
 for message in consumer:
     received.append(message.value)
@@ -39,4 +42,4 @@ offsets = admin.list_group_offsets("py-group")["py-group"]
 assert sum(o.offset for o in offsets.values()) == len(sent), offsets
 assert admin.delete_groups(["py-group"]) == {"py-group": "OK"}
 admin.delete_topics(["py"])
-print("kafka-python: ok")
+print("kafka-python: ok" + (" over TLS" if security else ""))

@@ -376,6 +376,17 @@ impl RawClient {
         Ok(Bytes::from(body))
     }
 
+    /// Everything the broker sends until it closes the connection (EOF or reset); an error if it
+    /// keeps it open past the read timeout.
+    pub fn read_until_closed(&mut self) -> Result<Vec<u8>> {
+        let mut got = Vec::new();
+        match self.stream.read_to_end(&mut got) {
+            Ok(_) => Ok(got),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => bail!("still open after the read timeout"),
+            Err(_) => Ok(got),
+        }
+    }
+
     /// Whether the broker closed this connection (EOF or reset) within the read timeout.
     pub fn is_closed_by_peer(&mut self) -> bool {
         let mut byte = [0u8; 1];

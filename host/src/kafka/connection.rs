@@ -20,17 +20,20 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
 use tracing::{debug, instrument, warn};
 
 use super::frame::{self, FrameError, Request};
 use super::{KafkaContext, api};
 
-#[instrument(skip(stream, ctx), fields(peer = %peer))]
-pub async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<KafkaContext>) {
-    let (read_half, write_half) = stream.into_split();
+/// Serves one connection, plain or TLS, given its two halves.
+#[instrument(skip(read_half, write_half, ctx), fields(peer = %peer))]
+pub async fn run<R, W>(read_half: R, write_half: W, peer: SocketAddr, ctx: Arc<KafkaContext>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
     let config = &ctx.cluster.config().kafka;
     let max_in_flight = config.max_in_flight_per_connection;
     let limit = config.max_request_bytes;

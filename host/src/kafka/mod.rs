@@ -6,12 +6,14 @@ mod connection;
 pub mod frame;
 mod response_budget;
 mod server;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use response_budget::ResponseBudget;
 pub use server::serve;
+pub use tls::{TlsError, acceptor as tls_acceptor};
 
 use crate::cluster::Cluster;
 use crate::groups::Coordinator;

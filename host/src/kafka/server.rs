@@ -4,16 +4,18 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::KafkaContext;
 use super::connection;
 
-/// Serves Kafka clients on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>, mut shutdown: watch::Receiver<bool>) {
+/// Serves Kafka clients on `listener` until `shutdown` turns true; over TLS when `tls` is set.
+pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>, tls: Option<TlsAcceptor>, mut shutdown: watch::Receiver<bool>) {
     let limit = Arc::new(Semaphore::new(ctx.cluster.config().kafka.max_connections));
     let per_ip = Arc::new(PerIp { limit: ctx.cluster.config().kafka.max_connections_per_ip, open: Mutex::new(HashMap::new()) });
     loop {
@@ -40,9 +42,33 @@ pub async fn serve(listener: TcpListener, ctx: Arc<KafkaContext>, mut shutdown: 
         };
         let _ = stream.set_nodelay(true);
         let ctx = Arc::clone(&ctx);
+        let tls = tls.clone();
         ctx.metrics.connections.inc();
         tokio::spawn(async move {
-            connection::run(stream, peer, Arc::clone(&ctx)).await;
+            match tls {
+                None => {
+                    let (reader, writer) = stream.into_split();
+                    connection::run(reader, writer, peer, Arc::clone(&ctx)).await;
+                }
+                Some(tls) => {
+                    // The handshake has as long as a request's frame to complete.
+                    let timeout = Duration::from_millis(ctx.cluster.config().kafka.request_read_timeout_ms);
+                    match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let (reader, writer) = tokio::io::split(stream);
+                            connection::run(reader, writer, peer, Arc::clone(&ctx)).await;
+                        }
+                        Ok(Err(e)) => {
+                            ctx.metrics.frame_errors.inc();
+                            debug!(%peer, cause = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            ctx.metrics.connections_limited.with_label_values(&["request_read_timeout"]).inc();
+                            debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
             ctx.metrics.connections.dec();
             drop((permit, ip_slot));
         });
