@@ -517,6 +517,9 @@ mod tests {
         let mut config = Config::default();
         config.log.segment_bytes = 10;
         assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.kafka.tls.cert_file = Some("cert.pem".into());
+        assert!(config.validate().is_err(), "a certificate without its key");
     }
 
     #[test]

@@ -44,3 +44,21 @@ pub fn acceptor(tls: &KafkaTls) -> Result<Option<TlsAcceptor>, TlsError> {
         .with_single_cert(certs, key)?;
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_files_is_plain_text_and_unusable_files_are_errors() {
+        assert!(acceptor(&KafkaTls::default()).unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (cert, key) in [(&garbage, &garbage), (&missing, &garbage)] {
+            let tls = KafkaTls { cert_file: Some(cert.clone()), key_file: Some(key.clone()) };
+            assert!(matches!(acceptor(&tls), Err(TlsError::Pem { .. })), "{cert:?} {key:?}");
+        }
+    }
+}
