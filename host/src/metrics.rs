@@ -38,6 +38,9 @@ pub struct Metrics {
     plugin_loaded: IntGaugeVec,
     /// Segments deleted by retention.
     pub retention_deleted_segments: IntCounter,
+    /// Records between a group's committed offset and the partition's high watermark, for the
+    /// groups this node coordinates.
+    pub consumer_group_lag: IntGaugeVec,
     /// Raft, by group (`topic-partition`, or `__cluster_metadata`).
     pub raft: RaftMetrics,
 }
@@ -138,6 +141,11 @@ impl Metrics {
             .expect("valid metric"),
             plugin_loaded: IntGaugeVec::new(Opts::new("plugin_loaded", "Compiled plugin versions, by plugin"), &["plugin", "version", "kind", "sha256"]).expect("valid metric"),
             retention_deleted_segments: counter("retention_deleted_segments_total", "Segments deleted by retention"),
+            consumer_group_lag: IntGaugeVec::new(
+                Opts::new("consumer_group_lag", "Records between a group's committed offset and the high watermark, by group and partition"),
+                &["group", "topic", "partition"],
+            )
+            .expect("valid metric"),
             raft: RaftMetrics::new(),
             requests,
             request_seconds,
@@ -159,6 +167,7 @@ impl Metrics {
         r.register(Box::new(metrics.plugin_call_seconds.clone())).expect("unique metric");
         r.register(Box::new(metrics.plugin_loaded.clone())).expect("unique metric");
         r.register(Box::new(metrics.retention_deleted_segments.clone())).expect("unique metric");
+        r.register(Box::new(metrics.consumer_group_lag.clone())).expect("unique metric");
         metrics.raft.register(r);
         metrics
     }

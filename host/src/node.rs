@@ -1,6 +1,7 @@
 //! A running node: opens the data dir, binds the listeners, starts the servers, and shuts them
 //! down in the order that loses nothing (stop accepting, then flush and close every partition).
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ const METADATA_LOG_DIR: &str = "metadata";
 /// How often group timers (session expiry, rebalance deadlines) are checked: the precision of
 /// every group timeout.
 const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+/// Consumer lag is published every this many group ticks (one second).
+const LAG_EVERY_TICKS: u64 = 10;
 
 /// A started node. Drop without [`Node::shutdown`] only in tests that simulate a crash.
 pub struct Node {
@@ -160,7 +163,7 @@ impl Node {
         });
         tasks.extend([
             tokio::spawn(kafka::serve(kafka_listener, ctx, tls, stop.clone())),
-            tokio::spawn(tick_groups(groups, stop.clone())),
+            tokio::spawn(tick_groups(groups, Arc::clone(&metrics), stop.clone())),
             tokio::spawn(retention::run(Arc::clone(&cluster), Arc::clone(&plugins), stop.clone())),
             tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control), transport_service, stop.clone())),
             tokio::spawn(metrics::serve(metrics_listener, metrics, stop)),
@@ -261,12 +264,34 @@ async fn pause_unless_stopping(stop: &mut watch::Receiver<bool>) -> bool {
 }
 
 /// Drives the group coordinator's timers until shutdown.
-async fn tick_groups(groups: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {
+async fn tick_groups(groups: Arc<Coordinator>, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(GROUP_TICK);
+    let mut published: HashSet<(String, String, String)> = HashSet::new();
+    let mut round = 0u64;
     loop {
         tokio::select! {
-            _ = ticks.tick() => groups.tick(),
+            _ = ticks.tick() => {
+                groups.tick();
+                round += 1;
+                if round.is_multiple_of(LAG_EVERY_TICKS) {
+                    publish_lag(&groups, &metrics, &mut published);
+                }
+            }
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Sets the consumer-lag gauges, and drops those of offsets no longer committed here.
+fn publish_lag(groups: &Coordinator, metrics: &Metrics, published: &mut HashSet<(String, String, String)>) {
+    let mut now = HashSet::new();
+    for (group, topic, partition, lag) in groups.lags() {
+        let labels = (group, topic, partition.to_string());
+        metrics.consumer_group_lag.with_label_values(&[labels.0.as_str(), labels.1.as_str(), labels.2.as_str()]).set(lag);
+        now.insert(labels);
+    }
+    for gone in published.difference(&now) {
+        let _ = metrics.consumer_group_lag.remove_label_values(&[gone.0.as_str(), gone.1.as_str(), gone.2.as_str()]);
+    }
+    *published = now;
 }

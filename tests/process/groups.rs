@@ -540,3 +540,27 @@ fn committed_offsets_expire_once_their_group_is_empty() -> Result<()> {
     ensure!(fetch_committed(&mut client, "kept")?.0 == 6);
     Ok(())
 }
+
+/// Consumer lag per group and partition (high watermark minus committed offset) is a metric,
+/// as operators expect from Burrow or Redpanda.
+#[test]
+fn consumer_lag_is_exported_per_group_and_partition() -> Result<()> {
+    let (_dir, broker) = group_broker()?;
+    let bootstrap = broker.bootstrap();
+    runtime().block_on(create_topic(&bootstrap, "raw", 1, &[]))?;
+    let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    runtime().block_on(produce(&producer(&bootstrap), "raw", &values))?;
+    let mut client = RawClient::connect(broker.addr())?;
+    let lag = |broker: &Broker| -> Result<Option<f64>> {
+        Ok(broker.metrics()?.lines().filter(|l| l.starts_with("sluice_consumer_group_lag{") && l.contains("group=\"lagging\"") && l.contains("topic=\"raw\"")).find_map(|l| l.rsplit(' ').next()?.parse().ok()))
+    };
+    for (committed, expected) in [(4, 6.0), (10, 0.0)] {
+        ensure!(commit(&mut client, "lagging", "", -1, committed)? == 0);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while lag(&broker)? != Some(expected) {
+            ensure!(Instant::now() < deadline, "lag after committing {committed}: {:?}, not {expected}", lag(&broker)?);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}

@@ -220,6 +220,22 @@ impl Coordinator {
         }
     }
 
+    /// The lag of every committed offset of the groups this node coordinates: the partition's
+    /// high watermark minus the offset (0 when the group is ahead). Returns
+    /// (group, topic, partition, lag).
+    pub fn lags(&self) -> Vec<(String, String, i32, i64)> {
+        let state = self.lock();
+        let mut lags = Vec::new();
+        for (group, committed) in state.offsets.iter().filter(|(group, _)| self.is_coordinator(group)) {
+            for ((topic, partition), offset) in committed {
+                if let Some(p) = self.cluster.partition(topic, *partition) {
+                    lags.push((group.clone(), topic.clone(), *partition, (p.high_watermark() - offset.offset).max(0)));
+                }
+            }
+        }
+        lags
+    }
+
     /// Writes tombstones for the expired offsets of the groups this node coordinates that have
     /// no members (as Kafka, offsets of a group with members never expire). Every replica drops
     /// them from its cache when the tombstones apply. Returns how many expired.
