@@ -1,5 +1,11 @@
 # Shared by the benchmark scripts: sourced after `cd` to the repository root with WORK set.
-# Starts and stops one broker (BROKER_PID), and reads numbers out of sluice-load's output.
+# Builds the release broker and load generator, makes $WORK afresh and removes it (and the
+# broker) on exit; starts and stops one broker (BROKER_PID), and reads numbers out of
+# sluice-load's output.
+
+cargo build --release --quiet --bin sluice --bin sluice-load
+rm -rf "$WORK"
+mkdir -p "$WORK"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 median() { python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
@@ -22,3 +28,6 @@ cleanup() {
     stop_broker || true
     rm -rf "$WORK"
 }
+trap cleanup EXIT
+
+need_kcat() { command -v kcat >/dev/null || { echo "kcat is needed (scripts/test installs it)" >&2; exit 1; }; }

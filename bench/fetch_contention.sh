@@ -16,12 +16,8 @@ WORK=${WORK:-$PWD/target/bench-contention}
 BINARIES=("$@")
 [ ${#BINARIES[@]} -eq 0 ] && BINARIES=(target/release/sluice)
 
-cargo build --release --quiet --bin sluice --bin sluice-load
-command -v kcat >/dev/null || { echo "kcat is needed (scripts/test installs it)" >&2; exit 1; }
-rm -rf "$WORK"
-mkdir -p "$WORK"
 source bench/common.sh
-trap cleanup EXIT
+need_kcat
 
 one() { # binary, label
     local port

@@ -13,12 +13,8 @@ WORK=${WORK:-$PWD/target/bench-fetch-memory}
 BINARIES=("$@")
 [ ${#BINARIES[@]} -eq 0 ] && BINARIES=(target/release/sluice)
 
-cargo build --release --quiet --bin sluice --bin sluice-load
-command -v kcat >/dev/null || { echo "kcat is needed (scripts/test installs it)" >&2; exit 1; }
-rm -rf "$WORK"
-mkdir -p "$WORK"
 source bench/common.sh
-trap cleanup EXIT
+need_kcat
 hwm_mib() { awk '/^VmHWM/ {printf "%d", $2/1024}' "/proc/$BROKER_PID/status"; }
 
 echo "| binary | consumers | peak RSS before MiB | peak RSS after MiB |"

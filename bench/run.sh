@@ -21,12 +21,8 @@ REPS=${REPS:-3}
 WORK=${WORK:-$PWD/target/bench-work}
 BROKER=${BROKER:-target/release/sluice}
 
-cargo build --release --quiet --bin sluice --bin sluice-load
-rm -rf "$WORK"
-mkdir -p "$WORK"
 source bench/common.sh
 PORT=$(free_port)
-trap cleanup EXIT
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$BROKER_PID/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$BROKER_PID/status"; }
