@@ -12,6 +12,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
+/// Why a connection was refused or closed by a limit (`kafka_connections_limited_total`).
+pub const CONNECTION_LIMIT_REASONS: [&str; 5] = ["max_connections", "max_connections_per_ip", "idle", "request_read_timeout", "response_write_timeout"];
+/// Why a plugin call failed (`plugin_failures_total`).
+pub const PLUGIN_FAILURE_REASONS: [&str; 6] = ["error", "trap", "timeout", "output_too_large", "configure", "quarantined"];
+
 /// Every metric of a node.
 pub struct Metrics {
     registry: Registry,
@@ -169,6 +174,13 @@ impl Metrics {
         r.register(Box::new(metrics.retention_deleted_segments.clone())).expect("unique metric");
         r.register(Box::new(metrics.consumer_group_lag.clone())).expect("unique metric");
         metrics.raft.register(r);
+        // Known label values start at zero, so dashboards and alerts see them before they move.
+        for reason in CONNECTION_LIMIT_REASONS {
+            metrics.connections_limited.with_label_values(&[reason]);
+        }
+        for reason in crate::raft::validate::REFUSAL_REASONS {
+            metrics.raft.refused.with_label_values(&[reason]);
+        }
         metrics
     }
 
@@ -183,9 +195,15 @@ impl Metrics {
         self.plugin_failures.with_label_values(&[&plugin.name, &plugin.version, reason]).inc();
     }
 
-    /// Marks a plugin version as compiled and active on this node.
+    /// Marks a plugin version as compiled and active on this node; its call and failure
+    /// counters start at zero, so dashboards see them before the first call or failure.
     pub fn set_plugin_loaded(&self, plugin: &PluginInfo) {
         self.plugin_loaded.with_label_values(&[&plugin.name, &plugin.version, plugin.kind.name(), &plugin.sha256[..12.min(plugin.sha256.len())]]).set(1);
+        self.plugin_calls.with_label_values(&[&plugin.name, &plugin.version, plugin.kind.name()]);
+        self.plugin_call_seconds.with_label_values(&[&plugin.name, &plugin.version]);
+        for reason in PLUGIN_FAILURE_REASONS {
+            self.plugin_failures.with_label_values(&[&plugin.name, &plugin.version, reason]);
+        }
     }
 
     /// Counts one handled request and its latency.

@@ -338,3 +338,59 @@ fn retention_decided_by_the_leader_deletes_the_same_prefix_on_every_replica() ->
     eprintln!("every node keeps {agreed:?}");
     Ok(())
 }
+
+/// The metric names a Grafana dashboard's queries use.
+fn dashboard_metrics(dashboard: &serde_json::Value, into: &mut std::collections::BTreeSet<String>) {
+    match dashboard {
+        serde_json::Value::Object(fields) => {
+            for (key, value) in fields {
+                match (key.as_str(), value) {
+                    ("expr" | "query", serde_json::Value::String(expr)) => {
+                        let mut rest = expr.as_str();
+                        while let Some(at) = rest.find("sluice_") {
+                            let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                            rest = &rest[at + name.len()..];
+                            into.insert(name);
+                        }
+                    }
+                    _ => dashboard_metrics(value, into),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| dashboard_metrics(item, into)),
+        _ => {}
+    }
+}
+
+/// Every metric the shipped Grafana dashboard (deploy/grafana/sluice.json) queries is exported
+/// by a running cluster with a plugin loaded, some writes and a consumer group's commit.
+#[test]
+fn every_metric_the_dashboard_queries_is_exported() -> Result<()> {
+    let _one = serial();
+    let cluster = cluster_with_topic()?;
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/sluice.json"))?)?;
+    let mut wanted = std::collections::BTreeSet::new();
+    dashboard_metrics(&dashboard, &mut wanted);
+    ensure!(wanted.len() >= 15, "the dashboard queries only {wanted:?}");
+
+    cli(&cluster, 0, &["plugin", "load", ECHO_CODEC_COMPONENT, "--name", "echo", "--version", "1"])?;
+    let workload = crate::start_workload(&cluster, "dashboard")?;
+    let mut committed = TopicPartitionList::new();
+    committed.add_partition_offset(TOPIC, 0, Offset::Offset(1))?;
+    eventually("a commit through the cluster", || {
+        group_consumer(&cluster.bootstrap(), "dashboard")?.commit(&committed, CommitMode::Sync)?;
+        Ok(())
+    })?;
+    let missing = eventually("every dashboard metric exported", || {
+        let mut exported = std::collections::BTreeSet::new();
+        for i in cluster.live().collect::<Vec<_>>() {
+            for line in cluster.node(i).metrics()?.lines().filter(|l| !l.starts_with('#')) {
+                exported.insert(line.split(['{', ' ']).next().unwrap_or("").to_string());
+            }
+        }
+        let missing: Vec<&String> = wanted.iter().filter(|m| !exported.contains(*m)).collect();
+        if missing.is_empty() { Ok(()) } else { bail!("not exported: {missing:?}") }
+    });
+    drop(workload);
+    missing
+}

@@ -52,7 +52,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The metrics label.
+    /// The metric label of this refusal, one of [`REFUSAL_REASONS`].
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::WrongAddress { .. } => "address",
@@ -64,6 +64,9 @@ impl Refusal {
         }
     }
 }
+
+/// Every value [`Refusal::reason`] takes.
+pub const REFUSAL_REASONS: [&str; 6] = ["address", "group", "type", "entries", "too_large", "commit"];
 
 /// What needs no group state: addressing, type, and the entries' shape and sizes.
 /// `forwarded_proposals`: whether the group takes proposals a follower forwards to its leader
