@@ -497,8 +497,9 @@ impl PartitionLog {
         Ok(plan)
     }
 
-    /// Calls `f` with the header and payload length of every stored entry, oldest first: start-up builds its raft
-    /// index -> (term, offset) table from this without reading the log's data.
+    /// Calls `f` with the header and payload length of every stored entry, oldest first:
+    /// start-up builds its raft index -> (term, offset) table from this without reading the
+    /// log's data.
     ///
     /// Only headers are read, through a buffer, skipping payloads, so payload crcs are not
     /// checked here (reading an entry checks its own). Each header must decode, fit in its

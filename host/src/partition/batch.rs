@@ -187,42 +187,21 @@ pub fn parse_batches(records: &[u8], max_batch_bytes: u32) -> Result<Vec<BatchHe
 /// Holds each batch of a produce record set to its header, as Kafka's validator does: exactly
 /// `records_count` records, each inside the batch, with offset deltas 0, 1, 2, ... and nothing
 /// after the last. A compressed batch is decompressed as a stream to be counted, within
-/// `checks.max_uncompressed_batch_bytes`.
+/// `checks.max_uncompressed_batch_bytes` (see [`super::batch_records`]).
 pub fn check_records(records: &[u8], headers: &[BatchHeader], checks: &ProduceChecks) -> Result<(), BatchError> {
     for h in headers {
         let batch = &records[h.position..h.position + h.size];
-        let corrupt = |why: String| BatchError::Corrupt(format!("batch at byte {}: {why}", h.position));
-        let bad = |record: u32, why: String| BatchError::BadRecord { position: h.position, record, reason: format!("record {record} {why}") };
         let codec = read_i16(batch, 21) & ATTR_CODEC;
         if codec == ZSTD && !checks.zstd_allowed {
             return Err(BatchError::ZstdBeforeV7);
         }
-        if codec != 0 {
-            let checked = super::batch_records::check(codec, &batch[BATCH_HEADER_BYTES..], h.offset_count, checks.max_uncompressed_batch_bytes);
-            checked.map_err(|invalid| match invalid.record {
-                Some(record) => BatchError::BadRecord { position: h.position, record, reason: invalid.reason },
-                None => corrupt(invalid.reason),
-            })?;
-            continue;
-        }
-        let mut at = BATCH_HEADER_BYTES;
-        for i in 0..h.offset_count {
-            let (length, n) = read_varint(batch, at).ok_or_else(|| bad(i, "has no readable length".into()))?;
-            let body = at + n;
-            let end = usize::try_from(length).ok().and_then(|l| body.checked_add(l)).filter(|&end| end <= batch.len() && end > body);
-            let end = end.ok_or_else(|| bad(i, format!("of {length} bytes does not fit the batch")))?;
-            // attributes (1 byte), timestamp delta, then the offset delta.
-            let record = &batch[..end];
-            let (_, ts_len) = read_varint(record, body + 1).ok_or_else(|| bad(i, "has no timestamp delta".into()))?;
-            let (delta, _) = read_varint(record, body + 1 + ts_len).ok_or_else(|| bad(i, "has no offset delta".into()))?;
-            if delta != i64::from(i) {
-                return Err(bad(i, format!("has offset delta {delta}")));
-            }
-            at = end;
-        }
-        if at != batch.len() {
-            return Err(corrupt(format!("{} bytes after its {} records", batch.len() - at, h.offset_count)));
-        }
+        // An uncompressed batch is bounded by max.message.bytes already.
+        let limit = if codec == 0 { u64::MAX } else { checks.max_uncompressed_batch_bytes };
+        let checked = super::batch_records::check(codec, &batch[BATCH_HEADER_BYTES..], h.offset_count, limit);
+        checked.map_err(|invalid| match invalid.record {
+            Some(record) => BatchError::BadRecord { position: h.position, record, reason: invalid.reason },
+            None => BatchError::Corrupt(format!("batch at byte {}: {}", h.position, invalid.reason)),
+        })?;
     }
     Ok(())
 }
@@ -238,20 +217,6 @@ pub fn first_record_at_or_after(batch: &[u8], count: u32, timestamp: i64) -> Opt
     let base_timestamp = read_i64(batch, 27);
     let found = super::batch_records::first_at_or_after(attributes & ATTR_CODEC, &batch[BATCH_HEADER_BYTES..], count, base_timestamp, timestamp);
     found.ok().flatten().map(|(offset_delta, ts_delta)| (offset_delta, base_timestamp + ts_delta))
-}
-
-/// A zigzag varint (up to 64 bits) at `at` of `b`: (value, bytes read), `None` if it runs past
-/// the end or is longer than 10 bytes.
-fn read_varint(b: &[u8], at: usize) -> Option<(i64, usize)> {
-    let mut raw = 0u64;
-    for i in 0..10 {
-        let byte = *b.get(at + i)?;
-        raw |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
-        }
-    }
-    None
 }
 
 /// Writes the broker-assigned base offset and leader epoch into a batch in place; neither is

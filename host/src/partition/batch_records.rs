@@ -1,8 +1,8 @@
-//! The records of a batch read as a stream: through a decoder when compressed, which never holds
-//! more than a buffer of them and stops at a limit of uncompressed bytes. Produce uses it to
-//! hold a compressed batch to the records its header claims ([`check`]): one claiming more (or
-//! fewer) records than it decompresses to is refused like an uncompressed one, and a small batch
-//! that inflates without end costs the time to read the limit, never the memory. ListOffsets
+//! The records of a batch read as a stream: in place when uncompressed, through a decoder when
+//! compressed, which never holds more than a buffer of them and stops at a limit of uncompressed
+//! bytes. Produce uses it to hold every batch to the records its header claims ([`check`]): one
+//! claiming more (or fewer) records than it holds is refused, and a small batch that inflates
+//! without end costs the time to read the limit, never the memory. ListOffsets
 //! uses it to find the first record at or after a timestamp ([`first_at_or_after`]).
 //!
 //! The codecs are Kafka's: gzip (a gzip stream), snappy (the xerial framing Kafka clients write,
@@ -36,10 +36,11 @@ impl Invalid {
     }
 }
 
-/// Checks that `compressed` (a batch's records, after its header) decompresses with `codec` to
-/// exactly `count` records with offset deltas 0, 1, ..., within `max_uncompressed_bytes`.
-pub fn check(codec: i16, compressed: &[u8], count: u32, max_uncompressed_bytes: u64) -> Result<(), Invalid> {
-    let walked = walk(codec, compressed, count, max_uncompressed_bytes, |i, _, delta| {
+/// Checks that `records` (a batch's records, after its header) hold, decompressed with `codec`
+/// (0: none), exactly `count` records with offset deltas 0, 1, ..., within
+/// `max_uncompressed_bytes`.
+pub fn check(codec: i16, records: &[u8], count: u32, max_uncompressed_bytes: u64) -> Result<(), Invalid> {
+    let walked = walk(codec, records, count, max_uncompressed_bytes, |i, _, delta| {
         if delta != i64::from(i) {
             return Err(Invalid::of_record(i, format!("has offset delta {delta}")));
         }
@@ -77,10 +78,10 @@ enum Walked {
 }
 
 /// Calls `visit(index, timestamp delta, offset delta)` for each of the `count` records of a
-/// batch's records section (`codec` 0: uncompressed) until it returns `false`.
-fn walk(codec: i16, data: &[u8], count: u32, max_uncompressed_bytes: u64, mut visit: impl FnMut(u32, i64, i64) -> Result<bool, Invalid>) -> Result<Walked, Invalid> {
+/// batch's records section (`codec` 0: uncompressed, read in place) until it returns `false`.
+fn walk(codec: i16, data: &[u8], count: u32, max_uncompressed_bytes: u64, visit: impl FnMut(u32, i64, i64) -> Result<bool, Invalid>) -> Result<Walked, Invalid> {
     let decoder: Box<dyn Read + '_> = match codec {
-        0 => Box::new(data),
+        0 => return walk_stream(data, count, max_uncompressed_bytes, visit),
         1 => Box::new(flate2::read::MultiGzDecoder::new(data)),
         2 => Box::new(Snappy::new(data)),
         3 => Box::new(lz4_flex::frame::FrameDecoder::new(data)),
@@ -92,7 +93,13 @@ fn walk(codec: i16, data: &[u8], count: u32, max_uncompressed_bytes: u64, mut vi
         other => return Err(Invalid::of_batch(format!("unknown compression codec {other}"))),
     };
     // One byte past the limit tells a batch at the limit from one beyond it.
-    let mut records = BufReader::with_capacity(64 << 10, decoder.take(max_uncompressed_bytes.saturating_add(1)));
+    let records = BufReader::with_capacity(64 << 10, decoder.take(max_uncompressed_bytes.saturating_add(1)));
+    walk_stream(records, count, max_uncompressed_bytes, visit)
+}
+
+/// [`walk`] over the records themselves. Record bodies are skipped in the reader's buffer, never
+/// copied out of it.
+fn walk_stream(mut records: impl BufRead, count: u32, max_uncompressed_bytes: u64, mut visit: impl FnMut(u32, i64, i64) -> Result<bool, Invalid>) -> Result<Walked, Invalid> {
     let mut total = 0u64;
     for i in 0..count {
         let length = read_varint(&mut records).map_err(|e| Invalid::of_record(i, format!("has no readable length ({e})")))?;
@@ -103,13 +110,19 @@ fn walk(codec: i16, data: &[u8], count: u32, max_uncompressed_bytes: u64, mut vi
         }
         let mut record = (&mut records).take(length);
         // attributes (1 byte), timestamp delta, then the offset delta.
-        let fields = io::copy(&mut (&mut record).take(1), &mut io::sink()).and_then(|_| Ok((read_varint(&mut record)?, read_varint(&mut record)?)));
+        let fields = read_byte(&mut record).and_then(|_| Ok((read_varint(&mut record)?, read_varint(&mut record)?)));
         let (ts_delta, offset_delta) = fields.map_err(|e| Invalid::of_record(i, format!("is cut short ({e})")))?;
         if !visit(i, ts_delta, offset_delta)? {
             return Ok(Walked::Stopped);
         }
-        let rest = record.limit();
-        if io::copy(&mut record, &mut io::sink()).map_err(|e| Invalid::of_record(i, format!("does not decode ({e})")))? != rest {
+        loop {
+            let skipped = record.fill_buf().map_err(|e| Invalid::of_record(i, format!("does not decode ({e})")))?.len();
+            if skipped == 0 {
+                break;
+            }
+            record.consume(skipped);
+        }
+        if record.limit() != 0 {
             return Err(Invalid::of_record(i, format!("of {length} bytes does not fit the batch")));
         }
     }
@@ -117,14 +130,19 @@ fn walk(codec: i16, data: &[u8], count: u32, max_uncompressed_bytes: u64, mut vi
     Ok(if after.is_empty() { Walked::AllThenEnd } else { Walked::AllThenMore })
 }
 
+fn read_byte(reader: &mut impl Read) -> io::Result<u8> {
+    let mut byte = [0u8];
+    reader.read_exact(&mut byte)?;
+    Ok(byte[0])
+}
+
 /// A zigzag varint read from a stream.
 fn read_varint(reader: &mut impl Read) -> io::Result<i64> {
     let mut raw = 0u64;
     for i in 0..10 {
-        let mut byte = [0u8];
-        reader.read_exact(&mut byte)?;
-        raw |= u64::from(byte[0] & 0x7f) << (7 * i);
-        if byte[0] & 0x80 == 0 {
+        let byte = read_byte(reader)?;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
             return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
         }
     }
