@@ -9,6 +9,8 @@ use std::path::PathBuf;
 const SHIPPED: &[(&str, &str, &str)] = &[
     ("lz4-codec", "lz4", "Codec"),
     ("deflate-codec", "deflate", "Codec"),
+    ("gzip-codec", "gzip", "Codec"),
+    ("zstd-codec", "zstd", "Codec"),
     ("entries-or-age-trigger", "entries-or-age", "Trigger"),
     ("log-bytes-trigger", "log-bytes", "Trigger"),
     ("time-and-size-retention", "time-and-size", "Retention"),

@@ -52,7 +52,7 @@ fn data_written_by_a_swapped_codec_stays_readable() -> Result<()> {
 fn shipped_plugins_are_the_defaults_and_pass_their_self_checks() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let plugins = open(dir.path())?;
-    for (kind, name) in [(PluginKind::Codec, "lz4"), (PluginKind::Codec, "deflate"), (PluginKind::Trigger, "entries-or-age"), (PluginKind::Trigger, "log-bytes"), (PluginKind::Retention, "time-and-size"), (PluginKind::Retention, "keep-last-segments")] {
+    for (kind, name) in [(PluginKind::Codec, "lz4"), (PluginKind::Codec, "deflate"), (PluginKind::Codec, "gzip"), (PluginKind::Codec, "zstd"), (PluginKind::Trigger, "entries-or-age"), (PluginKind::Trigger, "log-bytes"), (PluginKind::Retention, "time-and-size"), (PluginKind::Retention, "keep-last-segments")] {
         let plugin = plugins.resolve(kind, name)?;
         plugin.self_check()?;
     }
