@@ -24,6 +24,39 @@ pub enum Command {
     Plugin(PluginArgs),
     /// Inspect a running cluster through one node's admin API.
     Cluster(ClusterArgs),
+    /// List and take snapshots through one node's admin API.
+    Snapshot(SnapshotArgs),
+}
+
+/// Flags of `sluice snapshot`.
+#[derive(Debug, clap::Args)]
+pub struct SnapshotArgs {
+    /// The node's admin API address (its --rpc-addr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9093", env = "SLUICE_RPC_ADDR", global = true)]
+    pub rpc_addr: SocketAddr,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+/// `sluice snapshot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// The snapshots in the node's store, oldest first per group.
+    List {
+        /// Only this group's (0: the metadata group; see `sluice cluster status`).
+        #[arg(long)]
+        group: Option<u64>,
+    },
+    /// Snapshot a group now (without --topic: the metadata group).
+    Create {
+        /// Topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Partition.
+        #[arg(long, default_value_t = 0)]
+        partition: i32,
+    },
 }
 
 /// Flags of `sluice cluster`.

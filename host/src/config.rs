@@ -58,6 +58,8 @@ pub struct Config {
     pub peers: Vec<String>,
     /// Raft replication.
     pub raft: RaftConfig,
+    /// Snapshots and the object store they are kept in.
+    pub snapshot: SnapshotConfig,
 }
 
 /// Raft timing and queue limits.
@@ -126,6 +128,54 @@ pub fn parse_peers(peers: &[String]) -> Result<Vec<(u64, SocketAddr)>, ConfigErr
         out.push((id, addr));
     }
     Ok(out)
+}
+
+/// Snapshots of every Raft group's state, and the object store that keeps them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// `file:///path`, `memory:///` or `s3://bucket/prefix` (S3 settings from the usual `AWS_*`
+    /// variables; needs a build with the `s3` feature). The URL's path is the cluster's prefix:
+    /// give each cluster its own.
+    /// Default: none (`<data-dir>/object-store`, local to the node)
+    pub store: Option<String>,
+    /// Whether every node sees the same store (a shared `file://` path). S3 always is; a
+    /// follower then reads a leader's snapshot from the store rather than from the leader.
+    /// Default: false
+    pub shared: bool,
+    /// Endpoint of an S3-compatible server (`http://` is allowed).
+    /// Default: none (AWS)
+    pub s3_endpoint: Option<String>,
+    /// Snapshot uploads and downloads running at once on this node.
+    /// Default: 2
+    pub max_concurrent: usize,
+    /// Snapshots kept per group; older ones are deleted, manifest first.
+    /// Default: 3
+    pub retain: usize,
+    /// Raw bytes per chunk (at most 1 MiB, so a codec call stays inside a plugin's limits).
+    /// Default: 1048576
+    pub chunk_bytes: usize,
+    /// The largest state a snapshot may hold, written or read.
+    /// Default: 1073741824 (1 GiB)
+    pub max_snapshot_bytes: u64,
+    /// How often each group's snapshot trigger is asked whether to snapshot.
+    /// Default: 5000
+    pub check_interval_ms: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            store: None,
+            shared: false,
+            s3_endpoint: None,
+            max_concurrent: 2,
+            retain: 3,
+            chunk_bytes: 1 << 20,
+            max_snapshot_bytes: 1 << 30,
+            check_interval_ms: 5000,
+        }
+    }
 }
 
 /// Limits and schedules of WebAssembly plugins.
@@ -341,6 +391,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             peers: Vec::new(),
             raft: RaftConfig::default(),
+            snapshot: SnapshotConfig::default(),
         }
     }
 }
@@ -467,6 +518,12 @@ impl Config {
         }
         if self.plugins.max_memory_bytes < (1 << 20) {
             return invalid("plugins.max-memory-bytes must be at least 1 MiB");
+        }
+        if self.snapshot.max_concurrent == 0 || self.snapshot.retain == 0 || self.snapshot.check_interval_ms == 0 {
+            return invalid("snapshot.max-concurrent, snapshot.retain and snapshot.check-interval-ms must be at least 1");
+        }
+        if self.snapshot.chunk_bytes == 0 || self.snapshot.chunk_bytes > 1 << 20 {
+            return invalid("snapshot.chunk-bytes must be in 1..=1048576");
         }
         if self.log.flush_interval_ms == 0 || self.log.checkpoint_interval_ms == 0 {
             return invalid("log.flush-interval-ms and log.checkpoint-interval-ms must be positive");

@@ -10,6 +10,8 @@
 //! - `groups/`: the consumer group coordinator and committed offsets.
 //! - `raft/`: Raft replication — the ready loop, a replica's Raft storage, the peer transport,
 //!   and the state-machine trait committed entries are applied through.
+//! - `snapshot/`: snapshots of every group's state in an object store, compressed by codec
+//!   plugins, taken when trigger plugins say.
 //! - [`plugins`]: the WebAssembly plugin host (codecs, snapshot triggers, retention policies).
 //! - `metrics`: Prometheus counters and their HTTP endpoint.
 //! - [`Node`]: starts and stops all of the above.
@@ -31,6 +33,7 @@ mod node;
 mod partition;
 pub mod plugins;
 mod raft;
+mod snapshot;
 
 pub use config::Config;
 pub use error::Error;

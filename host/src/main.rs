@@ -3,6 +3,7 @@
 mod cli;
 mod cluster_cli;
 mod plugin_cli;
+mod snapshot_cli;
 
 use std::io::IsTerminal;
 
@@ -36,6 +37,10 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
             runtime.block_on(cluster_cli::run(args))
+        }
+        Command::Snapshot(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+            runtime.block_on(snapshot_cli::run(args))
         }
     }
 }

@@ -48,6 +48,74 @@ pub struct Metrics {
     pub consumer_group_lag: IntGaugeVec,
     /// Raft, by group (`topic-partition`, or `__cluster_metadata`).
     pub raft: RaftMetrics,
+    /// Snapshots, by group kind.
+    pub snapshot: SnapshotMetrics,
+}
+
+/// Why a snapshot failed (`snapshots_failed_total`).
+pub const SNAPSHOT_FAILURE_REASONS: [&str; 7] = ["config", "store", "corrupt", "too_large", "codec", "task", "state"];
+/// Group kinds snapshots are labelled with.
+pub const SNAPSHOT_KINDS: [&str; 3] = ["metadata", "offsets", "partition"];
+
+/// Snapshot metrics.
+pub struct SnapshotMetrics {
+    /// Snapshots written to the store, by group kind.
+    pub taken: IntCounterVec,
+    /// Snapshots that failed, by group kind and reason.
+    pub failed: IntCounterVec,
+    /// From capturing the state to the manifest written, by group kind.
+    pub seconds: HistogramVec,
+    /// State bytes snapshotted, before compression.
+    pub raw_bytes: IntCounterVec,
+    /// Bytes written to the store (the compression ratio is raw / stored).
+    pub stored_bytes: IntCounterVec,
+    /// Index of the newest snapshot, by group.
+    pub last_index: IntGaugeVec,
+    /// Snapshots installed on this node as a follower, by group kind.
+    pub installs: IntCounterVec,
+    /// Snapshots deleted by `snapshot.retain`.
+    pub deleted: IntCounter,
+}
+
+impl SnapshotMetrics {
+    fn new() -> SnapshotMetrics {
+        let counter = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+        SnapshotMetrics {
+            taken: counter("snapshots_taken_total", "Snapshots written to the object store, by group kind", &["kind"]),
+            failed: counter("snapshots_failed_total", "Snapshots that failed, by group kind and reason", &["kind", "reason"]),
+            seconds: HistogramVec::new(
+                HistogramOpts::new("snapshot_duration_seconds", "From capturing a group's state to its manifest written")
+                    .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            raw_bytes: counter("snapshot_raw_bytes_total", "State bytes snapshotted, before compression", &["kind"]),
+            stored_bytes: counter("snapshot_stored_bytes_total", "Snapshot bytes written to the object store", &["kind"]),
+            last_index: IntGaugeVec::new(Opts::new("snapshot_last_index", "Raft index of the newest snapshot, by group"), &["group"]).expect("valid metric"),
+            installs: counter("snapshot_installs_total", "Snapshots installed on this node as a follower, by group kind", &["kind"]),
+            deleted: IntCounter::new("snapshots_deleted_total", "Snapshots deleted by snapshot.retain").expect("valid metric"),
+        }
+    }
+
+    fn register(&self, r: &Registry) {
+        r.register(Box::new(self.taken.clone())).expect("unique metric");
+        r.register(Box::new(self.failed.clone())).expect("unique metric");
+        r.register(Box::new(self.seconds.clone())).expect("unique metric");
+        r.register(Box::new(self.raw_bytes.clone())).expect("unique metric");
+        r.register(Box::new(self.stored_bytes.clone())).expect("unique metric");
+        r.register(Box::new(self.last_index.clone())).expect("unique metric");
+        r.register(Box::new(self.installs.clone())).expect("unique metric");
+        r.register(Box::new(self.deleted.clone())).expect("unique metric");
+        // Known label values start at zero, so dashboards and alerts see them before they move.
+        for kind in SNAPSHOT_KINDS {
+            for v in [&self.taken, &self.raw_bytes, &self.stored_bytes, &self.installs] {
+                v.with_label_values(&[kind]);
+            }
+            for reason in SNAPSHOT_FAILURE_REASONS {
+                self.failed.with_label_values(&[kind, reason]);
+            }
+        }
+    }
 }
 
 /// Raft metrics, labelled by group.
@@ -152,6 +220,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             raft: RaftMetrics::new(),
+            snapshot: SnapshotMetrics::new(),
             requests,
             request_seconds,
             registry,
@@ -174,6 +243,7 @@ impl Metrics {
         r.register(Box::new(metrics.retention_deleted_segments.clone())).expect("unique metric");
         r.register(Box::new(metrics.consumer_group_lag.clone())).expect("unique metric");
         metrics.raft.register(r);
+        metrics.snapshot.register(r);
         // Known label values start at zero, so dashboards and alerts see them before they move.
         for reason in CONNECTION_LIMIT_REASONS {
             metrics.connections_limited.with_label_values(&[reason]);

@@ -135,6 +135,7 @@ impl Node {
         });
         let metadata = MetadataMachine::new(Arc::clone(&cluster), Arc::clone(&plugins), Arc::clone(&proposer), topic_deleted);
         let raft_error = |e: raft::Error| Error::Io { what: "starting raft".into(), source: std::io::Error::other(e.to_string()) };
+        let metadata_log_handle = Arc::clone(&metadata_log);
         driver.add_metadata_group(metadata_log, cluster.applied_index(), Box::new(metadata)).map_err(raft_error)?;
         for topic in cluster.topics() {
             for p in &topic.partitions {
@@ -161,11 +162,22 @@ impl Node {
             control: Arc::clone(&control),
             response_budget: kafka::ResponseBudget::new(config.kafka.fetch_memory_bytes),
         });
+        let store = crate::snapshot::SnapshotStore::open(&config.snapshot, &config.data_dir)
+            .map_err(|e| Error::Io { what: "opening the snapshot store".into(), source: std::io::Error::other(e.to_string()) })?;
+        let snapshots = Arc::new(crate::snapshot::Snapshots::new(
+            Arc::new(store),
+            Arc::clone(&plugins),
+            Arc::clone(control.replication()),
+            Arc::clone(&metrics),
+            Arc::clone(&metadata_log_handle),
+            config.snapshot.retain,
+        ));
         tasks.extend([
+            tokio::spawn(Arc::clone(&snapshots).run(std::time::Duration::from_millis(config.snapshot.check_interval_ms), stop.clone())),
             tokio::spawn(kafka::serve(kafka_listener, ctx, tls, stop.clone())),
             tokio::spawn(tick_groups(groups, Arc::clone(&metrics), stop.clone())),
             tokio::spawn(retention::run(Arc::clone(&cluster), Arc::clone(&plugins), stop.clone())),
-            tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control), transport_service, stop.clone())),
+            tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control, snapshots), transport_service, stop.clone())),
             tokio::spawn(metrics::serve(metrics_listener, metrics, stop)),
         ]);
         info!(%kafka_addr, %metrics_addr, %rpc_addr, data_dir = %config.data_dir.display(), "sluice is serving");

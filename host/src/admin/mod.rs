@@ -17,6 +17,7 @@ use crate::raft::transport::proto::raft_transport_server::RaftTransportServer;
 use crate::cluster::topic_config::PLUGIN_PARAM_PREFIX;
 use crate::plugins::registry::topic_params;
 use crate::plugins::{Params, PluginKind, Plugins};
+use crate::snapshot::Snapshots;
 
 /// The generated protocol types and service traits.
 pub mod proto {
@@ -31,12 +32,29 @@ pub struct AdminService {
     cluster: Arc<Cluster>,
     plugins: Arc<Plugins>,
     control: Arc<Control>,
+    snapshots: Arc<Snapshots>,
 }
 
 impl AdminService {
-    /// A service over this node's cluster state and plugins.
-    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, control: Arc<Control>) -> AdminService {
-        AdminService { cluster, plugins, control }
+    /// A service over this node's cluster state, plugins and snapshots.
+    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, control: Arc<Control>, snapshots: Arc<Snapshots>) -> AdminService {
+        AdminService { cluster, plugins, control, snapshots }
+    }
+}
+
+fn snapshot_info(m: &crate::snapshot::Manifest) -> proto::Snapshot {
+    proto::Snapshot {
+        group: m.group,
+        kind: m.kind.name().to_string(),
+        name: m.name.clone(),
+        index: m.index,
+        term: m.term,
+        codec: m.codec.name.clone(),
+        raw_bytes: m.raw_bytes(),
+        stored_bytes: m.stored_bytes(),
+        chunks: m.chunks.len() as u32,
+        created_ms: m.created_ms,
+        manifest_key: m.key(),
     }
 }
 
@@ -190,6 +208,27 @@ impl Admin for AdminService {
             .collect();
         let brokers = self.cluster.brokers().into_iter().map(|(id, kafka_addr)| proto::BrokerAddress { id, kafka_addr }).collect();
         Ok(Response::new(proto::ClusterStatusResponse { node: r.me(), brokers, groups }))
+    }
+
+    async fn list_snapshots(&self, request: Request<proto::ListSnapshotsRequest>) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
+        let group = request.into_inner().group;
+        let listed = self.snapshots.store().list(group).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(proto::ListSnapshotsResponse { snapshots: listed.iter().map(snapshot_info).collect() }))
+    }
+
+    async fn create_snapshot(&self, request: Request<proto::CreateSnapshotRequest>) -> Result<Response<proto::Snapshot>, Status> {
+        let req = request.into_inner();
+        let group = if req.topic.is_empty() {
+            crate::raft::METADATA_GROUP
+        } else {
+            let topic = self.cluster.topic(&req.topic).ok_or_else(|| Status::not_found(format!("topic {} does not exist", req.topic)))?;
+            if req.partition < 0 || req.partition as usize >= topic.partitions.len() {
+                return Err(Status::not_found(format!("topic {} has no partition {}", req.topic, req.partition)));
+            }
+            crate::cluster::group_of(topic.id, req.partition)
+        };
+        let manifest = self.snapshots.take(group).await.map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(snapshot_info(&manifest)))
     }
 
     async fn transfer_leader(&self, request: Request<proto::TransferLeaderRequest>) -> Result<Response<proto::TransferLeaderResponse>, Status> {

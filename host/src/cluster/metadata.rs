@@ -345,6 +345,10 @@ impl StateMachine for MetadataMachine {
         }
         changes
     }
+
+    fn snapshot(&self) -> Option<Result<Vec<u8>, String>> {
+        Some(Ok(super::metadata_snapshot::MetadataState::capture(&self.cluster, &self.plugins).encode()))
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod metadata;
+pub mod metadata_snapshot;
 pub mod retention;
 pub mod topic_config;
 
@@ -83,12 +84,30 @@ pub struct Topic {
     pub partitions: Vec<Arc<Partition>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TopicRecord {
-    name: String,
-    id: Uuid,
-    partitions: i32,
-    configs: BTreeMap<String, String>,
+/// A topic as metadata records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    /// Name.
+    pub name: String,
+    /// Id.
+    pub id: Uuid,
+    /// Partition count.
+    pub partitions: i32,
+    /// Config overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The replicated part of the metadata, as a snapshot holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicatedState {
+    /// The id the metadata group settled on.
+    pub cluster_id: Option<String>,
+    /// End of the last producer-id block handed out.
+    pub producer_id_block_end: i64,
+    /// Every topic.
+    pub topics: Vec<TopicRecord>,
+    /// Node id -> advertised Kafka address.
+    pub brokers: BTreeMap<i32, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -409,6 +428,24 @@ impl Cluster {
         Ok(outcome)
     }
 
+    /// The replicated state as of the last applied entry (call it between applies).
+    pub fn replicated_state(&self) -> ReplicatedState {
+        let _writer = self.lock_writer();
+        ReplicatedState {
+            cluster_id: self.shared_cluster_id.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            producer_id_block_end: self.producer_ids.lock().unwrap_or_else(|p| p.into_inner()).block_end,
+            topics: self.topic_records(),
+            brokers: self.brokers(),
+        }
+    }
+
+    fn topic_records(&self) -> Vec<TopicRecord> {
+        self.read_topics()
+            .values()
+            .map(|t| TopicRecord { name: t.name.clone(), id: t.id, partitions: t.partitions.len() as i32, configs: t.configs.clone() })
+            .collect()
+    }
+
     /// Replicated: records a node's Kafka address.
     pub fn register_broker(&self, node: i32, addr: String) -> Result<(), Error> {
         let _writer = self.lock_writer();
@@ -444,11 +481,7 @@ impl Cluster {
             producer_id_block_end,
             applied_index: self.applied_index(),
             brokers: self.brokers(),
-            topics: self
-                .read_topics()
-                .values()
-                .map(|t| TopicRecord { name: t.name.clone(), id: t.id, partitions: t.partitions.len() as i32, configs: t.configs.clone() })
-                .collect(),
+            topics: self.topic_records(),
         };
         // Serialising strings and integers cannot fail.
         let bytes = serde_json::to_vec_pretty(&file).expect("metadata serialises");

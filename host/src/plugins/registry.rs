@@ -107,6 +107,11 @@ impl Table {
             .find(|e| e.info.kind == kind && e.info.name == name && version.is_none_or(|v| v == e.info.version))
     }
 
+    /// The cluster-wide default binding of every kind.
+    pub fn defaults(&self) -> &BTreeMap<PluginKind, BindingSpec> {
+        &self.defaults
+    }
+
     /// The entry with this sha256, of any kind.
     pub fn by_sha256(&self, sha256: &str) -> Option<&Arc<Entry>> {
         self.entries.iter().find(|e| e.info.sha256 == sha256)
@@ -288,6 +293,13 @@ impl Plugins {
         self.registry.install(table)?;
         tracing::info!(kind = kind.name(), plugin = spec, "default binding changed");
         Ok(())
+    }
+
+    /// The component bytes of a loaded plugin, by sha256.
+    pub fn component(&self, sha256: &str) -> Result<Vec<u8>, Error> {
+        let table = self.registry.snapshot();
+        let entry = table.by_sha256(sha256).ok_or_else(|| Error::Unknown { kind: "any", name: sha256.to_string() })?;
+        self.registry.bytes(entry)
     }
 
     /// Checks the plugin bindings among a topic's would-be configs: each named plugin must be

@@ -207,7 +207,24 @@ impl Driver {
             Event::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Event::Capture { group, reply } => {
+                let _ = reply.send(self.capture(group));
+            }
         }
+    }
+
+    /// The applied state of `group` with the index and term it stands at.
+    fn capture(&self, group: u64) -> Result<super::Captured, String> {
+        let g = self.groups.get(&group).ok_or_else(|| format!("group {group} is not on this node"))?;
+        let machine = self.machines.get(&group).ok_or_else(|| format!("group {group} keeps no state beyond its log"))?;
+        let state = machine.snapshot().ok_or_else(|| format!("group {group} keeps no state beyond its log"))??;
+        let raft = &g.node.raft;
+        let index = raft.raft_log.applied;
+        let term = raft.raft_log.term(index).map_err(|e| format!("term of entry {index}: {e}"))?;
+        if index == 0 {
+            return Err("nothing applied yet".into());
+        }
+        Ok(super::Captured { index, term, voters: self.replication.voters().to_vec(), state })
     }
 
     fn propose(&mut self, p: Proposal) {

@@ -68,6 +68,26 @@ pub enum Event {
     },
     /// A snapshot of every group's state.
     Status(oneshot::Sender<Vec<GroupStatus>>),
+    /// Capture a group's applied state for a snapshot.
+    Capture {
+        /// The group.
+        group: u64,
+        /// The state, or why there is none.
+        reply: oneshot::Sender<Result<Captured, String>>,
+    },
+}
+
+/// A group's applied state at one index, as a snapshot stores it.
+#[derive(Debug)]
+pub struct Captured {
+    /// The last entry the state includes.
+    pub index: u64,
+    /// That entry's term.
+    pub term: u64,
+    /// The group's voters.
+    pub voters: Vec<u64>,
+    /// The state machine's bytes.
+    pub state: Vec<u8>,
 }
 
 /// One group as `sluice cluster status` shows it.
@@ -161,6 +181,13 @@ impl Replication {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// A group's applied state, captured between two applies.
+    pub async fn capture(&self, group: u64) -> Result<Captured, String> {
+        let (reply, rx) = oneshot::channel();
+        self.events.send(Event::Capture { group, reply }).await.map_err(|_| Stopping.to_string())?;
+        rx.await.map_err(|_| Stopping.to_string())?
     }
 
     pub(crate) fn set_leadership(&self, group: u64, leadership: Leadership) {

@@ -18,6 +18,12 @@ pub trait StateMachine: Send {
     /// Applies committed entries, in log order. Returns the groups the entries started or
     /// stopped on this node (the metadata group creates and deletes partitions).
     fn apply(&mut self, committed: &[Entry]) -> Vec<GroupChange>;
+
+    /// The applied state as a snapshot holds it (called between applies, so it is the state
+    /// at the group's applied index); `None` if the group keeps nothing beyond its log.
+    fn snapshot(&self) -> Option<Result<Vec<u8>, String>> {
+        None
+    }
 }
 
 /// A group the metadata state machine started or stopped.
