@@ -79,7 +79,7 @@ macro_rules! assert_test_exists {
 /// Names every test plugin so `foreach_plugin!` can check each one is exercised.
 #[allow(non_camel_case_types, dead_code)]
 mod used {
-    pub mod looping_trigger { pub const NAME: &str = "process: hostile_plugins_are_refused_or_contained"; }
+    pub mod looping_trigger { pub const NAME: &str = "process: snapshot_triggers_swap_on_a_live_node_and_a_looping_one_is_contained"; }
     pub mod memory_bomb_codec { pub const NAME: &str = "process: hostile_plugins_are_refused_or_contained"; }
     pub mod trapping_retention { pub const NAME: &str = "process: hostile_plugins_are_refused_or_contained"; }
     pub mod huge_output_codec { pub const NAME: &str = "process: hostile_plugins_are_refused_or_contained"; }

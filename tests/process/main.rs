@@ -8,6 +8,7 @@ mod groups;
 mod plugins;
 mod protocol;
 mod python;
+mod snapshots;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

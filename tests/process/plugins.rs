@@ -156,7 +156,6 @@ fn hostile_plugins_are_refused_or_contained() -> Result<()> {
         cli(&broker, &args)
     };
     for (what, file, kind, expected) in [
-        ("an infinite loop", LOOPING_TRIGGER_COMPONENT, "trigger", "timed out"),
         ("a memory bomb", MEMORY_BOMB_CODEC_COMPONENT, "codec", "trapped"),
         ("a huge output", HUGE_OUTPUT_CODEC_COMPONENT, "codec", "more than allowed"),
         ("the wrong world", ECHO_CODEC_COMPONENT, "retention", "does not export the retention-plugin world"),
@@ -196,7 +195,6 @@ fn hostile_plugins_are_refused_or_contained() -> Result<()> {
     };
     let traps = failures("trapper", "trap")?;
     ensure!(traps >= 5.0, "traps counted: {traps}");
-    ensure!(failures("looping-trigger", "timeout")? >= 1.0, "the looping plugin's timeout was not counted");
 
     let acks = runtime().block_on(crate::produce(&producer(&bootstrap), "victim", &["still serving".to_string()]))?;
     ensure!(acks.len() == 1);
