@@ -161,6 +161,10 @@ pub struct SnapshotConfig {
     /// How often each group's snapshot trigger is asked whether to snapshot.
     /// Default: 5000
     pub check_interval_ms: u64,
+    /// Segment size of the metadata group's log: after a snapshot, whole segments below it
+    /// are deleted, so smaller segments keep less of the log.
+    /// Default: 8388608 (8 MiB)
+    pub metadata_segment_bytes: u64,
 }
 
 impl Default for SnapshotConfig {
@@ -174,6 +178,7 @@ impl Default for SnapshotConfig {
             chunk_bytes: 1 << 20,
             max_snapshot_bytes: 1 << 30,
             check_interval_ms: 5000,
+            metadata_segment_bytes: 8 << 20,
         }
     }
 }
@@ -521,6 +526,9 @@ impl Config {
         }
         if self.snapshot.max_concurrent == 0 || self.snapshot.retain == 0 || self.snapshot.check_interval_ms == 0 {
             return invalid("snapshot.max-concurrent, snapshot.retain and snapshot.check-interval-ms must be at least 1");
+        }
+        if self.snapshot.metadata_segment_bytes < 1024 || self.snapshot.metadata_segment_bytes > u64::from(u32::MAX) {
+            return invalid("snapshot.metadata-segment-bytes must be in 1024..=4294967295");
         }
         if self.snapshot.chunk_bytes == 0 || self.snapshot.chunk_bytes > 1 << 20 {
             return invalid("snapshot.chunk-bytes must be in 1..=1048576");

@@ -113,7 +113,8 @@ impl Node {
             let config = Arc::clone(&config);
             let setup = ReplicaSetup { group: METADATA_GROUP, voters: voters.clone(), proposals: proposals_tx.clone(), cache_bytes: config.raft.entry_cache_bytes, offsets_on_write: true };
             move || {
-                let settings = crate::cluster::partition_config(&config, &std::collections::BTreeMap::new());
+                let mut settings = crate::cluster::partition_config(&config, &std::collections::BTreeMap::new());
+                settings.log.segment_bytes = config.snapshot.metadata_segment_bytes;
                 Partition::open_replica(METADATA_LOG, 0, &config.data_dir.join(METADATA_LOG_DIR), settings, setup).map_err(crate::cluster::Error::from)
             }
         })

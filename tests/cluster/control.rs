@@ -20,7 +20,7 @@ use sluice_tests::{RawClient, client_config};
 use crate::{PARTITIONS, PATIENCE, TOPIC, cluster_with_topic, serial};
 
 /// Runs `sluice <args>` against node `i`'s admin API.
-fn cli(cluster: &TestCluster, i: usize, args: &[&str]) -> Result<String> {
+pub(crate) fn cli(cluster: &TestCluster, i: usize, args: &[&str]) -> Result<String> {
     let rpc = cluster.node(i).rpc_addr().context("node started")?.to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).args(["--rpc-addr", &rpc]).output()?;
     ensure!(output.status.success(), "sluice {args:?} on node {i}: {}", String::from_utf8_lossy(&output.stderr));
@@ -28,7 +28,7 @@ fn cli(cluster: &TestCluster, i: usize, args: &[&str]) -> Result<String> {
 }
 
 /// Retries `check` until it passes or `PATIENCE` runs out (changes apply asynchronously).
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T>) -> Result<T> {
+pub(crate) fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         match check() {

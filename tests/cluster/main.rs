@@ -10,6 +10,7 @@
 mod control;
 mod faults;
 mod peers;
+mod snapshots;
 mod workload;
 
 use std::collections::{HashMap, HashSet};

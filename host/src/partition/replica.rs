@@ -493,6 +493,11 @@ impl Partition {
         (lease != 0).then(|| i32::try_from(lease >> LEASE_TERM_SHIFT).unwrap_or(i32::MAX))
     }
 
+    /// The offset after entry `index`, if the log holds it.
+    pub fn offset_after(&self, index: u64) -> Option<i64> {
+        self.with_raft_store(|store, _| store.index.slot(index).map(|s| s.end)).flatten()
+    }
+
     /// Runs `read` on the replica's Raft storage and log (`None`: not a replica, or closed).
     pub(crate) fn with_raft_store<T>(&self, read: impl FnOnce(&RaftStore, Option<&PartitionLog>) -> T) -> Option<T> {
         let inner = self.lock();

@@ -430,12 +430,13 @@ impl Group {
     }
 }
 
-/// Applies a log start decided by the partition leader's retention (blocking: deletes files).
+/// Applies a log start decided by the leader, by retention or after a snapshot (blocking:
+/// deletes files).
 pub fn apply_log_start(partition: &Partition, start: i64, metrics: &Metrics) {
     match partition.delete_before(start) {
         Ok(deleted) => {
             metrics.retention_deleted_segments.inc_by(deleted as u64);
-            info!(topic = partition.topic(), partition = partition.index(), start, deleted, "log start moved by the leader's retention");
+            info!(topic = partition.topic(), partition = partition.index(), start, deleted, "log start moved by the leader (retention or a snapshot)");
         }
         Err(e) => error!(topic = partition.topic(), partition = partition.index(), start, cause = %e, "log start not moved"),
     }

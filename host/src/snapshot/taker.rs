@@ -110,7 +110,23 @@ impl Snapshots {
             Ok(deleted) => m.deleted.inc_by(deleted as u64),
             Err(e) => warn!(group, cause = %e, "deleting old snapshots failed"),
         }
+        self.compact(&manifest);
         Ok(manifest)
+    }
+
+    /// On the group's leader: proposes that the log start after the snapshot's entry, so every
+    /// replica deletes the whole segments below it when it applies that. The leader never
+    /// proposes a start past an entry some voter still lacks (that voter could not catch up
+    /// from the log); a voter that is down holds compaction back until it returns.
+    fn compact(&self, manifest: &Manifest) {
+        if self.replication.leadership(manifest.group).leader != self.replication.me() {
+            return;
+        }
+        let Some(start) = self.metadata_log.offset_after(manifest.index) else { return };
+        match self.metadata_log.retain_from(start) {
+            Ok(proposed) => debug!(group = manifest.group, index = manifest.index, proposed, "log start proposed after a snapshot"),
+            Err(e) => debug!(group = manifest.group, cause = %e, "log start not proposed"),
+        }
     }
 
     async fn write_metadata(&self) -> Result<Manifest, Error> {

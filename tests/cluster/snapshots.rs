@@ -1,0 +1,104 @@
+//! Snapshots of the metadata group on a real cluster: after a snapshot the leader compacts
+//! the metadata log on every node, never past an entry a voter lacks, so a node that was down
+//! catches up from the log; every node restarts from its compacted log to the same state.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use sluice_tests::client_config;
+use sluice_tests::cluster::TestCluster;
+
+use crate::control::{cli, eventually};
+use crate::{PATIENCE, create_topic, serial};
+
+const TOPIC: &str = "configured";
+
+/// One metadata entry: the topic's retention.ms set to `value`, through any live node.
+fn alter(cluster: &TestCluster, value: u64) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(&cluster.live_bootstrap()).create()?;
+    let value = value.to_string();
+    let change = AlterConfig::new(ResourceSpecifier::Topic(TOPIC)).set("retention.ms", &value);
+    eventually("altering a config", || {
+        let done = futures::executor::block_on(admin.alter_configs([&change], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))?;
+        ensure!(done.iter().all(|r| r.is_ok()), "{done:?}");
+        Ok(())
+    })
+}
+
+/// The topics node `i` has applied, as its `metadata.json` records them.
+fn applied_topics(cluster: &TestCluster, i: usize) -> Result<serde_json::Value> {
+    let path = cluster.node(i).data_dir().join("metadata.json");
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| path.display().to_string())?)?;
+    Ok(file["topics"].clone())
+}
+
+fn retention_of(topics: &serde_json::Value) -> Option<String> {
+    topics.as_array()?.iter().find(|t| t["name"] == TOPIC)?["configs"]["retention.ms"].as_str().map(str::to_string)
+}
+
+/// The metadata log's segment files on node `i`, oldest first.
+fn metadata_segments(cluster: &TestCluster, i: usize) -> Result<Vec<String>> {
+    let dir = cluster.node(i).data_dir().join("metadata");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
+    names.sort();
+    Ok(names)
+}
+
+#[test]
+fn the_metadata_log_is_compacted_after_snapshots_and_every_node_restarts_to_the_same_state() -> Result<()> {
+    let _one = serial();
+    let env = [("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_SNAPSHOT__METADATA_SEGMENT_BYTES", "2048")];
+    let mut cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &env)?;
+    create_topic(&cluster, TOPIC, 1)?;
+    cli(&cluster, 0, &["plugin", "bind", "--kind", "trigger", "entries-or-age", "--param", "entries=10"])?;
+
+    // Node 3 is down while the others change metadata and snapshot it: the leader must not
+    // compact past what node 3 holds, or node 3 could never catch up from the log.
+    cluster.kill9(2);
+    for v in 0..40 {
+        alter(&cluster, 1_000_000 + v)?;
+    }
+    eventually("snapshots on the live nodes", || {
+        for i in 0..2 {
+            let listed = cli(&cluster, i, &["snapshot", "list", "--group", "0"])?;
+            ensure!(listed.lines().count() > 1, "node {i} has no snapshot:\n{listed}");
+        }
+        Ok(())
+    })?;
+    cluster.restart(2)?;
+    eventually("node 3 caught up from the log", || {
+        let retention = retention_of(&applied_topics(&cluster, 2)?);
+        ensure!(retention.as_deref() == Some("1000039"), "node 3 has retention.ms {retention:?}");
+        Ok(())
+    })?;
+
+    // With every voter back, snapshots compact the log on every node.
+    for v in 40..80 {
+        alter(&cluster, 1_000_000 + v)?;
+    }
+    let compacted = eventually("the metadata log compacted everywhere", || {
+        let segments: Vec<Vec<String>> = (0..3).map(|i| metadata_segments(&cluster, i)).collect::<Result<_>>()?;
+        ensure!(segments.iter().all(|s| s.first().is_some_and(|f| !f.starts_with("00000000000000000000"))), "not compacted everywhere: {segments:?}");
+        Ok(segments)
+    })?;
+    eprintln!("metadata segments per node after compaction: {compacted:?}");
+
+    // Every node restarts from its compacted log (and its applied state) to the same state.
+    for i in 0..3 {
+        cluster.kill9(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i)?;
+    }
+    cluster.wait_for_leader(TOPIC, 0, None, PATIENCE)?;
+    alter(&cluster, 2_000_000)?;
+    eventually("the same state on every node", || {
+        let states: Vec<serde_json::Value> = (0..3).map(|i| applied_topics(&cluster, i)).collect::<Result<_>>()?;
+        ensure!(states.windows(2).all(|w| w[0] == w[1]), "nodes differ: {states:?}");
+        ensure!(retention_of(&states[0]).as_deref() == Some("2000000"), "{:?}", retention_of(&states[0]));
+        Ok(())
+    })?;
+    Ok(())
+}
