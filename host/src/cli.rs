@@ -89,6 +89,14 @@ pub enum ClusterCommand {
         #[arg(long)]
         to: u64,
     },
+    /// Bring a new, empty cluster back from the newest metadata snapshot in a lost cluster's
+    /// store: topics (same ids, partitions, configs), plugins and bindings. Partitions start
+    /// empty; records and committed offsets are not restored.
+    Restore {
+        /// The lost cluster's snapshot store (`file:///path`, `s3://bucket/prefix`).
+        #[arg(long)]
+        store: String,
+    },
 }
 
 /// Flags of `sluice plugin`.

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use sluice::admin::proto::admin_client::AdminClient;
-use sluice::admin::proto::{ClusterStatusRequest, TransferLeaderRequest};
+use sluice::admin::proto::{ClusterStatusRequest, RestoreClusterRequest, TransferLeaderRequest};
 
 use crate::cli::{ClusterArgs, ClusterCommand};
 
@@ -31,6 +31,12 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
         ClusterCommand::TransferLeader { topic, partition, to } => {
             client.transfer_leader(TransferLeaderRequest { topic: topic.unwrap_or_default(), partition, to }).await.map_err(refused)?;
             println!("leadership transfer to node {to} started");
+        }
+        ClusterCommand::Restore { store } => {
+            let restored = client.restore_cluster(RestoreClusterRequest { store: store.clone() }).await.map_err(refused)?.into_inner();
+            let from = restored.snapshot.map(|s| format!("{} (index {}, term {})", s.manifest_key, s.index, s.term)).unwrap_or_default();
+            println!("restored from {store}: {from}");
+            println!("{} topics, {} plugins, {} metadata changes applied", restored.topics, restored.plugins, restored.commands);
         }
     }
     Ok(())

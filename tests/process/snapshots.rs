@@ -104,3 +104,76 @@ fn snapshot_triggers_swap_on_a_live_node_and_a_looping_one_is_contained() -> Res
     ensure!(broker.is_running());
     Ok(())
 }
+
+/// A topic config as the broker describes it.
+fn topic_config(broker: &Broker, topic: &str, key: &str) -> Result<Option<String>> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = sluice_tests::client_config(&broker.bootstrap()).create()?;
+    let described = runtime().block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new()))?;
+    let resource = described.into_iter().next().ok_or_else(|| anyhow::anyhow!("no resource"))?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(resource.get(key).and_then(|entry| entry.value.clone()))
+}
+
+/// The id `metadata.json` records for `topic`.
+fn topic_id(broker: &Broker, topic: &str) -> Result<Option<String>> {
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(broker.data_dir().join("metadata.json"))?)?;
+    Ok(file["topics"].as_array().and_then(|ts| ts.iter().find(|t| t["name"] == topic)).and_then(|t| t["id"].as_str().map(str::to_string)))
+}
+
+#[test]
+fn a_new_cluster_is_restored_from_the_newest_readable_snapshot_of_a_lost_one() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let url = format!("file://{}", store.display());
+    let mut lost = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("lost")).env("SLUICE_SNAPSHOT__STORE", &url);
+    lost.start()?;
+    // A custom codec compresses the snapshots: the new cluster must load it from the store
+    // before it can read them.
+    sluice(&lost, &["plugin", "load", sluice_tests::plugins::ECHO_CODEC_COMPONENT, "--name", "echo", "--version", "1"])?;
+    sluice(&lost, &["plugin", "bind", "--kind", "codec", "echo@1"])?;
+    sluice(&lost, &["plugin", "bind", "--kind", "trigger", "entries-or-age", "--param", "entries=7"])?;
+    let configs = [("retention.ms", "123456"), ("sluice.retention.policy", "keep-last-segments"), ("sluice.plugin.param.segments", "2")];
+    runtime().block_on(create_topic(&lost.bootstrap(), "orders", 3, &configs))?;
+    let older = sluice(&lost, &["snapshot", "create"])?;
+    ensure!(older.contains("echo"), "{older}");
+    runtime().block_on(create_topic(&lost.bootstrap(), "later", 1, &[]))?;
+    sluice(&lost, &["snapshot", "create"])?;
+    let orders_id = topic_id(&lost, "orders")?;
+    lost.kill9();
+
+    // The newest snapshot is damaged: a flipped byte in its chunk. The restore says nothing
+    // of it to the client but uses the older one.
+    let newest = std::fs::read_dir(store.join("snapshots/0"))?.filter_map(|e| e.ok()).map(|e| e.path()).max().expect("two snapshots");
+    let chunk = newest.join("chunk-000000");
+    let mut bytes = std::fs::read(&chunk)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&chunk, bytes)?;
+
+    let mut fresh = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("fresh"));
+    fresh.start()?;
+    let restored = sluice(&fresh, &["cluster", "restore", "--store", &url])?;
+    ensure!(restored.contains("1 topics"), "the older snapshot holds one topic: {restored}");
+    ensure!(topic_id(&fresh, "orders")? == orders_id, "the topic keeps its id");
+    ensure!(topic_id(&fresh, "later")?.is_none(), "the damaged snapshot was not used");
+    for (key, value) in configs {
+        ensure!(topic_config(&fresh, "orders", key)?.as_deref() == Some(value), "{key} not restored");
+    }
+    let plugins = sluice(&fresh, &["plugin", "list"])?;
+    ensure!(plugins.lines().any(|l| l.contains("echo")), "{plugins}");
+    ensure!(sluice(&fresh, &["plugin", "describe", "--kind", "codec"])?.contains("echo"));
+    ensure!(sluice(&fresh, &["plugin", "describe", "--kind", "trigger"])?.contains("entries=7"));
+    // The restored topic serves: it starts empty, with all its partitions.
+    let acks = runtime().block_on(crate::produce(&crate::producer(&fresh.bootstrap()), "orders", &["after the restore".to_string()]))?;
+    ensure!(acks.len() == 1);
+    let consumer: rdkafka::consumer::BaseConsumer = sluice_tests::consumer_config(&fresh.bootstrap()).create()?;
+    let metadata = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some("orders"), Duration::from_secs(10))?;
+    ensure!(metadata.topics()[0].partitions().len() == 3);
+
+    // A cluster that has topics of its own is not overwritten.
+    let again = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "restore", "--store", &url, "--rpc-addr", &fresh.rpc_addr().expect("started").to_string()])
+        .output()?;
+    ensure!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("new, empty cluster"), "{again:?}");
+    Ok(())
+}

@@ -231,6 +231,23 @@ impl Admin for AdminService {
         Ok(Response::new(snapshot_info(&manifest)))
     }
 
+    async fn restore_cluster(&self, request: Request<proto::RestoreClusterRequest>) -> Result<Response<proto::RestoreClusterResponse>, Status> {
+        let url = request.into_inner().store;
+        let config = self.cluster.config();
+        let settings = crate::config::SnapshotConfig { store: Some(url.clone()), ..config.snapshot.clone() };
+        let store = crate::snapshot::SnapshotStore::open(&settings, &config.data_dir).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let max_component = config.plugins.max_component_bytes as u64;
+        let restored = crate::snapshot::restore::restore_cluster(&store, &self.plugins, &self.cluster, &self.control, max_component)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(proto::RestoreClusterResponse {
+            snapshot: Some(snapshot_info(&restored.manifest)),
+            topics: restored.topics as u32,
+            plugins: restored.plugins as u32,
+            commands: restored.commands as u32,
+        }))
+    }
+
     async fn transfer_leader(&self, request: Request<proto::TransferLeaderRequest>) -> Result<Response<proto::TransferLeaderResponse>, Status> {
         let req = request.into_inner();
         let r = self.control.replication();

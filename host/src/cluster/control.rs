@@ -95,6 +95,15 @@ impl Control {
         }
     }
 
+    /// Applies `commands` in order through the metadata group, stopping at the first refused.
+    pub async fn apply_all(&self, commands: Vec<Command>) -> Result<usize, Error> {
+        let count = commands.len();
+        for command in commands {
+            self.change(command).await?;
+        }
+        Ok(count)
+    }
+
     /// Sets the cluster-wide default binding of a kind.
     pub async fn set_default_binding(&self, kind: PluginKind, plugin: String, params: Params) -> Result<(), String> {
         self.change(Command::SetDefaultBinding { kind, plugin, params }).await.map(drop).map_err(|e| e.to_string())

@@ -46,6 +46,9 @@ impl GroupKind {
 pub struct CodecRef {
     /// The codec's name.
     pub name: String,
+    /// The plugin version it was loaded as.
+    #[serde(default)]
+    pub version: String,
     /// Its component's sha256.
     pub sha256: String,
     /// The parameters it was bound with.

@@ -3,6 +3,7 @@
 //! takes one is its bound snapshot trigger's decision ([`trigger`]).
 
 pub mod manifest;
+pub mod restore;
 pub mod store;
 pub mod taker;
 
@@ -51,6 +52,9 @@ pub enum Error {
     /// The group's state could not be captured.
     #[error("capturing the state failed: {0}")]
     State(String),
+    /// A cluster restore was refused or failed.
+    #[error("{0}")]
+    Restore(String),
 }
 
 impl Error {
@@ -72,7 +76,7 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::Codec(_) => "codec",
             Error::Task(_) => "task",
-            Error::State(_) => "state",
+            Error::State(_) | Error::Restore(_) => "state",
         }
     }
 }

@@ -141,7 +141,7 @@ impl SnapshotStore {
             index: head.index,
             term: head.term,
             voters: head.voters,
-            codec: CodecRef { name, sha256: plugin.info().sha256.clone(), params },
+            codec: CodecRef { name, version: plugin.info().version.clone(), sha256: plugin.info().sha256.clone(), params },
             chunks,
             plugins: head.plugins,
             created_ms: crate::clock::now_ms(),
