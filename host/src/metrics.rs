@@ -111,6 +111,7 @@ impl SnapshotMetrics {
             for v in [&self.taken, &self.raw_bytes, &self.stored_bytes, &self.installs] {
                 v.with_label_values(&[kind]);
             }
+            self.seconds.with_label_values(&[kind]);
             for reason in SNAPSHOT_FAILURE_REASONS {
                 self.failed.with_label_values(&[kind, reason]);
             }
