@@ -893,6 +893,31 @@ impl PartitionLog {
         self.delete_segments_below_start()
     }
 
+    /// Replaces the whole log with one empty control entry at `index` and `term`, at `offset`,
+    /// which is also the new log start (a snapshot of everything up to `index` was installed
+    /// instead of the entries). The entry lets the log know its next index and last term after
+    /// a restart; the caller records that it stands for the snapshot. Durable on return.
+    pub fn reset_to(&mut self, index: RaftIndex, term: Term, offset: Offset, now_ms: i64) -> Result<(), Error> {
+        checkpoint::remove_checkpoint(&*self.fs, &self.dir)?;
+        self.checkpoint_index.store(0, Ordering::Relaxed);
+        self.generation += 1;
+        // The new log start first: a crash part way leaves a start no old entry is above, and
+        // the caller's record of the snapshot tells it to reset again.
+        checkpoint::write_log_start(&*self.fs, &self.dir, offset)?;
+        // Newest first, like a truncation.
+        self.active.seg.paths.remove(&*self.fs)?;
+        while let Some(seg) = self.sealed.pop() {
+            seg.paths.remove(&*self.fs)?;
+        }
+        self.active = ActiveSegment::create(&self.fs, &self.dir, offset, Some(now_ms), self.config.index_interval_bytes)?;
+        self.log_start = offset;
+        (self.next_index, self.last_term) = (index, Term(0));
+        let marker = EntryMeta { kind: EntryKind::Control, term, index, base_offset: offset, record_count: 0, max_timestamp: -1 };
+        self.append(marker, &[], now_ms)?;
+        self.active.file.sync_data().map_err(error::io_err(&self.active.seg.paths.log))?;
+        self.fs.sync_dir(&self.dir).map_err(error::io_err(&self.dir))
+    }
+
     /// Deletes sealed segments wholly below the log start, oldest first.
     fn delete_segments_below_start(&mut self) -> Result<(), Error> {
         let mut deletable = self

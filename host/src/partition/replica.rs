@@ -23,7 +23,7 @@ use super::{Appended, Error, Partition, check_sequences, stamp};
 use crate::config::FlushPolicy;
 use crate::log::fs::FileHandle;
 use crate::log::{EntryKind, EntryMeta, Offset, PartitionLog, RaftIndex, RecoveryPoint, Term};
-use crate::raft::storage::RaftStore;
+use crate::raft::storage::{RaftStore, SnapshotPoint};
 
 pub use crate::raft::entry::{ENTRY_PREFIX, decode_entry, encode_entry};
 use crate::raft::entry::{decode_log_start, encode_log_start};
@@ -85,7 +85,7 @@ pub(crate) struct RaftLog {
 }
 
 impl RaftLog {
-    fn load(dir: &Path, log: &PartitionLog, setup: ReplicaSetup) -> Result<RaftLog, Error> {
+    fn load(dir: &Path, log: &mut PartitionLog, setup: ReplicaSetup) -> Result<RaftLog, Error> {
         let store = RaftStore::open(dir, log, setup.voters, setup.cache_bytes)?;
         Ok(RaftLog {
             group: setup.group,
@@ -225,7 +225,7 @@ impl Partition {
     pub(super) fn attach_raft(&self, setup: ReplicaSetup) -> Result<(), Error> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let log = inner.log.as_ref().ok_or(Error::Closed)?;
+        let log = inner.log.as_mut().ok_or(Error::Closed)?;
         let raft = RaftLog::load(&self.dir, log, setup)?;
         let commit = raft.store.commit();
         let committed = raft.store.index.slot(commit);
@@ -493,6 +493,36 @@ impl Partition {
         (lease != 0).then(|| i32::try_from(lease >> LEASE_TERM_SHIFT).unwrap_or(i32::MAX))
     }
 
+    /// Replaces this replica's log with a snapshot installed at `point` (the group's state
+    /// machine already holds the state): the log keeps only a marker at the point, the high
+    /// watermark moves to it, and producer state starts empty.
+    pub fn install_snapshot(&self, point: SnapshotPoint) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let (Some(log), Some(raft)) = (inner.log.as_mut(), inner.raft.as_mut()) else { return Err(Error::Closed) };
+        raft.store.install(&self.dir, log, point)?;
+        raft.leader = None;
+        raft.rebuild = None;
+        inner.producers = ProducerStates::default();
+        self.durability.send_modify(|d| {
+            d.high_watermark = d.high_watermark.max(point.offset);
+            d.lease = 0;
+        });
+        Ok(())
+    }
+
+    /// The newest snapshot this replica can send a follower whose log is too far behind.
+    pub fn set_serving_snapshot(&self, snapshot: raft::prelude::Snapshot) {
+        if let Some(raft) = self.lock().raft.as_mut() {
+            raft.store.serving = Some(snapshot);
+        }
+    }
+
+    /// The first index of the log (the entries before it are compacted).
+    pub fn first_index(&self) -> u64 {
+        self.with_raft_store(|store, _| store.index.first_index()).unwrap_or(1)
+    }
+
     /// The offset after entry `index`, if the log holds it.
     pub fn offset_after(&self, index: u64) -> Option<i64> {
         self.with_raft_store(|store, _| store.index.slot(index).map(|s| s.end)).flatten()
@@ -614,6 +644,49 @@ pub(crate) mod tests {
         assert_eq!(storage.entries(1, 61, None, GetEntriesContext::empty(false)).unwrap(), written);
         // max_size bounds the answer but never below one entry.
         assert_eq!(storage.entries(5, 61, Some(1), GetEntriesContext::empty(false)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_installed_snapshot_replaces_the_log_and_survives_a_restart_and_a_crash_part_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let point = SnapshotPoint { index: 100, term: 5, offset: 500 };
+        let after = vec![data_entry(101, 5, 500, batch(3, -1, -1, -1)), data_entry(102, 6, 503, batch(2, -1, -1, -1))];
+        {
+            let (p, _rx) = open(dir.path(), 1 << 20);
+            p.write_entries(&entries(60, 2, 3), 0).unwrap();
+            p.install_snapshot(point).unwrap();
+            let storage = ReplicaStorage(Arc::clone(&p));
+            assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (101, 100));
+            assert_eq!(storage.term(100).unwrap(), 5, "the snapshot's term stands before the first entry");
+            assert!(matches!(storage.term(99), Err(raft::Error::Store(StorageError::Compacted))));
+            assert!(storage.initial_state().unwrap().hard_state.commit >= 100);
+            assert_eq!(p.high_watermark(), 500);
+            p.write_entries(&after, 0).unwrap();
+            assert_eq!(p.offset_range().unwrap().1, 505);
+            p.close().unwrap();
+        }
+        let check = |p: Arc<Partition>| {
+            let storage = ReplicaStorage(p);
+            assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (101, 102));
+            assert_eq!(storage.term(100).unwrap(), 5);
+            assert_eq!(storage.entries(101, 103, None, GetEntriesContext::empty(false)).unwrap(), after);
+        };
+        check(open(dir.path(), 1 << 20).0);
+
+        // A crash after the point was written but before the log was replaced: the replica
+        // finishes the install when it opens.
+        let other = tempfile::tempdir().unwrap();
+        {
+            let (p, _rx) = open(other.path(), 1 << 20);
+            p.write_entries(&entries(60, 2, 3), 0).unwrap();
+            p.close().unwrap();
+        }
+        point.write(&crate::log::fs::StdFs, other.path()).unwrap();
+        let (p, _rx) = open(other.path(), 1 << 20);
+        let storage = ReplicaStorage(Arc::clone(&p));
+        assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap(), storage.term(100).unwrap()), (101, 100, 5));
+        p.write_entries(&after, 0).unwrap();
+        assert_eq!(storage.entries(101, 103, None, GetEntriesContext::empty(false)).unwrap(), after);
     }
 
     #[test]

@@ -25,6 +25,65 @@ const STATE_VERSION: u32 = 1;
 const STATE_SIZE: usize = 36;
 const STATE_SIZE_V0: usize = 32;
 
+/// The snapshot a replica's log stands on: magic, index, term, the offset after that entry,
+/// crc32c of what precedes it (big-endian). Written before a snapshot replaces the log.
+const POINT_FILE: &str = "raft-snapshot";
+const POINT_TMP_FILE: &str = "raft-snapshot.tmp";
+const POINT_MAGIC: u32 = 0x534c_5350; // "SLSP"
+const POINT_SIZE: usize = 32;
+
+/// Where an installed snapshot left a replica's log: the entries through `index` are in the
+/// snapshot, not the log, and the log's next offset was `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPoint {
+    /// The snapshot's last entry.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// The offset after it.
+    pub offset: i64,
+}
+
+impl SnapshotPoint {
+    fn encode(&self) -> [u8; POINT_SIZE] {
+        let mut out = [0u8; POINT_SIZE];
+        out[0..4].copy_from_slice(&POINT_MAGIC.to_be_bytes());
+        out[4..12].copy_from_slice(&self.index.to_be_bytes());
+        out[12..20].copy_from_slice(&self.term.to_be_bytes());
+        out[20..28].copy_from_slice(&self.offset.to_be_bytes());
+        let crc = crc32c::crc32c(&out[0..28]);
+        out[28..32].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<SnapshotPoint> {
+        let field = |at: usize| bytes.get(at..at + 8).and_then(|b| b.try_into().ok());
+        if bytes.len() != POINT_SIZE || bytes[0..4] != POINT_MAGIC.to_be_bytes() || bytes[28..32] != crc32c::crc32c(&bytes[0..28]).to_be_bytes() {
+            return None;
+        }
+        Some(SnapshotPoint { index: u64::from_be_bytes(field(4)?), term: u64::from_be_bytes(field(12)?), offset: i64::from_be_bytes(field(20)?) })
+    }
+
+    /// Reads `dir`'s point, if a snapshot was ever installed there. A damaged file is an error:
+    /// without it the log cannot tell what its first entry stands on.
+    pub fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<SnapshotPoint>, Error> {
+        let path = dir.join(POINT_FILE);
+        let io = |source| Error::Log(crate::log::Error::Io { path: path.clone(), source });
+        let file = match fs.open_read(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let bytes = file.read_to_end(POINT_SIZE as u64).map_err(io)?;
+        SnapshotPoint::decode(&bytes).map(Some).ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidData, "damaged snapshot point")))
+    }
+
+    /// Replaces `dir`'s point durably.
+    pub fn write(&self, fs: &dyn FileSystem, dir: &Path) -> Result<(), Error> {
+        replace_file(fs, dir, POINT_TMP_FILE, POINT_FILE, &self.encode()).map_err(|source| Error::Log(crate::log::Error::Io { path: dir.join(POINT_FILE), source }))
+    }
+}
+
 /// The file holding a replica's term, vote and commit index, rewritten in place.
 pub struct HardStateFile {
     path: PathBuf,
@@ -139,8 +198,9 @@ pub struct IndexTable {
 }
 
 impl IndexTable {
-    /// Reads the entry headers of `log`, skipping the entries wholly below its log start.
-    pub fn load(log: &PartitionLog) -> Result<IndexTable, crate::log::Error> {
+    /// Reads the entry headers of `log`, skipping the entries wholly below its log start and
+    /// those an installed snapshot (`point`) stands for.
+    pub fn load(log: &PartitionLog, point: Option<SnapshotPoint>) -> Result<IndexTable, crate::log::Error> {
         let mut table = IndexTable { first_index: log.next_index().0, prev_term: 0, bytes_before: 0, slots: VecDeque::new() };
         log.scan_metas(|meta: &EntryMeta, payload_len| {
             let record_bytes = if meta.kind == EntryKind::Data { u64::from(payload_len) } else { 0 };
@@ -148,7 +208,28 @@ impl IndexTable {
         })?;
         // Entries retention dropped may still sit in the first segment: the same cut as at run time.
         table.forget_before(log.log_start_offset().0);
+        if let Some(point) = point {
+            table.forget_through(point);
+        }
         Ok(table)
+    }
+
+    /// Forgets the entries a snapshot through `point` stands for (the log keeps one entry at
+    /// the point itself, so it knows its next index): Raft sees them as compacted, the
+    /// snapshot's term as the one before the first.
+    fn forget_through(&mut self, point: SnapshotPoint) {
+        while self.first_index <= point.index
+            && let Some(front) = self.slots.pop_front()
+        {
+            self.bytes_before = front.bytes_end;
+            self.first_index += 1;
+        }
+        if self.first_index <= point.index {
+            self.first_index = point.index + 1;
+        }
+        if self.first_index == point.index + 1 {
+            self.prev_term = point.term;
+        }
     }
 
     /// The first index Raft may read.
@@ -297,13 +378,26 @@ pub struct RaftStore {
     pub index: IndexTable,
     /// Recent entries.
     pub cache: EntryCache,
+    /// The snapshot installed last, if the log stands on one.
+    pub point: Option<SnapshotPoint>,
+    /// The newest snapshot this replica can send a follower: its metadata, and its data (what
+    /// the follower needs to fetch it).
+    pub serving: Option<Snapshot>,
 }
 
 impl RaftStore {
     /// Opens the Raft storage of the replica in `dir` whose log is `log`.
-    pub fn open(dir: &Path, log: &PartitionLog, voters: Vec<u64>, cache_bytes: usize) -> Result<RaftStore, Error> {
+    /// A snapshot whose installation a crash interrupted is finished first.
+    pub fn open(dir: &Path, log: &mut PartitionLog, voters: Vec<u64>, cache_bytes: usize) -> Result<RaftStore, Error> {
         let (state_file, hard_state, created) = HardStateFile::open(&**log.fs(), dir)?;
-        let mut store = RaftStore { voters, hard_state, state_file, index: IndexTable::load(log)?, cache: EntryCache::new(cache_bytes) };
+        let point = SnapshotPoint::read(&**log.fs(), dir)?;
+        if let Some(p) = point
+            && log.next_index().0 <= p.index
+        {
+            log.reset_to(RaftIndex(p.index), crate::log::Term(p.term), Offset(p.offset), crate::clock::now_ms())?;
+        }
+        let index = IndexTable::load(log, point)?;
+        let mut store = RaftStore { voters, hard_state, state_file, index, cache: EntryCache::new(cache_bytes), point, serving: None };
         let last = store.index.last_index();
         if created && store.voters.len() == 1 && last >= store.index.first_index() {
             // A sole voter's log with entries but no Raft state was written without Raft (a
@@ -329,6 +423,22 @@ impl RaftStore {
     pub fn save_hard_state(&mut self, hs: &HardState) -> Result<(), Error> {
         self.state_file.save(hs)?;
         self.hard_state = hs.clone();
+        Ok(())
+    }
+
+    /// Replaces the log with the installed snapshot `point` (its entries are gone; Raft sees
+    /// them as compacted): the point first, then the log, then the commit, each durable.
+    pub fn install(&mut self, dir: &Path, log: &mut PartitionLog, point: SnapshotPoint) -> Result<(), Error> {
+        point.write(&**log.fs(), dir)?;
+        log.reset_to(RaftIndex(point.index), crate::log::Term(point.term), Offset(point.offset), crate::clock::now_ms())?;
+        self.index = IndexTable { first_index: point.index + 1, prev_term: point.term, bytes_before: self.index.bytes_before, slots: VecDeque::new() };
+        self.cache.truncate_from(0);
+        let mut hs = self.hard_state.clone();
+        hs.commit = hs.commit.max(point.index);
+        hs.term = hs.term.max(point.term);
+        self.save_hard_state(&hs)?;
+        self.state_file.sync()?;
+        self.point = Some(point);
         Ok(())
     }
 
@@ -407,8 +517,12 @@ impl Storage for ReplicaStorage {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots come with a later change; until then a follower catches up from the log.
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        // The newest snapshot this node took that covers every compacted entry; a follower
+        // asking for one before it exists is asked again later by raft-rs.
+        self.read(|store, _| match &store.serving {
+            Some(s) if s.get_metadata().index + 1 >= store.index.first_index() => Ok(s.clone()),
+            _ => Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)),
+        })
     }
 }
 
@@ -504,7 +618,7 @@ mod tests {
         // Retention deleted entries 1..=5 after they committed; the saved commit lags (a power
         // loss took its last rewrite).
         index.forget_before(50);
-        let mut store = RaftStore { voters: vec![1], hard_state, state_file, index, cache: EntryCache::new(0) };
+        let mut store = RaftStore { voters: vec![1], hard_state, state_file, index, cache: EntryCache::new(0), point: None, serving: None };
         assert_eq!(store.commit(), 5);
         store.hard_state.commit = 99;
         assert_eq!(store.commit(), 10);
