@@ -93,6 +93,10 @@ pub struct RaftConfig {
     /// How long an admin request waits for its metadata change to apply.
     /// Default: 10000
     pub metadata_timeout_ms: u64,
+    /// How long a leader waits for a follower to fetch and install a snapshot it was sent
+    /// before sending it again.
+    /// Default: 60000
+    pub snapshot_install_timeout_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -107,6 +111,7 @@ impl Default for RaftConfig {
             max_append_bytes: 4 << 20,
             max_inflight_appends: 256,
             metadata_timeout_ms: 10_000,
+            snapshot_install_timeout_ms: 60_000,
         }
     }
 }
@@ -161,6 +166,10 @@ pub struct SnapshotConfig {
     /// How often each group's snapshot trigger is asked whether to snapshot.
     /// Default: 5000
     pub check_interval_ms: u64,
+    /// Entries kept in the metadata log before a snapshot when it is compacted, so a follower
+    /// that little behind catches up from the log rather than from the snapshot.
+    /// Default: 1000
+    pub keep_entries: u64,
     /// Segment size of the metadata group's log: after a snapshot, whole segments below it
     /// are deleted, so smaller segments keep less of the log.
     /// Default: 8388608 (8 MiB)
@@ -178,6 +187,7 @@ impl Default for SnapshotConfig {
             chunk_bytes: 1 << 20,
             max_snapshot_bytes: 1 << 30,
             check_interval_ms: 5000,
+            keep_entries: 1000,
             metadata_segment_bytes: 8 << 20,
         }
     }

@@ -53,7 +53,7 @@ pub struct Metrics {
 }
 
 /// Why a snapshot failed (`snapshots_failed_total`).
-pub const SNAPSHOT_FAILURE_REASONS: [&str; 7] = ["config", "store", "corrupt", "too_large", "codec", "task", "state"];
+pub const SNAPSHOT_FAILURE_REASONS: [&str; 8] = ["config", "store", "corrupt", "too_large", "codec", "task", "state", "install"];
 /// Group kinds snapshots are labelled with.
 pub const SNAPSHOT_KINDS: [&str; 3] = ["metadata", "offsets", "partition"];
 

@@ -111,7 +111,7 @@ impl Node {
         let mut tasks = Vec::new();
         let metadata_log = blocking("opening the metadata log", {
             let config = Arc::clone(&config);
-            let setup = ReplicaSetup { group: METADATA_GROUP, voters: voters.clone(), proposals: proposals_tx.clone(), cache_bytes: config.raft.entry_cache_bytes, offsets_on_write: true };
+            let setup = ReplicaSetup { group: METADATA_GROUP, voters: voters.clone(), proposals: proposals_tx.clone(), cache_bytes: config.raft.entry_cache_bytes, offsets_on_write: true, applied: Some(cluster.applied_index()) };
             move || {
                 let mut settings = crate::cluster::partition_config(&config, &std::collections::BTreeMap::new());
                 settings.log.segment_bytes = config.snapshot.metadata_segment_bytes;
@@ -128,6 +128,12 @@ impl Node {
             (log.topic() == OFFSETS_TOPIC).then(|| Box::new(OffsetsMachine(Arc::clone(&offsets_groups))) as Box<dyn StateMachine>)
         });
         let mut driver = Driver::new(config.raft.clone(), Arc::clone(proposer.replication()), transport, events_tx.clone(), Arc::clone(&metrics), machine_for);
+        let store = Arc::new(
+            crate::snapshot::SnapshotStore::open(&config.snapshot, &config.data_dir)
+                .map_err(|e| Error::Io { what: "opening the snapshot store".into(), source: std::io::Error::other(e.to_string()) })?,
+        );
+        let peer_addrs = peers.iter().copied().collect();
+        driver.set_snapshot_source(Arc::new(crate::snapshot::install::Fetcher::new(Arc::clone(&store), Arc::clone(&plugins), peer_addrs, Arc::clone(&config))));
         // Every node drops a deleted topic's offsets from the groups it coordinates.
         let forgetting = Arc::clone(&groups);
         let topic_deleted = Box::new(move |topic: String| {
@@ -163,15 +169,13 @@ impl Node {
             control: Arc::clone(&control),
             response_budget: kafka::ResponseBudget::new(config.kafka.fetch_memory_bytes),
         });
-        let store = crate::snapshot::SnapshotStore::open(&config.snapshot, &config.data_dir)
-            .map_err(|e| Error::Io { what: "opening the snapshot store".into(), source: std::io::Error::other(e.to_string()) })?;
         let snapshots = Arc::new(crate::snapshot::Snapshots::new(
-            Arc::new(store),
+            Arc::clone(&store),
             Arc::clone(&plugins),
             Arc::clone(control.replication()),
             Arc::clone(&metrics),
             Arc::clone(&metadata_log_handle),
-            config.snapshot.retain,
+            &config.snapshot,
         ));
         tasks.extend([
             tokio::spawn(Arc::clone(&snapshots).run(std::time::Duration::from_millis(config.snapshot.check_interval_ms), stop.clone())),

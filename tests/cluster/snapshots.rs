@@ -1,6 +1,7 @@
-//! Snapshots of the metadata group on a real cluster: after a snapshot the leader compacts
-//! the metadata log on every node, never past an entry a voter lacks, so a node that was down
-//! catches up from the log; every node restarts from its compacted log to the same state.
+//! Snapshots of the metadata group on a real cluster: after a snapshot every node compacts its
+//! metadata log; a node that was down meanwhile, or lost its data dir, catches up through the
+//! leader's snapshot (streamed from the leader, or read from a shared store); every node
+//! restarts from its compacted log to the same state.
 
 use std::time::Duration;
 
@@ -49,13 +50,13 @@ fn metadata_segments(cluster: &TestCluster, i: usize) -> Result<Vec<String>> {
 #[test]
 fn the_metadata_log_is_compacted_after_snapshots_and_every_node_restarts_to_the_same_state() -> Result<()> {
     let _one = serial();
-    let env = [("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_SNAPSHOT__METADATA_SEGMENT_BYTES", "2048")];
+    let env = [("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_SNAPSHOT__METADATA_SEGMENT_BYTES", "2048"), ("SLUICE_SNAPSHOT__KEEP_ENTRIES", "0")];
     let mut cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &env)?;
     create_topic(&cluster, TOPIC, 1)?;
     cli(&cluster, 0, &["plugin", "bind", "--kind", "trigger", "entries-or-age", "--param", "entries=10"])?;
 
-    // Node 3 is down while the others change metadata and snapshot it: the leader must not
-    // compact past what node 3 holds, or node 3 could never catch up from the log.
+    // Node 3 is down while the others change metadata, snapshot it and compact their logs past
+    // what node 3 holds: it catches up through the leader's snapshot.
     cluster.kill9(2);
     for v in 0..40 {
         alter(&cluster, 1_000_000 + v)?;
@@ -67,10 +68,18 @@ fn the_metadata_log_is_compacted_after_snapshots_and_every_node_restarts_to_the_
         }
         Ok(())
     })?;
+    eventually("the live nodes compacted their logs", || {
+        for i in 0..2 {
+            let segments = metadata_segments(&cluster, i)?;
+            ensure!(segments.first().is_some_and(|f| !f.starts_with("00000000000000000000")), "node {i} not compacted: {segments:?}");
+        }
+        Ok(())
+    })?;
     cluster.restart(2)?;
-    eventually("node 3 caught up from the log", || {
+    eventually("node 3 caught up through a snapshot", || {
         let retention = retention_of(&applied_topics(&cluster, 2)?);
         ensure!(retention.as_deref() == Some("1000039"), "node 3 has retention.ms {retention:?}");
+        ensure!(cluster.node(2).metric("sluice_snapshot_installs_total{kind=\"metadata\",node=\"3\"}")?.unwrap_or(0.0) >= 1.0, "no install counted");
         Ok(())
     })?;
 
@@ -101,4 +110,73 @@ fn the_metadata_log_is_compacted_after_snapshots_and_every_node_restarts_to_the_
         Ok(())
     })?;
     Ok(())
+}
+
+/// Snapshots and compaction on a 3-node cluster started with `env`, then node 3's data dir is
+/// wiped: it must come back through the leader's snapshot, custom codec and all.
+fn a_wiped_node_rejoins_through_a_snapshot(env: &[(&str, &str)]) -> Result<()> {
+    let mut cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, env)?;
+    create_topic(&cluster, TOPIC, 1)?;
+    // The snapshots are compressed by a plugin the wiped node will not have.
+    cli(&cluster, 0, &["plugin", "load", sluice_tests::plugins::ECHO_CODEC_COMPONENT, "--name", "echo", "--version", "1"])?;
+    cli(&cluster, 0, &["plugin", "bind", "--kind", "codec", "echo@1"])?;
+    cli(&cluster, 0, &["plugin", "bind", "--kind", "trigger", "entries-or-age", "--param", "entries=10"])?;
+    for v in 0..40 {
+        alter(&cluster, 3_000_000 + v)?;
+    }
+    eventually("the metadata log compacted everywhere", || {
+        let segments: Vec<Vec<String>> = (0..3).map(|i| metadata_segments(&cluster, i)).collect::<Result<_>>()?;
+        ensure!(segments.iter().all(|s| s.first().is_some_and(|f| !f.starts_with("00000000000000000000"))), "not compacted everywhere: {segments:?}");
+        Ok(())
+    })?;
+
+    cluster.kill9(2);
+    std::fs::remove_dir_all(cluster.node(2).data_dir())?;
+    cluster.restart(2)?;
+    let installs = "sluice_snapshot_installs_total{kind=\"metadata\",node=\"3\"}";
+    eventually("the wiped node installed a snapshot and caught up", || {
+        let retention = retention_of(&applied_topics(&cluster, 2)?);
+        ensure!(retention.as_deref() == Some("3000039"), "node 3 has retention.ms {retention:?}");
+        ensure!(cluster.node(2).metric(installs)?.unwrap_or(0.0) >= 1.0, "no install counted");
+        let plugins = cli(&cluster, 2, &["plugin", "list"])?;
+        ensure!(plugins.lines().any(|l| l.contains("echo")), "{plugins}");
+        Ok(())
+    })?;
+    // It goes on following the log, and states agree.
+    alter(&cluster, 4_000_000)?;
+    eventually("the same state on every node", || {
+        let states: Vec<serde_json::Value> = (0..3).map(|i| applied_topics(&cluster, i)).collect::<Result<_>>()?;
+        ensure!(states.windows(2).all(|w| w[0] == w[1]), "nodes differ: {states:?}");
+        ensure!(retention_of(&states[2]).as_deref() == Some("4000000"));
+        Ok(())
+    })?;
+    // And it restarts from its installed snapshot.
+    cluster.kill9(2);
+    cluster.restart(2)?;
+    alter(&cluster, 4_000_001)?;
+    eventually("node 3 follows after a restart", || {
+        let retention = retention_of(&applied_topics(&cluster, 2)?);
+        ensure!(retention.as_deref() == Some("4000001"), "node 3 has retention.ms {retention:?}");
+        Ok(())
+    })
+}
+
+#[test]
+fn a_wiped_node_rejoins_through_a_snapshot_streamed_from_the_leader() -> Result<()> {
+    let _one = serial();
+    a_wiped_node_rejoins_through_a_snapshot(&[("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_SNAPSHOT__METADATA_SEGMENT_BYTES", "2048"), ("SLUICE_SNAPSHOT__KEEP_ENTRIES", "0")])
+}
+
+#[test]
+fn a_wiped_node_rejoins_through_a_snapshot_read_from_a_shared_store() -> Result<()> {
+    let _one = serial();
+    let shared = tempfile::tempdir()?;
+    let url = format!("file://{}", shared.path().display());
+    a_wiped_node_rejoins_through_a_snapshot(&[
+        ("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"),
+        ("SLUICE_SNAPSHOT__METADATA_SEGMENT_BYTES", "2048"),
+        ("SLUICE_SNAPSHOT__KEEP_ENTRIES", "0"),
+        ("SLUICE_SNAPSHOT__STORE", &url),
+        ("SLUICE_SNAPSHOT__SHARED", "true"),
+    ])
 }

@@ -248,6 +248,16 @@ impl Admin for AdminService {
         }))
     }
 
+    type ReadObjectStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::ObjectPart, Status>> + Send>>;
+
+    async fn read_object(&self, request: Request<proto::ReadObjectRequest>) -> Result<Response<Self::ReadObjectStream>, Status> {
+        let key = request.into_inner().key;
+        let limit = crate::snapshot::install::readable_limit(&key, self.cluster.config()).ok_or_else(|| Status::invalid_argument(format!("{key} is not a snapshot object")))?;
+        let bytes = self.snapshots.store().get(&key, limit).await.map_err(|e| if e.is_not_found() { Status::not_found(e.to_string()) } else { Status::unavailable(e.to_string()) })?;
+        let parts: Vec<Result<proto::ObjectPart, Status>> = bytes.chunks(crate::snapshot::install::PART_BYTES).map(|c| Ok(proto::ObjectPart { data: c.to_vec() })).collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(parts))))
+    }
+
     async fn transfer_leader(&self, request: Request<proto::TransferLeaderRequest>) -> Result<Response<proto::TransferLeaderResponse>, Status> {
         let req = request.into_inner();
         let r = self.control.replication();

@@ -18,7 +18,8 @@ use base64::Engine as _;
 
 use crate::cluster::{self, Cluster, Error::NotApplied};
 use crate::plugins::{Params, PluginInfo, PluginKind, Plugins};
-use crate::raft::state_machine::{GroupChange, StateMachine};
+use crate::raft::state_machine::{FetchedSnapshot, GroupChange, StateMachine};
+use super::metadata_snapshot::MetadataState;
 use crate::raft::{METADATA_GROUP, Replication};
 
 /// A change to cluster metadata.
@@ -310,7 +311,20 @@ impl MetadataMachine {
                 std::process::exit(70);
             }
         };
-        match &outcome {
+        self.group_changes(&envelope.command, &outcome, changes);
+        if let Err(e) = &outcome
+            && !matches!(envelope.command, Command::CreateTopic { .. } | Command::DeleteTopic { .. })
+        {
+            warn!(index = entry.index, cause = %e, "metadata change refused");
+        }
+        if envelope.origin == self.proposer.replication.me() {
+            self.proposer.complete(envelope.request, outcome);
+        }
+    }
+
+    /// The groups an applied command started or stopped.
+    fn group_changes(&self, command: &Command, outcome: &Result<Outcome, cluster::Error>, changes: &mut Vec<GroupChange>) {
+        match outcome {
             Ok(Outcome::Partitions(topic_id, range)) => {
                 if let Some(topic) = self.cluster.topic_by_id(*topic_id) {
                     for i in range.clone() {
@@ -322,18 +336,11 @@ impl MetadataMachine {
             }
             Ok(Outcome::Deleted(topic_id, count)) => {
                 changes.extend((0..*count).map(|i| GroupChange::Stop { group: cluster::group_of(*topic_id, i) }));
-                if let Command::DeleteTopic { name } = &envelope.command {
+                if let Command::DeleteTopic { name } = command {
                     (self.topic_deleted)(name.clone());
                 }
             }
-            Ok(_) => {}
-            Err(e) if !matches!(envelope.command, Command::CreateTopic { .. } | Command::DeleteTopic { .. }) => {
-                warn!(index = entry.index, cause = %e, "metadata change refused");
-            }
-            Err(_) => {}
-        }
-        if envelope.origin == self.proposer.replication.me() {
-            self.proposer.complete(envelope.request, outcome);
+            _ => {}
         }
     }
 }
@@ -349,6 +356,27 @@ impl StateMachine for MetadataMachine {
 
     fn snapshot(&self) -> Option<Result<Vec<u8>, String>> {
         Some(Ok(super::metadata_snapshot::MetadataState::capture(&self.cluster, &self.plugins).encode()))
+    }
+
+    fn restore(&mut self, snapshot: &FetchedSnapshot, index: u64) -> Result<Vec<GroupChange>, String> {
+        let target = MetadataState::decode(&snapshot.state)?;
+        let current = MetadataState::capture(&self.cluster, &self.plugins);
+        let component = |sha: &str| snapshot.components.get(sha).cloned().or_else(|| self.plugins.component(sha).ok()).ok_or_else(|| format!("plugin {sha} is neither in the snapshot's store nor loaded"));
+        let commands = target.commands_from(&current, true, component)?;
+        let mut changes = Vec::new();
+        // Loading plugins compiles them: tell the runtime this worker blocks for a while.
+        let restored = tokio::task::block_in_place(|| {
+            self.cluster.restore_to(index, target.cluster.producer_id_block_end, || {
+                for command in &commands {
+                    let outcome = apply(&self.cluster, &self.plugins, command);
+                    self.group_changes(command, &outcome, &mut changes);
+                    outcome.map_err(|e| format!("restoring the snapshot's metadata: {e}"))?;
+                }
+                Ok::<(), String>(())
+            })
+        });
+        restored.map_err(|e| e.to_string())??;
+        Ok(changes)
     }
 }
 

@@ -446,6 +446,24 @@ impl Cluster {
             .collect()
     }
 
+    /// Replicated: brings the state to a snapshot's at `index` with `restore` (which applies
+    /// the commands that get there), and only then records `index` as applied: a crash part
+    /// way leaves the old applied index, and installing the snapshot again converges.
+    pub fn restore_to<T, E>(&self, index: u64, producer_id_block_end: i64, restore: impl FnOnce() -> Result<T, E>) -> Result<Result<T, E>, Error> {
+        let outcome = restore();
+        if outcome.is_err() {
+            return Ok(outcome);
+        }
+        let _writer = self.lock_writer();
+        {
+            let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+            ids.block_end = ids.block_end.max(producer_id_block_end);
+        }
+        self.applied_index.store(index, std::sync::atomic::Ordering::SeqCst);
+        self.persist()?;
+        Ok(outcome)
+    }
+
     /// Replicated: records a node's Kafka address.
     pub fn register_broker(&self, node: i32, addr: String) -> Result<(), Error> {
         let _writer = self.lock_writer();
@@ -591,6 +609,7 @@ fn open_partition(config: &Config, replicas: &Replicas, id: Uuid, topic: &str, i
         proposals: replicas.proposals.clone(),
         cache_bytes: replicas.cache_bytes,
         offsets_on_write: false,
+        applied: None,
     };
     Ok(Partition::open_replica(topic, index, &dir, settings, setup)?)
 }

@@ -58,6 +58,9 @@ pub struct ReplicaSetup {
     /// Entries are numbered when written, not by the proposer (the metadata group, whose
     /// entries are proposed from any node and count one offset each).
     pub offsets_on_write: bool,
+    /// Where the group's state machine stands, if its state lives outside the log (the
+    /// metadata group): a snapshot whose install the state never reached is void.
+    pub applied: Option<u64>,
 }
 
 struct LeaderView {
@@ -86,7 +89,7 @@ pub(crate) struct RaftLog {
 
 impl RaftLog {
     fn load(dir: &Path, log: &mut PartitionLog, setup: ReplicaSetup) -> Result<RaftLog, Error> {
-        let store = RaftStore::open(dir, log, setup.voters, setup.cache_bytes)?;
+        let store = RaftStore::open(dir, log, setup.voters, setup.cache_bytes, setup.applied)?;
         Ok(RaftLog {
             group: setup.group,
             store,
@@ -493,6 +496,14 @@ impl Partition {
         (lease != 0).then(|| i32::try_from(lease >> LEASE_TERM_SHIFT).unwrap_or(i32::MAX))
     }
 
+    /// Records that a snapshot at `point` is being installed, before the state machine takes
+    /// it: the state machine's applied index then tells, after a crash, whether it did.
+    pub fn begin_install(&self, point: SnapshotPoint) -> Result<(), Error> {
+        let inner = self.lock();
+        let log = inner.log.as_ref().ok_or(Error::Closed)?;
+        point.write(&**log.fs(), &self.dir)
+    }
+
     /// Replaces this replica's log with a snapshot installed at `point` (the group's state
     /// machine already holds the state): the log keeps only a marker at the point, the high
     /// watermark moves to it, and producer state starts empty.
@@ -523,9 +534,10 @@ impl Partition {
         self.with_raft_store(|store, _| store.index.first_index()).unwrap_or(1)
     }
 
-    /// The offset after entry `index`, if the log holds it.
+    /// The offset after entry `index`, if the log holds it (or it is the entry just before the
+    /// first).
     pub fn offset_after(&self, index: u64) -> Option<i64> {
-        self.with_raft_store(|store, _| store.index.slot(index).map(|s| s.end)).flatten()
+        self.with_raft_store(|store, log| store.offset_after(index, log.map_or(0, |l| l.next_offset().0))).flatten()
     }
 
     /// Runs `read` on the replica's Raft storage and log (`None`: not a replica, or closed).
@@ -567,7 +579,7 @@ pub(crate) mod tests {
 
     fn open_with(dir: &Path, cache_bytes: usize, config: PartitionConfig) -> (Arc<Partition>, mpsc::Receiver<Proposal>) {
         let (tx, rx) = mpsc::channel(16);
-        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes, offsets_on_write: false };
+        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes, offsets_on_write: false, applied: None };
         (Partition::open_replica("t", 0, dir, config, setup).unwrap(), rx)
     }
 
@@ -694,7 +706,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sole = |dir: &Path| {
             let (tx, rx) = mpsc::channel(16);
-            let setup = ReplicaSetup { group: 7, voters: vec![1], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
+            let setup = ReplicaSetup { group: 7, voters: vec![1], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false, applied: None };
             (Partition::open_replica("t", 0, dir, settings(4096), setup).unwrap(), rx)
         };
         {

@@ -20,13 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raft::StateRole;
-use raft::prelude::{Entry, Message};
+use raft::prelude::{Entry, Message, MessageType};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
 
 use super::entry::{ENTRY_PREFIX, merge_entries};
 use super::group::{self, Group, Outbox};
-use super::state_machine::{GroupChange, MachineFor, StateMachine};
+use super::state_machine::{FetchedSnapshot, GroupChange, MachineFor, SnapshotSource, StateMachine};
+use super::storage::SnapshotPoint;
 use super::transport::Transport;
 use super::validate;
 use super::{Event, GroupStatus, Leadership, METADATA_GROUP, Replication};
@@ -58,6 +59,12 @@ pub struct Driver {
     events_tx: mpsc::Sender<Event>,
     /// Peers whose stream broke and that have not been heard from since.
     down_peers: HashSet<u64>,
+    /// Where snapshots a leader names are fetched from (none: snapshots are refused).
+    snapshots: Option<Arc<dyn SnapshotSource>>,
+    /// Groups fetching a snapshot: one at a time each.
+    installing: HashSet<u64>,
+    /// Fetched snapshots, by group, with their index, until raft-rs restores them.
+    fetched: HashMap<u64, (u64, FetchedSnapshot)>,
     logger: slog::Logger,
     metrics: Arc<Metrics>,
 }
@@ -76,6 +83,9 @@ impl Driver {
             machine_for,
             events_tx,
             down_peers: HashSet::new(),
+            snapshots: None,
+            installing: HashSet::new(),
+            fetched: HashMap::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             metrics,
         }
@@ -86,6 +96,11 @@ impl Driver {
         self.groups.insert(METADATA_GROUP, Group::new(METADATA_GROUP, self.me, &self.config, log, Some(applied), &self.logger)?);
         self.machines.insert(METADATA_GROUP, machine);
         Ok(())
+    }
+
+    /// Lets groups whose state machine restores snapshots install the ones leaders send.
+    pub fn set_snapshot_source(&mut self, source: Arc<dyn SnapshotSource>) {
+        self.snapshots = Some(source);
     }
 
     /// Adds a partition's group.
@@ -148,7 +163,13 @@ impl Driver {
                 self.down_peers.remove(&from);
                 let max_entry_bytes = self.replication.max_entry_bytes();
                 for (group, msg) in messages {
-                    let checked = validate::check_message(self.me, self.replication.voters(), from, &msg, max_entry_bytes, group == METADATA_GROUP).and_then(|()| {
+                    // Only the metadata group takes forwarded proposals and installs snapshots.
+                    let metadata = group == METADATA_GROUP;
+                    let installs = metadata && self.snapshots.is_some();
+                    let checked = validate::check_message(self.me, self.replication.voters(), from, &msg, max_entry_bytes, metadata, installs).and_then(|()| {
+                        if msg.get_msg_type() == MessageType::MsgSnapshot {
+                            return self.snapshot_message(group, msg);
+                        }
                         let g = self.groups.get_mut(&group).ok_or(validate::Refusal::UnknownGroup(group))?;
                         g.step(msg, &self.metrics)
                     });
@@ -210,6 +231,49 @@ impl Driver {
             Event::Capture { group, reply } => {
                 let _ = reply.send(self.capture(group));
             }
+            Event::SnapshotFetched { group, msg, fetched } => {
+                self.installing.remove(&group);
+                match fetched {
+                    Ok(fetched) => self.fetched(group, *msg, fetched),
+                    Err(cause) => {
+                        self.metrics.snapshot.failed.with_label_values(&["metadata", "install"]).inc();
+                        warn!(group, %cause, "the leader's snapshot could not be fetched; it will be sent again");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A leader's snapshot message: raft-rs takes it as it is if the log already holds the
+    /// snapshot's entry or the message is stale; otherwise the snapshot is fetched first (off
+    /// the loop), installed, and only then is the message stepped.
+    fn snapshot_message(&mut self, group: u64, msg: Message) -> Result<(), validate::Refusal> {
+        let g = self.groups.get_mut(&group).ok_or(validate::Refusal::UnknownGroup(group))?;
+        if !needs_install(g, &msg) {
+            return g.step(msg, &self.metrics);
+        }
+        let Some(source) = self.snapshots.clone() else { return Ok(()) };
+        if !self.installing.insert(group) {
+            // One fetch at a time; the leader sends the message again if this one fails.
+            return Ok(());
+        }
+        let (events, leader, data) = (self.events_tx.clone(), msg.from, msg.get_snapshot().data.to_vec());
+        tokio::spawn(async move {
+            let fetched = source.fetch(group, leader, data).await;
+            let _ = events.send(Event::SnapshotFetched { group, msg: Box::new(msg), fetched }).await;
+        });
+        Ok(())
+    }
+
+    /// A fetched snapshot: kept for the ready in which raft-rs restores it, then the message
+    /// is stepped (raft-rs decides whether to restore it).
+    fn fetched(&mut self, group: u64, msg: Message, fetched: FetchedSnapshot) {
+        let Some(g) = self.groups.get_mut(&group) else { return };
+        if needs_install(g, &msg) {
+            self.fetched.insert(group, (msg.get_snapshot().get_metadata().index, fetched));
+        }
+        if let Err(refusal) = g.step(msg, &self.metrics) {
+            warn!(group, %refusal, "the snapshot's message was refused");
         }
     }
 
@@ -224,7 +288,8 @@ impl Driver {
         if index == 0 {
             return Err("nothing applied yet".into());
         }
-        Ok(super::Captured { index, term, voters: self.replication.voters().to_vec(), state })
+        let offset = g.partition.offset_after(index).ok_or_else(|| format!("entry {index} is no longer in the log"))?;
+        Ok(super::Captured { index, term, voters: self.replication.voters().to_vec(), offset, state })
     }
 
     fn propose(&mut self, p: Proposal) {
@@ -235,7 +300,14 @@ impl Driver {
 
     fn handle_ready(&mut self, id: u64) {
         let Some(g) = self.groups.get_mut(&id) else { return };
-        let readied = match g.ready(&self.transport, &self.metrics) {
+        let (mut machine, fetched, metrics) = (self.machines.get_mut(&id), &mut self.fetched, &self.metrics);
+        let partition = Arc::clone(&g.partition);
+        let mut changes = Vec::new();
+        let mut install = |snapshot: &raft::prelude::Snapshot| install(id, snapshot, &partition, machine.as_mut().map(|m| m.as_mut() as &mut dyn StateMachine), fetched, metrics).map(|c| changes = c);
+        let readied = g.ready_installing(&self.transport, &self.metrics, &mut install);
+        self.change_groups(changes);
+        let Some(g) = self.groups.get_mut(&id) else { return };
+        let readied = match readied {
             Ok(Some(readied)) => readied,
             Ok(None) => return,
             Err(fatal) => {
@@ -267,6 +339,11 @@ impl Driver {
                 tokio::task::spawn_blocking(move || group::apply_log_start(&partition, start, &metrics));
             }
         }
+        self.change_groups(changes);
+    }
+
+    /// Starts and stops the groups a state machine created and deleted.
+    fn change_groups(&mut self, changes: Vec<GroupChange>) {
         for change in changes {
             match change {
                 GroupChange::Start { group, log } => {
@@ -433,4 +510,40 @@ mod tests {
         assert_eq!(small.drain().count(), 2);
         assert_eq!(batch.drain().count(), 0);
     }
+}
+
+/// Whether a leader's snapshot message needs the snapshot installed before raft-rs takes it:
+/// not if it is stale (an older term, or at most our commit), nor if our log already holds the
+/// snapshot's entry (raft-rs then just moves the commit).
+fn needs_install(g: &Group, msg: &Message) -> bool {
+    let meta = msg.get_snapshot().get_metadata();
+    let log = &g.node.raft.raft_log;
+    msg.term >= g.node.raft.term && meta.index > log.committed && !log.match_term(meta.index, meta.term)
+}
+
+/// Puts a snapshot raft-rs restored into the group's state machine and log, from what was
+/// fetched for it: first a record of the install (so a crash part way is recognised), then the
+/// state machine (whose applied index decides, after a crash, whether the install happened),
+/// then the log. Returns the groups the state machine started or stopped.
+fn install(
+    group: u64,
+    snapshot: &raft::prelude::Snapshot,
+    partition: &Partition,
+    machine: Option<&mut dyn StateMachine>,
+    fetched: &mut HashMap<u64, (u64, FetchedSnapshot)>,
+    metrics: &Metrics,
+) -> Result<Vec<GroupChange>, String> {
+    let meta = snapshot.get_metadata();
+    let (index, snapshot) = fetched.remove(&group).ok_or("raft-rs restored a snapshot that was not fetched")?;
+    if index != meta.index {
+        return Err(format!("raft-rs restored snapshot {}, but {index} was fetched", meta.index));
+    }
+    let machine = machine.ok_or("the group has no state machine")?;
+    let point = SnapshotPoint { index, term: meta.term, offset: snapshot.offset };
+    partition.begin_install(point).map_err(|e| e.to_string())?;
+    let changes = machine.restore(&snapshot, index)?;
+    partition.install_snapshot(point).map_err(|e| e.to_string())?;
+    metrics.snapshot.installs.with_label_values(&["metadata"]).inc();
+    tracing::info!(group, index, term = meta.term, "installed the leader's snapshot");
+    Ok(changes)
 }

@@ -28,6 +28,9 @@ use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::partition::replica::{Proposal, REBUILD_BYTES_PER_ROUND, SyncTarget};
 
+/// The context of a follower's rejection that says its log lost entries it had acknowledged.
+const LOST_ENTRIES: &[u8] = b"sluice:lost-entries";
+
 /// Proposals per group whose commit latency is measured at once; beyond it some go unmeasured.
 const MAX_TIMED_PROPOSALS: usize = 65536;
 
@@ -58,6 +61,8 @@ struct Pending {
     needs_sync: bool,
     /// Whether the hard state's term or vote changed (its file must be fsynced too).
     sync_state: bool,
+    /// The index of a snapshot it installed: applied once raft-rs knows it persisted.
+    snapshot: Option<u64>,
 }
 
 /// What a ready produced for the loop to finish.
@@ -132,6 +137,13 @@ pub struct Group {
     /// (term, vote) as last written to the hard state file: only a change of either must be
     /// durable before Raft goes on (the commit index is recomputed after a restart).
     saved_vote: (u64, u64),
+    /// Ticks so far.
+    ticks: u64,
+    /// Leader: (follower, tick) of snapshot messages whose install is not yet confirmed.
+    snapshots_sent: Vec<(u64, u64)>,
+    /// Ticks after which an unconfirmed snapshot counts as failed (raft-rs then probes the
+    /// follower again, and sends it a snapshot again if it still needs one).
+    install_timeout_ticks: u64,
 }
 
 impl Group {
@@ -199,12 +211,17 @@ impl Group {
             cached: false,
             last_sync: Instant::now(),
             saved_vote,
+            ticks: 0,
+            snapshots_sent: Vec::new(),
+            install_timeout_ticks: (config.snapshot_install_timeout_ms / config.tick_ms.max(1)).max(1),
         })
     }
 
     /// One Raft tick.
     pub fn tick(&mut self) {
         self.node.tick();
+        self.ticks += 1;
+        self.expire_snapshots();
         if let Some(ticks) = self.campaign_in.take() {
             if ticks > 1 {
                 self.campaign_in = Some(ticks - 1);
@@ -220,11 +237,60 @@ impl Group {
     }
 
     /// Steps a peer's message into raft-rs after checking it against this group's log.
-    pub fn step(&mut self, msg: Message, metrics: &Metrics) -> Result<(), Refusal> {
-        validate::check_against_log(&self.node, &msg)?;
+    pub fn step(&mut self, mut msg: Message, metrics: &Metrics) -> Result<(), Refusal> {
+        if let Err(refusal) = validate::check_against_log(&self.node, &msg) {
+            if let Refusal::Commit { .. } = refusal {
+                // A heartbeat whose commit our log cannot hold: a leader that still believes we
+                // have entries we lost (a wiped data dir), or a lie. It is answered, with no
+                // commit beyond ours, and the leader is told where our log really ends.
+                let (leader, claimed) = (msg.from, msg.commit);
+                msg.commit = self.node.raft.raft_log.committed;
+                let _ = self.node.step(msg);
+                self.tell_lost_entries(leader, claimed);
+            }
+            return Err(refusal);
+        }
+        if self.lost_entries_reported(&msg) {
+            return Ok(());
+        }
         metrics.raft.received.with_label_values(&[self.label.as_str(), message_type(&msg)]).inc();
         let _ = self.node.step(msg);
         Ok(())
+    }
+
+    /// Tells the leader that our log ends before entries it believes we hold (up to `claimed`):
+    /// raft-rs never lowers what it knows a follower holds, so without this a follower that
+    /// lost its log could never be caught up by the same leader.
+    fn tell_lost_entries(&mut self, leader: u64, claimed: u64) {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppendResponse);
+        (m.to, m.from, m.term) = (leader, self.node.raft.id, self.node.raft.term);
+        m.reject = true;
+        m.index = claimed;
+        m.reject_hint = self.node.raft.raft_log.last_index();
+        m.context = LOST_ENTRIES.to_vec().into();
+        self.node.raft.msgs.push(m);
+    }
+
+    /// Leader: a follower says its log ends at `reject_hint`, before what it had acknowledged.
+    /// Its progress restarts from there: raft-rs probes it, and sends a snapshot if the log no
+    /// longer holds what it needs.
+    fn lost_entries_reported(&mut self, msg: &Message) -> bool {
+        if msg.get_msg_type() != MessageType::MsgAppendResponse || !msg.reject || msg.context.as_ref() != LOST_ENTRIES {
+            return false;
+        }
+        let raft = &mut self.node.raft;
+        if raft.state != StateRole::Leader || msg.term != raft.term {
+            return true;
+        }
+        if let Some(pr) = raft.mut_prs().get_mut(msg.from)
+            && msg.reject_hint < pr.matched
+        {
+            info!(group = self.id, follower = msg.from, acknowledged = pr.matched, holds = msg.reject_hint, "a follower lost entries it had acknowledged; catching it up again");
+            pr.matched = msg.reject_hint;
+            pr.become_probe();
+        }
+        true
     }
 
     /// The stream from `peer` ended, most likely because it died. If it led this group, this
@@ -271,7 +337,14 @@ impl Group {
 
     /// Handles a ready, if raft-rs has one: sends what may go before persistence, writes
     /// entries and hard state to the page cache, and returns the committed entries to apply.
+    #[cfg(test)]
     pub fn ready(&mut self, out: &dyn Outbox, metrics: &Metrics) -> Result<Option<Readied>, Fatal> {
+        self.ready_installing(out, metrics, &mut |_| Err("this group installs no snapshots".into()))
+    }
+
+    /// [`Group::ready`], with `install` putting a snapshot raft-rs restored into the state
+    /// machine and the log.
+    pub fn ready_installing(&mut self, out: &dyn Outbox, metrics: &Metrics, install: &mut dyn FnMut(&raft::prelude::Snapshot) -> Result<(), String>) -> Result<Option<Readied>, Fatal> {
         // A truncation's producer-state rebuild goes on a bounded read per round.
         // (A leader waiting for it starts serving at a later tick or apply.)
         self.partition.rebuild_producers(REBUILD_BYTES_PER_ROUND).map_err(|e| Fatal { group: self.id, cause: format!("rebuilding producer state failed: {e}") })?;
@@ -299,9 +372,11 @@ impl Group {
             self.send(out, msg, metrics);
         }
         let fatal = |cause: String| Fatal { group: self.id, cause };
-        if !rd.snapshot().is_empty() {
-            // Peers' snapshots are refused before they reach raft-rs, and no replica makes one.
-            tracing::warn!(group = self.id, "snapshots are not supported yet; ignored");
+        // A snapshot raft-rs restored goes into the state machine and the log (durably) before
+        // any entry after it is written.
+        let snapshot_index = (!rd.snapshot().is_empty()).then(|| rd.snapshot().get_metadata().index);
+        if snapshot_index.is_some() {
+            install(rd.snapshot()).map_err(|e| fatal(format!("installing a snapshot failed: {e}")))?;
         }
         let entries = rd.take_entries();
         let mut needs_sync = false;
@@ -326,7 +401,7 @@ impl Group {
         let persisted_messages = rd.take_persisted_messages();
         let number = rd.number();
         self.node.advance_append_async(rd);
-        self.pending.push_back(Pending { number, messages: persisted_messages, needs_sync, sync_state });
+        self.pending.push_back(Pending { number, messages: persisted_messages, needs_sync, sync_state, snapshot: snapshot_index });
         if !needs_sync && self.pending.len() == 1 {
             // Nothing to wait for: this ready is as durable as its predecessors.
             self.finish_persisted(number, out, metrics);
@@ -388,6 +463,7 @@ impl Group {
     fn finish_persisted(&mut self, number: u64, out: &dyn Outbox, metrics: &Metrics) {
         let mut upto = 0;
         let mut messages = Vec::new();
+        let mut snapshot = None;
         while let Some(front) = self.pending.front() {
             if front.number > number && front.needs_sync {
                 break;
@@ -395,19 +471,53 @@ impl Group {
             let Some(p) = self.pending.pop_front() else { break };
             upto = p.number;
             messages.extend(p.messages);
+            snapshot = p.snapshot.or(snapshot);
         }
         if upto == 0 {
             return;
         }
         self.node.on_persist_ready(upto);
+        if let Some(index) = snapshot {
+            // The state machine holds the snapshot's state, and raft-rs knows it is persisted.
+            self.node.advance_apply_to(index);
+            metrics.raft.applied.with_label_values(&[self.label.as_str()]).set(index as i64);
+        }
         for msg in messages {
             self.send(out, msg, metrics);
+        }
+    }
+
+    /// Leader: a follower that has not confirmed a snapshot in time is reported as failed, so
+    /// raft-rs stops waiting for it.
+    fn expire_snapshots(&mut self) {
+        if self.snapshots_sent.is_empty() {
+            return;
+        }
+        let waiting = |node: &RawNode<ReplicaStorage>, peer: u64| {
+            node.raft.state == StateRole::Leader && node.raft.prs().get(peer).is_some_and(|pr| pr.state == raft::ProgressState::Snapshot)
+        };
+        let (ticks, timeout) = (self.ticks, self.install_timeout_ticks);
+        let sent = std::mem::take(&mut self.snapshots_sent);
+        for (peer, at) in sent {
+            if !waiting(&self.node, peer) {
+                continue;
+            }
+            if ticks - at >= timeout {
+                tracing::warn!(group = self.id, peer, "a follower did not install its snapshot in time; it will be sent again");
+                self.node.report_snapshot(peer, raft::SnapshotStatus::Failure);
+            } else {
+                self.snapshots_sent.push((peer, at));
+            }
         }
     }
 
     /// Sends a message; one that cannot be queued counts as an unreachable peer.
     fn send(&mut self, out: &dyn Outbox, msg: Message, metrics: &Metrics) {
         let to = msg.to;
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            self.snapshots_sent.retain(|&(peer, _)| peer != to);
+            self.snapshots_sent.push((to, self.ticks));
+        }
         metrics.raft.sent.with_label_values(&[self.label.as_str(), message_type(&msg)]).inc();
         if !out.send(self.id, msg) {
             self.node.report_unreachable(to);
@@ -489,7 +599,7 @@ mod tests {
 
     fn sole_voter_on(fs: FaultyFs, dir: &Path, policy: FlushPolicy, flush_interval: Duration) -> (Group, mpsc::Receiver<Proposal>) {
         let (tx, rx) = mpsc::channel(16);
-        let setup = ReplicaSetup { group: 7, voters: vec![1], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
+        let setup = ReplicaSetup { group: 7, voters: vec![1], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false, applied: None };
         let config = crate::partition::PartitionConfig { flush_policy: policy, flush_interval, fs: Arc::new(fs), ..settings(1 << 20) };
         let partition = Partition::open_replica("t", 0, dir, config, setup).unwrap();
         let group = Group::new(7, 1, &RaftConfig::default(), partition, None, &slog::Logger::root(slog::Discard, slog::o!())).unwrap();

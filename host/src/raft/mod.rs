@@ -68,6 +68,15 @@ pub enum Event {
     },
     /// A snapshot of every group's state.
     Status(oneshot::Sender<Vec<GroupStatus>>),
+    /// A snapshot a leader's message named was fetched (or could not be).
+    SnapshotFetched {
+        /// The group.
+        group: u64,
+        /// The leader's snapshot message, stepped into raft-rs once the snapshot is installed.
+        msg: Box<Message>,
+        /// The snapshot, or why not.
+        fetched: Result<state_machine::FetchedSnapshot, String>,
+    },
     /// Capture a group's applied state for a snapshot.
     Capture {
         /// The group.
@@ -86,6 +95,8 @@ pub struct Captured {
     pub term: u64,
     /// The group's voters.
     pub voters: Vec<u64>,
+    /// The offset after that entry in the group's log.
+    pub offset: i64,
     /// The state machine's bytes.
     pub state: Vec<u8>,
 }

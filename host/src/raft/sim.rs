@@ -208,7 +208,7 @@ impl Sim {
     fn start(&mut self, i: usize) {
         let (tx, rx) = mpsc::channel(1024);
         let r = &mut self.replicas[i];
-        let setup = ReplicaSetup { group: GROUP, voters: self.voters.clone(), proposals: tx, cache_bytes: 2048, offsets_on_write: false };
+        let setup = ReplicaSetup { group: GROUP, voters: self.voters.clone(), proposals: tx, cache_bytes: 2048, offsets_on_write: false, applied: None };
         let config = PartitionConfig { fs: Arc::new(r.fs.clone()), ..self.partition.clone() };
         let partition = Partition::open_replica("sim", 0, &r.dir, config, setup).unwrap_or_else(|e| panic!("seed {}: node {} does not reopen: {e}", self.seed, r.id));
         r.high_watermark = partition.high_watermark();
@@ -316,7 +316,7 @@ impl Sim {
             let i = self.index_of(m.msg.to);
             let Some(group) = self.replicas[i].group.as_mut() else { continue };
             let from = m.msg.from;
-            if super::validate::check_message(m.msg.to, &self.voters, from, &m.msg, 1 << 20, false).is_ok() {
+            if super::validate::check_message(m.msg.to, &self.voters, from, &m.msg, 1 << 20, false, false).is_ok() {
                 let _ = group.step(m.msg, &self.metrics);
             }
         }

@@ -7,6 +7,9 @@
 //! after a restart (whatever recorded the applied index may lag what was applied): applying
 //! must be deterministic and safe to repeat.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use raft::prelude::Entry;
@@ -24,6 +27,32 @@ pub trait StateMachine: Send {
     fn snapshot(&self) -> Option<Result<Vec<u8>, String>> {
         None
     }
+
+    /// Replaces the state with a snapshot's, taken at `index` (a follower too far behind the
+    /// leader's log). Returns the groups that started or stopped. After it returns, the
+    /// state's applied index is `index`; if it fails part way, the applied index has not moved
+    /// (the leader sends the snapshot again, and installing it again converges).
+    fn restore(&mut self, snapshot: &FetchedSnapshot, index: u64) -> Result<Vec<GroupChange>, String> {
+        let _ = (snapshot, index);
+        Err("this group's state cannot be restored from a snapshot".into())
+    }
+}
+
+/// A snapshot a leader named, fetched and checked.
+pub struct FetchedSnapshot {
+    /// The state machine's bytes.
+    pub state: Vec<u8>,
+    /// The offset after the snapshot's last entry in the group's log.
+    pub offset: i64,
+    /// Plugin components the state refers to that this node lacks, by sha256.
+    pub components: HashMap<String, Vec<u8>>,
+}
+
+/// Where a follower gets the snapshot a Raft snapshot message names (the message's data):
+/// from the object store every node shares, or from the leader.
+pub trait SnapshotSource: Send + Sync {
+    /// Fetches, checks and decodes it.
+    fn fetch(&self, group: u64, leader: u64, data: Vec<u8>) -> Pin<Box<dyn Future<Output = Result<FetchedSnapshot, String>> + Send>>;
 }
 
 /// A group the metadata state machine started or stopped.

@@ -78,6 +78,17 @@ impl SnapshotPoint {
         SnapshotPoint::decode(&bytes).map(Some).ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidData, "damaged snapshot point")))
     }
 
+    /// Removes `dir`'s point durably (an install that never reached the state machine).
+    pub fn remove(fs: &dyn FileSystem, dir: &Path) -> Result<(), Error> {
+        let path = dir.join(POINT_FILE);
+        let io = |source| Error::Log(crate::log::Error::Io { path: path.clone(), source });
+        match fs.remove_file(&path) {
+            Ok(()) => fs.sync_dir(dir).map_err(io),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     /// Replaces `dir`'s point durably.
     pub fn write(&self, fs: &dyn FileSystem, dir: &Path) -> Result<(), Error> {
         replace_file(fs, dir, POINT_TMP_FILE, POINT_FILE, &self.encode()).map_err(|source| Error::Log(crate::log::Error::Io { path: dir.join(POINT_FILE), source }))
@@ -388,9 +399,18 @@ pub struct RaftStore {
 impl RaftStore {
     /// Opens the Raft storage of the replica in `dir` whose log is `log`.
     /// A snapshot whose installation a crash interrupted is finished first.
-    pub fn open(dir: &Path, log: &mut PartitionLog, voters: Vec<u64>, cache_bytes: usize) -> Result<RaftStore, Error> {
+    /// `applied`: where the group's state machine stands, if its state lives outside the log;
+    /// a snapshot it never reached was not installed, and its point is void.
+    pub fn open(dir: &Path, log: &mut PartitionLog, voters: Vec<u64>, cache_bytes: usize, applied: Option<u64>) -> Result<RaftStore, Error> {
         let (state_file, hard_state, created) = HardStateFile::open(&**log.fs(), dir)?;
-        let point = SnapshotPoint::read(&**log.fs(), dir)?;
+        let mut point = SnapshotPoint::read(&**log.fs(), dir)?;
+        if let (Some(p), Some(applied)) = (point, applied)
+            && applied < p.index
+        {
+            tracing::warn!(dir = %dir.display(), index = p.index, applied, "a snapshot install did not finish; the log stays as it was");
+            SnapshotPoint::remove(&**log.fs(), dir)?;
+            point = None;
+        }
         if let Some(p) = point
             && log.next_index().0 <= p.index
         {
@@ -440,6 +460,15 @@ impl RaftStore {
         self.state_file.sync()?;
         self.point = Some(point);
         Ok(())
+    }
+
+    /// The offset after entry `index`, while the log holds it or it is the entry just before
+    /// the first (the log's end, `log_end`, when the log holds nothing after it).
+    pub fn offset_after(&self, index: u64, log_end: i64) -> Option<i64> {
+        if let Some(slot) = self.index.slot(index) {
+            return Some(slot.end);
+        }
+        (index + 1 == self.index.first_index()).then(|| self.index.slot(index + 1).map_or(log_end, |s| s.base))
     }
 
     /// Forgets what retention dropped below `log_start`.

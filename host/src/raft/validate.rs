@@ -25,7 +25,7 @@ pub enum Refusal {
     /// No such group on this node.
     #[error("unknown group {0}")]
     UnknownGroup(u64),
-    /// A type peers never send (local messages), or snapshots, which are not supported yet.
+    /// A type peers never send (local messages), or a snapshot for a group that installs none.
     #[error("a peer may not send {0:?}")]
     Type(MessageType),
     /// Entries that do not continue each other or the log, or break the term order.
@@ -68,10 +68,14 @@ impl Refusal {
 /// Every value [`Refusal::reason`] takes.
 pub const REFUSAL_REASONS: [&str; 6] = ["address", "group", "type", "entries", "too_large", "commit"];
 
+/// Largest data of a snapshot message: it names the snapshot, it does not carry it.
+pub const MAX_SNAPSHOT_DATA: usize = 4096;
+
 /// What needs no group state: addressing, type, and the entries' shape and sizes.
 /// `forwarded_proposals`: whether the group takes proposals a follower forwards to its leader
 /// (the metadata group, where any node proposes; a partition's leader proposes itself).
-pub fn check_message(me: u64, voters: &[u64], stream: u64, msg: &Message, max_entry_bytes: usize, forwarded_proposals: bool) -> Result<(), Refusal> {
+/// `installs_snapshots`: whether the group takes a leader's snapshot message.
+pub fn check_message(me: u64, voters: &[u64], stream: u64, msg: &Message, max_entry_bytes: usize, forwarded_proposals: bool, installs_snapshots: bool) -> Result<(), Refusal> {
     if msg.from != stream || msg.to != me || stream == me || !voters.contains(&msg.from) {
         return Err(Refusal::WrongAddress { from: msg.from, to: msg.to, stream });
     }
@@ -87,9 +91,13 @@ pub fn check_message(me: u64, voters: &[u64], stream: u64, msg: &Message, max_en
             | MessageType::MsgRequestPreVote
             | MessageType::MsgRequestPreVoteResponse
             | MessageType::MsgTimeoutNow
-    ) || (kind == MessageType::MsgPropose && forwarded_proposals);
+    ) || (kind == MessageType::MsgPropose && forwarded_proposals)
+        || (kind == MessageType::MsgSnapshot && installs_snapshots);
     if !allowed {
         return Err(Refusal::Type(kind));
+    }
+    if kind == MessageType::MsgSnapshot {
+        return check_snapshot(voters, msg);
     }
     if kind == MessageType::MsgPropose {
         // Entries not yet in any log (index and term 0): only their kind and size to check.
@@ -117,6 +125,29 @@ pub fn check_message(me: u64, voters: &[u64], stream: u64, msg: &Message, max_en
         prev = (e.index, e.term);
     }
     Ok(())
+}
+
+/// A snapshot message: no entries, a snapshot of a term the message may speak for, of this
+/// cluster's voters, naming (not carrying) its data.
+fn check_snapshot(voters: &[u64], msg: &Message) -> Result<(), Refusal> {
+    let snapshot = msg.get_snapshot();
+    let meta = snapshot.get_metadata();
+    let mut theirs = meta.get_conf_state().voters.to_vec();
+    let mut ours = voters.to_vec();
+    theirs.sort_unstable();
+    ours.sort_unstable();
+    let why = if !msg.entries.is_empty() {
+        "it carries entries"
+    } else if meta.index == 0 || meta.term == 0 || meta.term > msg.term {
+        "its index or term is impossible"
+    } else if theirs != ours || !meta.get_conf_state().learners.is_empty() {
+        "its voters are not this cluster's"
+    } else if snapshot.data.is_empty() || snapshot.data.len() > MAX_SNAPSHOT_DATA {
+        "it does not name a snapshot"
+    } else {
+        return Ok(());
+    };
+    Err(Refusal::Entries(format!("snapshot message refused: {why}")))
 }
 
 /// An entry's type, size and data: a normal entry every log accepts, of a kind Sluice writes.
@@ -192,7 +223,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_refused_by_reason() {
-        let check = |m: &Message| check_message(1, &[1, 2, 3], 2, m, 1024, false).map_err(|r| r.reason());
+        let check = |m: &Message| check_message(1, &[1, 2, 3], 2, m, 1024, false, false).map_err(|r| r.reason());
         assert_eq!(check(&append(3, 2, 4, &[(4, 2), (5, 4)])), Ok(()));
         assert_eq!(check(&append(3, 2, 4, &[(4, 2), (6, 4)])), Err("entries"), "a gap");
         assert_eq!(check(&append(3, 2, 4, &[(4, 5)])), Err("entries"), "an entry of a later term than its message");
@@ -212,7 +243,7 @@ mod tests {
         let mut forwarded = message_of(MessageType::MsgPropose, &[(0, 0)]);
         forwarded.entries[0].data = crate::raft::entry::encode_entry(-1, 1, 0, b"{}").into();
         assert_eq!(check(&forwarded), Err("type"), "a partition's leader proposes itself");
-        let metadata = |m: &Message| check_message(1, &[1, 2, 3], 2, m, 1024, true).map_err(|r| r.reason());
+        let metadata = |m: &Message| check_message(1, &[1, 2, 3], 2, m, 1024, true, false).map_err(|r| r.reason());
         assert_eq!(metadata(&forwarded), Ok(()));
         assert_eq!(metadata(&message_of(MessageType::MsgPropose, &[])), Err("entries"), "raft-rs stops on an empty proposal");
         let mut big = append(3, 2, 4, &[(4, 4)]);

@@ -94,6 +94,10 @@ pub struct Manifest {
     pub plugins: Vec<String>,
     /// When it was written (ms since the epoch).
     pub created_ms: i64,
+    /// The offset after the snapshot's entry in the group's log (where a follower that
+    /// installs it continues).
+    #[serde(default)]
+    pub log_offset: i64,
 }
 
 impl Manifest {
@@ -131,6 +135,15 @@ pub fn manifest_key(group: u64, index: u64, term: u64) -> String {
 /// The key of chunk `n` of a snapshot.
 pub fn chunk_key(group: u64, index: u64, term: u64, n: usize) -> String {
     format!("{}/chunk-{n:06}", snapshot_dir(group, index, term))
+}
+
+/// What a Raft snapshot message carries: which snapshot to fetch, not the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// The manifest's key.
+    pub key: String,
+    /// The offset after the snapshot's entry in the group's log.
+    pub offset: i64,
 }
 
 /// The key of a plugin component.

@@ -2,6 +2,7 @@
 //! object store ([`store`]), described by a manifest written last ([`manifest`]); when a group
 //! takes one is its bound snapshot trigger's decision ([`trigger`]).
 
+pub mod install;
 pub mod manifest;
 pub mod restore;
 pub mod store;

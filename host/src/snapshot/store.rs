@@ -42,6 +42,8 @@ pub struct Head {
     pub voters: Vec<u64>,
     /// Plugin components the state refers to.
     pub plugins: Vec<String>,
+    /// The offset after entry `index` in the group's log.
+    pub log_offset: i64,
 }
 
 /// The object store of this node's cluster.
@@ -145,6 +147,7 @@ impl SnapshotStore {
             chunks,
             plugins: head.plugins,
             created_ms: crate::clock::now_ms(),
+            log_offset: head.log_offset,
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Corrupt { key: manifest.key(), why: e.to_string() })?;
         self.put(&manifest.key(), json).await?;
@@ -383,7 +386,7 @@ mod tests {
     }
 
     fn head(index: u64) -> Head {
-        Head { group: 0, kind: GroupKind::Metadata, name: "__cluster_metadata-0".into(), index, term: 2, voters: vec![1, 2, 3], plugins: vec![] }
+        Head { group: 0, kind: GroupKind::Metadata, name: "__cluster_metadata-0".into(), index, term: 2, voters: vec![1, 2, 3], plugins: vec![], log_offset: 0 }
     }
 
     /// Compressible, and several chunks long.

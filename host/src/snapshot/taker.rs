@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::manifest::{GroupKind, Manifest};
+use super::manifest::{GroupKind, Manifest, SnapshotRef};
 use super::store::{Head, SnapshotStore};
 use super::Error;
 use crate::cluster::metadata_snapshot::MetadataState;
+use crate::config::SnapshotConfig;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::plugins::wit::latest::trigger::exports::sluice::plugins::snapshot_trigger::{Decision, GroupId, GroupStats};
@@ -41,6 +42,7 @@ pub struct Snapshots {
     metrics: Arc<Metrics>,
     metadata_log: Arc<Partition>,
     retain: usize,
+    keep_entries: u64,
     last: Mutex<HashMap<u64, Last>>,
     /// The age of a group never snapshotted counts from here.
     started: Instant,
@@ -50,8 +52,9 @@ pub struct Snapshots {
 
 impl Snapshots {
     /// The snapshots of this node, kept in `store`.
-    pub fn new(store: Arc<SnapshotStore>, plugins: Arc<Plugins>, replication: Arc<Replication>, metrics: Arc<Metrics>, metadata_log: Arc<Partition>, retain: usize) -> Snapshots {
-        Snapshots { store, plugins, replication, metrics, metadata_log, retain, last: Mutex::new(HashMap::new()), started: Instant::now(), taking: tokio::sync::Mutex::new(()) }
+    pub fn new(store: Arc<SnapshotStore>, plugins: Arc<Plugins>, replication: Arc<Replication>, metrics: Arc<Metrics>, metadata_log: Arc<Partition>, config: &SnapshotConfig) -> Snapshots {
+        let (retain, keep_entries) = (config.retain, config.keep_entries);
+        Snapshots { store, plugins, replication, metrics, metadata_log, retain, keep_entries, last: Mutex::new(HashMap::new()), started: Instant::now(), taking: tokio::sync::Mutex::new(()) }
     }
 
     /// The store.
@@ -71,6 +74,7 @@ impl Snapshots {
         for m in self.store.list(None).await? {
             newest.insert(m.group, m.index);
         }
+        self.serve_newest().await;
         let log_bytes = self.log_bytes();
         let mut last = self.lock_last();
         for (group, index) in newest {
@@ -110,22 +114,25 @@ impl Snapshots {
             Ok(deleted) => m.deleted.inc_by(deleted as u64),
             Err(e) => warn!(group, cause = %e, "deleting old snapshots failed"),
         }
-        self.compact(&manifest);
+        self.compact(&manifest).await;
         Ok(manifest)
     }
 
-    /// On the group's leader: proposes that the log start after the snapshot's entry, so every
-    /// replica deletes the whole segments below it when it applies that. The leader never
-    /// proposes a start past an entry some voter still lacks (that voter could not catch up
-    /// from the log); a voter that is down holds compaction back until it returns.
-    fn compact(&self, manifest: &Manifest) {
-        if self.replication.leadership(manifest.group).leader != self.replication.me() {
+    /// Compacts this node's metadata log below a snapshot it can send a follower (its own, or
+    /// the shared store's newest, at most its applied index), keeping `snapshot.keep-entries`
+    /// entries before it so a follower a little behind still catches up from the log; one
+    /// further behind gets the snapshot. Every node compacts its own log.
+    async fn compact(&self, manifest: &Manifest) {
+        let Some(upto) = manifest.index.checked_sub(self.keep_entries) else { return };
+        if upto < self.metadata_log.first_index() {
             return;
         }
-        let Some(start) = self.metadata_log.offset_after(manifest.index) else { return };
-        match self.metadata_log.retain_from(start) {
-            Ok(proposed) => debug!(group = manifest.group, index = manifest.index, proposed, "log start proposed after a snapshot"),
-            Err(e) => debug!(group = manifest.group, cause = %e, "log start not proposed"),
+        let Some(start) = self.metadata_log.offset_after(upto) else { return };
+        let log = Arc::clone(&self.metadata_log);
+        match tokio::task::spawn_blocking(move || log.delete_before(start)).await {
+            Ok(Ok(deleted)) => debug!(group = manifest.group, upto, deleted, "metadata log compacted"),
+            Ok(Err(e)) => warn!(group = manifest.group, cause = %e, "compacting the metadata log failed"),
+            Err(e) => warn!(group = manifest.group, cause = %e, "compacting the metadata log failed"),
         }
     }
 
@@ -147,8 +154,41 @@ impl Snapshots {
             term: captured.term,
             voters: captured.voters,
             plugins,
+            log_offset: captured.offset,
         };
-        self.store.write(&self.plugins, codec, head, captured.state).await
+        let manifest = self.store.write(&self.plugins, codec, head, captured.state).await?;
+        self.serve(&manifest);
+        Ok(manifest)
+    }
+
+    /// Offers `manifest` to followers whose log is too far behind this node's, when it covers
+    /// every entry the log no longer holds.
+    fn serve(&self, manifest: &Manifest) {
+        let mut snapshot = raft::prelude::Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = manifest.index;
+        meta.term = manifest.term;
+        meta.mut_conf_state().voters = manifest.voters.clone();
+        let named = SnapshotRef { key: manifest.key(), offset: manifest.log_offset };
+        // A key and an offset always serialise.
+        snapshot.data = serde_json::to_vec(&named).expect("snapshot reference serialises").into();
+        self.metadata_log.set_serving_snapshot(snapshot);
+    }
+
+    /// The newest metadata snapshot in the store, offered to followers (a shared store: the
+    /// leader's, whichever node led when it was taken).
+    async fn serve_newest(&self) -> Option<Manifest> {
+        match self.store.list(Some(METADATA_GROUP)).await {
+            Ok(mut listed) => {
+                let newest = listed.pop()?;
+                self.serve(&newest);
+                Some(newest)
+            }
+            Err(e) => {
+                debug!(cause = %e, "listing snapshots failed");
+                None
+            }
+        }
     }
 
     /// Asks the metadata group's trigger every `interval` until `stop`, and snapshots when it
@@ -178,9 +218,20 @@ impl Snapshots {
         let is_leader = status.leader == self.replication.me();
         // Into a shared store only the leader writes; each node keeps its own otherwise.
         if self.store.shared() && !is_leader {
+            if let Some(newest) = self.serve_newest().await
+                && newest.index <= status.applied
+            {
+                self.compact(&newest).await;
+            }
             return false;
         }
         let last = self.lock_last().get(&group).copied();
+        // The log was compacted past this node's newest snapshot (the leader compacts after
+        // its own): without a newer one this node could not catch a follower up if it led.
+        let first = self.metadata_log.first_index();
+        if first > 1 && last.is_none_or(|l| l.index + 1 < first) && status.applied + 1 >= first {
+            return true;
+        }
         let log_bytes = self.log_bytes();
         let stats = GroupStats {
             group: GroupId::Metadata,

@@ -301,7 +301,7 @@ mod tests {
     /// A replica of a three-voter group in `dir`, driven by hand.
     fn replica(dir: &std::path::Path) -> Arc<Partition> {
         let (tx, _rx) = tokio::sync::mpsc::channel(16);
-        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false };
+        let setup = ReplicaSetup { group: 7, voters: vec![1, 2, 3], proposals: tx, cache_bytes: 1 << 20, offsets_on_write: false, applied: None };
         Partition::open_replica("t", 0, dir, settings(1 << 20), setup).unwrap()
     }
 
