@@ -154,11 +154,17 @@ fn a_wiped_node_rejoins_through_a_snapshot(env: &[(&str, &str)]) -> Result<()> {
     cluster.kill9(2);
     cluster.restart(2)?;
     alter(&cluster, 4_000_001)?;
-    eventually("node 3 follows after a restart", || {
+    let followed = eventually("node 3 follows after a restart", || {
         let retention = retention_of(&applied_topics(&cluster, 2)?);
         ensure!(retention.as_deref() == Some("4000001"), "node 3 has retention.ms {retention:?}");
         Ok(())
-    })
+    });
+    if followed.is_err() {
+        for i in 0..3 {
+            eprintln!("node {} status:\n{}", i + 1, cli(&cluster, i, &["cluster", "status"]).unwrap_or_else(|e| e.to_string()));
+        }
+    }
+    followed
 }
 
 #[test]

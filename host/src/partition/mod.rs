@@ -440,11 +440,14 @@ impl Partition {
         let inner = &mut *inner;
         let log = inner.log.as_mut().ok_or(Error::Closed)?;
         let before = log.segments()?.len();
-        log.drop_prefix(Offset(new_start))?;
-        let start = log.log_start_offset().0;
+        let start = new_start.max(log.log_start_offset().0);
         if let Some(raft) = inner.raft.as_mut() {
+            // What Raft sees as compacted, and the term before the first entry left, are
+            // recorded before any segment goes: the entry holding that term may be in one.
             raft.forget_before(start);
+            raft.record_compaction(&self.dir, log, start)?;
         }
+        log.drop_prefix(Offset(new_start))?;
         Ok(before.saturating_sub(log.segments()?.len()))
     }
 

@@ -169,6 +169,11 @@ impl RaftLog {
     pub(crate) fn forget_before(&mut self, log_start: i64) {
         self.store.forget_before(log_start);
     }
+
+    /// Makes the compacted prefix durable as the point the log stands on.
+    pub(crate) fn record_compaction(&mut self, dir: &Path, log: &PartitionLog, log_start: i64) -> Result<(), Error> {
+        self.store.record_compaction(dir, log, log_start)
+    }
 }
 
 fn hand_over(proposals: &mpsc::Sender<Proposal>, proposal: Proposal) -> Result<(), Error> {
@@ -699,6 +704,29 @@ pub(crate) mod tests {
         assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap(), storage.term(100).unwrap()), (101, 100, 5));
         p.write_entries(&after, 0).unwrap();
         assert_eq!(storage.entries(101, 103, None, GetEntriesContext::empty(false)).unwrap(), after);
+    }
+
+    #[test]
+    fn the_term_before_the_first_entry_survives_a_restart_when_whole_segments_were_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let (p, _rx) = open(dir.path(), 1 << 20);
+            p.write_entries(&entries(60, 2, 3), 0).unwrap();
+            p.commit_to(60);
+            // Exactly at a segment boundary: the entry before the new first one sits in a
+            // segment that is deleted.
+            let (_, _, _, segments) = p.retention_view().unwrap();
+            let last = segments.last().unwrap().base_offset.0;
+            assert!(p.delete_before(last).unwrap() >= 1);
+            let storage = ReplicaStorage(Arc::clone(&p));
+            let first = storage.first_index().unwrap();
+            assert_eq!(storage.term(first - 1).unwrap(), 2);
+            p.close().unwrap();
+            first
+        };
+        let storage = ReplicaStorage(open(dir.path(), 1 << 20).0);
+        assert_eq!(storage.first_index().unwrap(), first);
+        assert_eq!(storage.term(first - 1).unwrap(), 2, "the term before the first entry was lost with its segment");
     }
 
     #[test]

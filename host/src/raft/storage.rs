@@ -25,15 +25,17 @@ const STATE_VERSION: u32 = 1;
 const STATE_SIZE: usize = 36;
 const STATE_SIZE_V0: usize = 32;
 
-/// The snapshot a replica's log stands on: magic, index, term, the offset after that entry,
-/// crc32c of what precedes it (big-endian). Written before a snapshot replaces the log.
+/// The point a replica's log stands on: magic, index, term, offset, crc32c of what precedes it
+/// (big-endian). Written before a snapshot replaces the log, and before compaction deletes the
+/// segment holding the entry before the first one kept.
 const POINT_FILE: &str = "raft-snapshot";
 const POINT_TMP_FILE: &str = "raft-snapshot.tmp";
 const POINT_MAGIC: u32 = 0x534c_5350; // "SLSP"
 const POINT_SIZE: usize = 32;
 
-/// Where an installed snapshot left a replica's log: the entries through `index` are in the
-/// snapshot, not the log, and the log's next offset was `offset`.
+/// Where a replica's log stands: the entries through `index` (of `term`) are in a snapshot or
+/// compacted, not in the log; `offset` is the offset after them (an installed snapshot) or
+/// the log start (compaction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotPoint {
     /// The snapshot's last entry.
@@ -458,6 +460,20 @@ impl RaftStore {
         hs.term = hs.term.max(point.term);
         self.save_hard_state(&hs)?;
         self.state_file.sync()?;
+        self.point = Some(point);
+        Ok(())
+    }
+
+    /// Records, durably, the entry before the first one Raft still reads (compacted by
+    /// retention or after a snapshot), with its term: that entry may sit in a segment that is
+    /// about to be deleted, and after a restart Raft must still know its term.
+    pub fn record_compaction(&mut self, dir: &Path, log: &PartitionLog, log_start: i64) -> Result<(), Error> {
+        let index = self.index.first_index().saturating_sub(1);
+        if index == 0 || self.point.is_some_and(|p| p.index >= index) {
+            return Ok(());
+        }
+        let point = SnapshotPoint { index, term: self.index.prev_term, offset: log_start };
+        point.write(&**log.fs(), dir)?;
         self.point = Some(point);
         Ok(())
     }
