@@ -42,6 +42,20 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// The Raft group of a topic's partition, or the metadata group for an empty topic.
+    fn group(&self, topic: &str, partition: i32) -> Result<u64, Status> {
+        if topic.is_empty() {
+            return Ok(crate::raft::METADATA_GROUP);
+        }
+        let found = self.cluster.topic(topic).ok_or_else(|| Status::not_found(format!("topic {topic} does not exist")))?;
+        if partition < 0 || partition as usize >= found.partitions.len() {
+            return Err(Status::not_found(format!("topic {topic} has no partition {partition}")));
+        }
+        Ok(crate::cluster::group_of(found.id, partition))
+    }
+}
+
 fn snapshot_info(m: &crate::snapshot::Manifest) -> proto::Snapshot {
     proto::Snapshot {
         group: m.group,
@@ -218,15 +232,7 @@ impl Admin for AdminService {
 
     async fn create_snapshot(&self, request: Request<proto::CreateSnapshotRequest>) -> Result<Response<proto::Snapshot>, Status> {
         let req = request.into_inner();
-        let group = if req.topic.is_empty() {
-            crate::raft::METADATA_GROUP
-        } else {
-            let topic = self.cluster.topic(&req.topic).ok_or_else(|| Status::not_found(format!("topic {} does not exist", req.topic)))?;
-            if req.partition < 0 || req.partition as usize >= topic.partitions.len() {
-                return Err(Status::not_found(format!("topic {} has no partition {}", req.topic, req.partition)));
-            }
-            crate::cluster::group_of(topic.id, req.partition)
-        };
+        let group = self.group(&req.topic, req.partition)?;
         let manifest = self.snapshots.take(group).await.map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(Response::new(snapshot_info(&manifest)))
     }
@@ -264,15 +270,7 @@ impl Admin for AdminService {
         if !r.voters().contains(&req.to) {
             return Err(Status::invalid_argument(format!("node {} is not in the cluster", req.to)));
         }
-        let group = if req.topic.is_empty() {
-            crate::raft::METADATA_GROUP
-        } else {
-            let topic = self.cluster.topic(&req.topic).ok_or_else(|| Status::not_found(format!("topic {} does not exist", req.topic)))?;
-            if req.partition < 0 || req.partition as usize >= topic.partitions.len() {
-                return Err(Status::not_found(format!("topic {} has no partition {}", req.topic, req.partition)));
-            }
-            crate::cluster::group_of(topic.id, req.partition)
-        };
+        let group = self.group(&req.topic, req.partition)?;
         if r.leadership(group).leader != r.me() {
             return Err(Status::failed_precondition("this node does not lead that group; ask its leader"));
         }
