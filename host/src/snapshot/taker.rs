@@ -226,8 +226,8 @@ impl Snapshots {
             return false;
         }
         let last = self.lock_last().get(&group).copied();
-        // The log was compacted past this node's newest snapshot (the leader compacts after
-        // its own): without a newer one this node could not catch a follower up if it led.
+        // The log starts past this node's newest snapshot (it installed the leader's): without
+        // one of its own, this node could not catch a follower up if it led.
         let first = self.metadata_log.first_index();
         if first > 1 && last.is_none_or(|l| l.index + 1 < first) && status.applied + 1 >= first {
             return true;
