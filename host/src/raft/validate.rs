@@ -256,4 +256,25 @@ mod tests {
         conf.entries[0].set_entry_type(EntryType::EntryConfChangeV2);
         assert_eq!(check(&conf), Err("entries"));
     }
+
+    #[test]
+    fn a_snapshot_message_must_name_a_snapshot_of_this_clusters_voters() {
+        let check = |m: &Message, installs: bool| check_message(1, &[1, 2, 3], 2, m, 1024, true, installs).map_err(|r| r.reason());
+        let snapshot = |index: u64, term: u64, voters: &[u64], data: &[u8]| {
+            let mut m = message_of(MessageType::MsgSnapshot, &[]);
+            m.term = 3;
+            let meta = m.mut_snapshot().mut_metadata();
+            (meta.index, meta.term) = (index, term);
+            meta.mut_conf_state().voters = voters.to_vec();
+            m.mut_snapshot().data = data.to_vec().into();
+            m
+        };
+        assert_eq!(check(&snapshot(10, 2, &[3, 1, 2], b"{}"), true), Ok(()));
+        assert_eq!(check(&snapshot(10, 2, &[1, 2, 3], b"{}"), false), Err("type"), "a group that installs none");
+        assert_eq!(check(&snapshot(0, 2, &[1, 2, 3], b"{}"), true), Err("entries"), "index 0 makes raft-rs panic");
+        assert_eq!(check(&snapshot(10, 4, &[1, 2, 3], b"{}"), true), Err("entries"), "a term after the message's");
+        assert_eq!(check(&snapshot(10, 2, &[1, 2, 9], b"{}"), true), Err("entries"), "other voters");
+        assert_eq!(check(&snapshot(10, 2, &[1, 2, 3], b""), true), Err("entries"), "names nothing");
+        assert_eq!(check(&snapshot(10, 2, &[1, 2, 3], &[b'x'; MAX_SNAPSHOT_DATA + 1]), true), Err("entries"), "carries data");
+    }
 }
