@@ -197,3 +197,41 @@ fn a_wiped_node_rejoins_through_a_snapshot_read_from_a_shared_store() -> Result<
         ("SLUICE_SNAPSHOT__SHARED", "true"),
     ])
 }
+
+#[test]
+fn a_wiped_node_restores_from_lz4_then_gzip_then_zstd_snapshots() -> Result<()> {
+    let _one = serial();
+    let env = [("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_SNAPSHOT__METADATA_SEGMENT_BYTES", "2048"), ("SLUICE_SNAPSHOT__KEEP_ENTRIES", "0")];
+    let mut cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &env)?;
+    create_topic(&cluster, TOPIC, 1)?;
+    cli(&cluster, 0, &["plugin", "bind", "--kind", "trigger", "entries-or-age", "--param", "entries=10"])?;
+    let installs = "sluice_snapshot_installs_total{kind=\"metadata\",node=\"3\"}";
+    let mut value = 5_000_000;
+    for codec in ["lz4", "gzip", "zstd"] {
+        cli(&cluster, 0, &["plugin", "bind", "--kind", "codec", codec])?;
+        for _ in 0..25 {
+            value += 1;
+            alter(&cluster, value)?;
+        }
+        // The newest snapshot on the live nodes is this codec's, and their logs are compacted.
+        eventually(&format!("a {codec} snapshot everywhere"), || {
+            for i in 0..3 {
+                let newest = cli(&cluster, i, &["snapshot", "list", "--group", "0"])?.lines().last().unwrap_or_default().to_string();
+                ensure!(newest.split_whitespace().nth(5) == Some(codec), "node {i}'s newest snapshot: {newest}");
+            }
+            Ok(())
+        })?;
+        cluster.kill9(2);
+        std::fs::remove_dir_all(cluster.node(2).data_dir())?;
+        cluster.restart(2)?;
+        let expected = value.to_string();
+        eventually(&format!("node 3 restored from the {codec} snapshot"), || {
+            let retention = retention_of(&applied_topics(&cluster, 2)?);
+            ensure!(retention.as_deref() == Some(expected.as_str()), "node 3 has retention.ms {retention:?}");
+            // A fresh process: its counter counts this install alone.
+            ensure!(cluster.node(2).metric(installs)?.unwrap_or(0.0) >= 1.0, "no install counted");
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
