@@ -3,9 +3,9 @@
 //!
 //! - Per-call overhead of a trivial call: the `entries-or-age` trigger's `should-snapshot` on a
 //!   recycled instance (target ≤ 1 µs).
-//! - Codec throughput: the `lz4` and `deflate` components against the same Rust crates
-//!   (`lz4_flex`, `miniz_oxide`) compiled natively, on the same data, in the same run
-//!   (target ≥ 0.9×).
+//! - Codec throughput: the `lz4`, `deflate`, `gzip` and `zstd` components against the same
+//!   Rust crates (`lz4_flex`, `miniz_oxide`, `flate2`, `ruzstd`) compiled natively, on the same
+//!   data, in the same run (target ≥ 0.9×).
 //! - Bind to effect: time from changing the default retention binding until a call runs on the
 //!   new plugin, first with a compile, then with the plugin already compiled (target < 50 ms).
 
@@ -35,6 +35,31 @@ struct Args {
     /// Repetitions of each measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+}
+
+/// What each codec plugin does, done by the same crate natively (the plugins' level 0).
+fn native_round_trip(codec: &str, data: &[u8]) -> Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    Ok(match codec {
+        "lz4" => lz4_flex::block::decompress(&lz4_flex::block::compress(data), data.len())?,
+        "deflate" => {
+            let packed = miniz_oxide::deflate::compress_to_vec(data, 6);
+            miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, data.len()).map_err(|e| anyhow::anyhow!("{e:?}"))?
+        }
+        "gzip" => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+            encoder.write_all(data)?;
+            let mut out = Vec::with_capacity(data.len());
+            flate2::read::GzDecoder::new(&encoder.finish()?[..]).read_to_end(&mut out)?;
+            out
+        }
+        _ => {
+            let packed = ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest);
+            let mut out = Vec::with_capacity(data.len());
+            ruzstd::decoding::StreamingDecoder::new(&packed[..]).map_err(|e| anyhow::anyhow!("{e}"))?.read_to_end(&mut out)?;
+            out
+        }
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -98,7 +123,7 @@ fn main() -> Result<()> {
     // Codec throughput, wasm against native, same data, same run.
     let data = sample(args.bytes);
     let mb = (data.len() as f64 * f64::from(args.rounds)) / 1e6;
-    for name in ["lz4", "deflate"] {
+    for name in ["lz4", "deflate", "gzip", "zstd"] {
         let codec = plugins.resolve(PluginKind::Codec, name)?;
         let (mut wasm, mut native) = (Vec::new(), Vec::new());
         let mut ratio_size = 0usize;
@@ -113,13 +138,7 @@ fn main() -> Result<()> {
             wasm.push(mb / started.elapsed().as_secs_f64());
             let started = Instant::now();
             for _ in 0..args.rounds {
-                let restored = if name == "lz4" {
-                    let packed = lz4_flex::block::compress(&data);
-                    lz4_flex::block::decompress(&packed, data.len())?
-                } else {
-                    let packed = miniz_oxide::deflate::compress_to_vec(&data, 6);
-                    miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, data.len()).map_err(|e| anyhow::anyhow!("{e:?}"))?
-                };
+                let restored = native_round_trip(name, &data)?;
                 assert_eq!(restored.len(), data.len());
             }
             native.push(mb / started.elapsed().as_secs_f64());
