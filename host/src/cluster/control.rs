@@ -128,11 +128,16 @@ impl Control {
     }
 }
 
-/// Waits, at most `timeout`, until every partition of `topic` from index `from` on has a leader.
+/// Waits, at most `timeout`, until every partition of `topic` from index `from` on has a leader
+/// (serving, when it is this node).
 pub async fn wait_for_leaders(replication: &Replication, topic: &Topic, from: usize, timeout: std::time::Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
-    let groups: Vec<u64> = topic.partitions.iter().skip(from).map(|p| super::group_of(topic.id, p.index())).collect();
-    while groups.iter().any(|&g| replication.leadership(g).leader == 0) && tokio::time::Instant::now() < deadline {
+    // A leader elected here serves only once it has applied its first entry of the term.
+    let waiting = |p: &Arc<crate::partition::Partition>| {
+        let leader = replication.leadership(super::group_of(topic.id, p.index())).leader;
+        leader == 0 || (leader == replication.me() && !p.is_leader())
+    };
+    while topic.partitions.iter().skip(from).any(waiting) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
