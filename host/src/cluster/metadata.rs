@@ -286,8 +286,7 @@ impl MetadataMachine {
     }
 
     fn apply_entry(&self, entry: &Entry, changes: &mut Vec<GroupChange>) {
-        // A log start (the log compacted below a snapshot) is the replica's business.
-        if entry.data.is_empty() || entry.index <= self.cluster.applied_index() || crate::raft::entry::decode_log_start(&entry.data).is_some() {
+        if entry.data.is_empty() || entry.index <= self.cluster.applied_index() {
             return;
         }
         let envelope = match Envelope::decode(&entry.data) {

@@ -300,10 +300,12 @@ impl Driver {
 
     fn handle_ready(&mut self, id: u64) {
         let Some(g) = self.groups.get_mut(&id) else { return };
-        let (mut machine, fetched, metrics) = (self.machines.get_mut(&id), &mut self.fetched, &self.metrics);
-        let partition = Arc::clone(&g.partition);
+        let (machines, fetched, metrics) = (&mut self.machines, &mut self.fetched, &self.metrics);
         let mut changes = Vec::new();
-        let mut install = |snapshot: &raft::prelude::Snapshot| install(id, snapshot, &partition, machine.as_mut().map(|m| m.as_mut() as &mut dyn StateMachine), fetched, metrics).map(|c| changes = c);
+        let mut install = |partition: &Partition, snapshot: &raft::prelude::Snapshot| {
+            let machine = machines.get_mut(&id).map(|m| m.as_mut() as &mut dyn StateMachine);
+            install(id, snapshot, partition, machine, fetched, metrics).map(|c| changes = c)
+        };
         let readied = g.ready_installing(&self.transport, &self.metrics, &mut install);
         self.change_groups(changes);
         let Some(g) = self.groups.get_mut(&id) else { return };

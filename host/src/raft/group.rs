@@ -339,12 +339,12 @@ impl Group {
     /// entries and hard state to the page cache, and returns the committed entries to apply.
     #[cfg(test)]
     pub fn ready(&mut self, out: &dyn Outbox, metrics: &Metrics) -> Result<Option<Readied>, Fatal> {
-        self.ready_installing(out, metrics, &mut |_| Err("this group installs no snapshots".into()))
+        self.ready_installing(out, metrics, &mut |_, _| Err("this group installs no snapshots".into()))
     }
 
     /// [`Group::ready`], with `install` putting a snapshot raft-rs restored into the state
-    /// machine and the log.
-    pub fn ready_installing(&mut self, out: &dyn Outbox, metrics: &Metrics, install: &mut dyn FnMut(&raft::prelude::Snapshot) -> Result<(), String>) -> Result<Option<Readied>, Fatal> {
+    /// machine and this group's replica.
+    pub fn ready_installing(&mut self, out: &dyn Outbox, metrics: &Metrics, install: &mut dyn FnMut(&Partition, &raft::prelude::Snapshot) -> Result<(), String>) -> Result<Option<Readied>, Fatal> {
         // A truncation's producer-state rebuild goes on a bounded read per round.
         // (A leader waiting for it starts serving at a later tick or apply.)
         self.partition.rebuild_producers(REBUILD_BYTES_PER_ROUND).map_err(|e| Fatal { group: self.id, cause: format!("rebuilding producer state failed: {e}") })?;
@@ -376,7 +376,7 @@ impl Group {
         // any entry after it is written.
         let snapshot_index = (!rd.snapshot().is_empty()).then(|| rd.snapshot().get_metadata().index);
         if snapshot_index.is_some() {
-            install(rd.snapshot()).map_err(|e| fatal(format!("installing a snapshot failed: {e}")))?;
+            install(&self.partition, rd.snapshot()).map_err(|e| fatal(format!("installing a snapshot failed: {e}")))?;
         }
         let entries = rd.take_entries();
         let mut needs_sync = false;
@@ -540,13 +540,12 @@ impl Group {
     }
 }
 
-/// Applies a log start decided by the leader, by retention or after a snapshot (blocking:
-/// deletes files).
+/// Applies a log start decided by the partition leader's retention (blocking: deletes files).
 pub fn apply_log_start(partition: &Partition, start: i64, metrics: &Metrics) {
     match partition.delete_before(start) {
         Ok(deleted) => {
             metrics.retention_deleted_segments.inc_by(deleted as u64);
-            info!(topic = partition.topic(), partition = partition.index(), start, deleted, "log start moved by the leader (retention or a snapshot)");
+            info!(topic = partition.topic(), partition = partition.index(), start, deleted, "log start moved by the leader's retention");
         }
         Err(e) => error!(topic = partition.topic(), partition = partition.index(), start, cause = %e, "log start not moved"),
     }

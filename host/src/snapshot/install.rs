@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::manifest::{self, Manifest, SnapshotRef};
-use super::store::{self, MAX_CHUNK_BYTES, SnapshotStore};
+use super::store::{self, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, SnapshotStore};
 use super::Error;
 use crate::admin::proto::ReadObjectRequest;
 use crate::admin::proto::admin_client::AdminClient;
@@ -22,8 +22,6 @@ use crate::raft::state_machine::{FetchedSnapshot, SnapshotSource};
 
 /// Bytes per message of an object sent to a follower.
 pub const PART_BYTES: usize = 256 << 10;
-/// The largest manifest served or read.
-const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// The most bytes the object `key` may hold, if it is one a follower may read: a snapshot's
 /// manifest or chunk, or a plugin component.

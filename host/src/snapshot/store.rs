@@ -21,7 +21,7 @@ use crate::plugins::{Params, Plugin, Plugins};
 /// The largest raw chunk: one codec call stays well inside a plugin's memory and output limits.
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 /// The largest manifest read (a corrupt or hostile one is refused, not parsed).
-const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// Where the default store lives in the data dir.
 pub const LOCAL_STORE_DIR: &str = "object-store";
 

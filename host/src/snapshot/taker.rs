@@ -70,14 +70,16 @@ impl Snapshots {
         if swept > 0 {
             info!(objects = swept, "removed chunks of unfinished snapshots");
         }
-        let mut newest: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut newest: BTreeMap<u64, Manifest> = BTreeMap::new();
         for m in self.store.list(None).await? {
-            newest.insert(m.group, m.index);
+            newest.insert(m.group, m);
         }
-        self.serve_newest().await;
+        if let Some(metadata) = newest.get(&METADATA_GROUP) {
+            self.serve(metadata);
+        }
         let log_bytes = self.log_bytes();
         let mut last = self.lock_last();
-        for (group, index) in newest {
+        for (group, index) in newest.into_iter().map(|(g, m)| (g, m.index)) {
             self.metrics.snapshot.last_index.with_label_values(&[group_label(group).as_str()]).set(index as i64);
             last.insert(group, Last { index, at: Instant::now(), log_bytes });
         }
