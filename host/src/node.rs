@@ -174,6 +174,7 @@ impl Node {
             Arc::clone(&plugins),
             Arc::clone(control.replication()),
             Arc::clone(&metrics),
+            Arc::clone(&cluster),
             Arc::clone(&metadata_log_handle),
             &config.snapshot,
         ));

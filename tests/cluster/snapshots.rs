@@ -1,15 +1,17 @@
 //! Snapshots of the metadata group on a real cluster: after a snapshot every node compacts its
 //! metadata log; a node that was down meanwhile, or lost its data dir, catches up through the
 //! leader's snapshot (streamed from the leader, or read from a shared store); every node
-//! restarts from its compacted log to the same state.
+//! restarts from its compacted log to the same state. Data partitions: a follower that was down
+//! while retention deleted what it lacked catches up through the leader's descriptor.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use kafka_protocol::messages::InitProducerIdRequest;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
-use sluice_tests::client_config;
 use sluice_tests::cluster::TestCluster;
+use sluice_tests::{RawClient, client_config, raw};
 
 use crate::control::{cli, eventually};
 use crate::{PATIENCE, create_topic, serial};
@@ -234,4 +236,106 @@ fn a_wiped_node_restores_from_lz4_then_gzip_then_zstd_snapshots() -> Result<()> 
         })?;
     }
     Ok(())
+}
+
+/// Node `i`'s counter `sluice_<name>` of snapshots of `kind` (0 when not exported yet).
+fn snapshot_metric(cluster: &TestCluster, i: usize, name: &str, kind: &str) -> Result<f64> {
+    Ok(cluster.node(i).metric(&format!("sluice_{name}{{kind=\"{kind}\",node=\"{}\"}}", i + 1))?.unwrap_or(0.0))
+}
+
+/// The low and high watermarks of partition 0 of `topic`, as node `i` (its leader) answers.
+fn watermarks(cluster: &TestCluster, i: usize, topic: &str) -> Result<(i64, i64)> {
+    let consumer: rdkafka::consumer::BaseConsumer = sluice_tests::consumer_config(&cluster.node(i).bootstrap()).create()?;
+    Ok(rdkafka::consumer::Consumer::fetch_watermarks(&consumer, topic, 0, Duration::from_secs(10))?)
+}
+
+/// On a 3-node cluster started with `env` (plus short snapshot and retention periods): a node
+/// kept down while retention deletes what it lacks catches up through the leader's snapshot of
+/// the partition, and once it leads, an idempotent retry of a batch retention deleted is still
+/// answered with its first offset.
+fn a_follower_behind_retention_catches_up(env: &[(&str, &str)]) -> Result<()> {
+    let mut env = env.to_vec();
+    env.extend([("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_PLUGINS__RETENTION_CHECK_INTERVAL_MS", "200")]);
+    let mut cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &env)?;
+    let topic = "retained";
+    let admin: AdminClient<DefaultClientContext> = client_config(&cluster.bootstrap()).create()?;
+    let new_topic = rdkafka::admin::NewTopic::new(topic, 1, rdkafka::admin::TopicReplication::Fixed(3)).set("segment.bytes", "4096").set("retention.bytes", "16384");
+    eventually("creating the topic", || {
+        let created = futures::executor::block_on(admin.create_topics([&new_topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))?;
+        ensure!(created.iter().all(|r| r.is_ok() || matches!(r, Err((_, rdkafka::error::RDKafkaErrorCode::TopicAlreadyExists)))), "{created:?}");
+        Ok(())
+    })?;
+    let leader = cluster.wait_for_leader(topic, 0, None, PATIENCE)?;
+    let behind = (leader + 1) % 3;
+
+    // An idempotent producer's first batch, acknowledged by every node.
+    let mut client = RawClient::connect(cluster.node(leader).addr())?;
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = None;
+    init.transaction_timeout_ms = 60_000;
+    let pid = eventually("a producer id", || {
+        let answer = client.send(4, &init)?;
+        ensure!(answer.error_code == 0 && answer.producer_id.0 >= 0, "InitProducerId answered error {} and id {}", answer.error_code, answer.producer_id.0);
+        Ok(answer.producer_id.0)
+    })?;
+    let first = raw::batch(pid, 0, 0, &["first"]);
+    let (code, first_offset) = raw::produce_raw(&mut client, topic, first.clone())?;
+    ensure!(code == 0, "producing the first batch: error {code}");
+    // One node stops; retention deletes far past what it holds.
+    cluster.kill9(behind);
+    let filler = "x".repeat(900);
+    for _ in 0..120 {
+        let (code, _) = raw::produce_raw(&mut client, topic, raw::batch(-1, -1, -1, &[filler.as_str()]))?;
+        ensure!(code == 0, "producing filler: error {code}");
+    }
+    let (low, high) = eventually("retention deleted the start of the log", || {
+        let (low, high) = watermarks(&cluster, leader, topic)?;
+        ensure!(low > 50, "the log still starts at {low}");
+        Ok((low, high))
+    })?;
+    eprintln!("the leader's log now holds offsets {low}..{high}");
+
+    // Back, it can only catch up through a snapshot of the partition.
+    cluster.restart(behind)?;
+    eventually("the node that was down installed a snapshot of the partition", || {
+        ensure!(snapshot_metric(&cluster, behind, "snapshot_installs_total", "partition")? >= 1.0, "no install counted");
+        Ok(())
+    })?;
+    ensure!(snapshot_metric(&cluster, leader, "snapshots_taken_total", "partition")? >= 1.0, "the leader counted no partition snapshot");
+    // It restarts from the installed snapshot, then leads.
+    cluster.kill9(behind);
+    cluster.restart(behind)?;
+    let to = (behind + 1).to_string();
+    eventually("leadership handed to the node that was behind", || {
+        let current = cluster.wait_for_leader(topic, 0, None, PATIENCE)?;
+        if current != behind {
+            cli(&cluster, current, &["cluster", "transfer-leader", "--topic", topic, "--to", &to])?;
+        }
+        ensure!(cluster.wait_for_leader(topic, 0, None, Duration::from_secs(5))? == behind, "not leading yet");
+        Ok(())
+    })?;
+    let (new_low, new_high) = watermarks(&cluster, behind, topic)?;
+    ensure!(new_high == high && new_low >= low, "the new leader holds {new_low}..{new_high}, the old one held {low}..{high}");
+
+    // A retry of the first batch, whose records retention deleted long ago, is still recognised.
+    let mut client = RawClient::connect(cluster.node(behind).addr())?;
+    let retried = raw::produce_raw(&mut client, topic, first)?;
+    ensure!(retried == (0, first_offset), "the retried first batch was answered {retried:?}, not (0, {first_offset}): stored twice");
+    let next = raw::produce_raw(&mut client, topic, raw::batch(pid, 0, 1, &["second"]))?;
+    ensure!(next == (0, high), "the producer's next batch was answered {next:?}, not (0, {high})");
+    Ok(())
+}
+
+#[test]
+fn a_follower_behind_retention_catches_up_through_a_snapshot_streamed_from_the_leader() -> Result<()> {
+    let _one = serial();
+    a_follower_behind_retention_catches_up(&[])
+}
+
+#[test]
+fn a_follower_behind_retention_catches_up_through_a_snapshot_read_from_a_shared_store() -> Result<()> {
+    let _one = serial();
+    let shared = tempfile::tempdir()?;
+    let url = format!("file://{}", shared.path().display());
+    a_follower_behind_retention_catches_up(&[("SLUICE_SNAPSHOT__STORE", &url), ("SLUICE_SNAPSHOT__SHARED", "true")])
 }

@@ -6,16 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, InitProducerIdRequest, MetadataRequest, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, InitProducerIdRequest, MetadataRequest, ProduceResponse, RequestHeader,
+    ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use sluice_tests::raw::{batch, produce_raw, produce_request, topic_name};
 use sluice_tests::{Broker, RawClient};
 
 use crate::{create_topic, produce, producer, runtime, start_broker};
@@ -28,58 +26,6 @@ const UNSUPPORTED_VERSION: i16 = 35;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const UNKNOWN_PRODUCER_ID: i16 = 59;
-
-fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
-}
-
-/// One record batch, encoded by the protocol crate (not by the broker's code).
-fn batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // Without a producer id the base sequence is -1; the encoder keeps records in one
-            // batch while offset minus sequence stays the same.
-            sequence: if producer_id < 0 { i as i32 - 1 } else { sequence + i as i32 },
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(v.to_string())),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("encode batch");
-    buf.freeze()
-}
-
-fn produce_raw(client: &mut RawClient, topic: &str, records: Bytes) -> Result<(i16, i64)> {
-    let response: ProduceResponse = client.send(9, &produce_request(topic, records, -1))?;
-    let p = &response.responses[0].partition_responses[0];
-    Ok((p.error_code, p.base_offset))
-}
-
-fn produce_request(topic: &str, records: Bytes, acks: i16) -> ProduceRequest {
-    let mut data = PartitionProduceData::default();
-    data.index = 0;
-    data.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = topic_name(topic);
-    t.partition_data = vec![data];
-    let mut request = ProduceRequest::default();
-    request.acks = acks;
-    request.timeout_ms = 10_000;
-    request.topic_data = vec![t];
-    request
-}
 
 fn high_watermark(client: &mut RawClient, topic: &str) -> Result<i64> {
     let mut partition = FetchPartition::default();

@@ -29,6 +29,9 @@ pub mod proxy;
 /// A 3-node cluster of real processes with a fault proxy on every directed link.
 pub mod cluster;
 
+/// Exact Kafka requests for the raw client.
+pub mod raw;
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");

@@ -10,6 +10,7 @@
 
 pub mod batch;
 mod batch_records;
+pub mod descriptor;
 pub mod producer_state;
 pub mod replica;
 
@@ -218,7 +219,8 @@ impl Partition {
             // batches all sit in older segments would be forgotten, and their retries stored
             // twice. Read the segments before it; the last one's batches are already at hand.
             None => {
-                let mut states = ProducerStates::default();
+                // A log replaced by a leader's snapshot starts with the producers before it.
+                let mut states = descriptor::Descriptor::installed(&*config.fs, dir).map(|d| d.producers).unwrap_or_default();
                 let tail_start = tail.first().map_or(log.next_offset(), |&(_, offset)| Offset(offset));
                 replay_producers(&log, &mut states, log.log_start_offset(), tail_start, usize::MAX, now)?;
                 states
@@ -418,18 +420,11 @@ impl Partition {
         Ok((log.log_start_offset().0, high_watermark, log.size_bytes(), log.segments()?))
     }
 
-    /// Retention's decision that the log start at `new_start`: the leader proposes it (never
-    /// past an entry some replica lacks; returns the start proposed) and every replica deletes
+    /// Retention's decision that the log start at `new_start`: the leader proposes it (returns
+    /// the start proposed) and every replica deletes
     /// the same prefix when it applies the entry ([`Partition::delete_before`]).
     pub fn retain_from(&self, new_start: i64) -> Result<i64, Error> {
         self.lock().raft.as_mut().ok_or(Error::Closed)?.propose_log_start(new_start)
-    }
-
-    /// Leader: the highest Raft index every voter holds, which bounds retention.
-    pub fn set_replicated(&self, index: u64) {
-        if let Some(raft) = self.lock().raft.as_mut() {
-            raft.set_replicated(index);
-        }
     }
 
     /// Moves the log start to `new_start` (at most the high watermark) and deletes the whole

@@ -119,6 +119,18 @@ impl ProducerStates {
         self.producers.retain(|_, e| now_ms.saturating_sub(e.last_write_ms) <= max_age_ms);
     }
 
+    /// The state as it stood before `offset`, as far as it can be told: batches at or past it
+    /// are dropped. Replaying the log from `offset` onto it gives the whole state back. (A
+    /// producer that bumped its epoch past `offset` keeps the new epoch: a retry from the old
+    /// one is refused as fenced, never stored twice.)
+    pub fn before(&self, offset: i64) -> ProducerStates {
+        let mut kept = self.clone();
+        for entry in kept.producers.values_mut() {
+            entry.batches.retain(|b| b.base_offset < offset);
+        }
+        kept
+    }
+
     /// Serialises the state for the recovery checkpoint.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serialising plain maps of integers cannot fail.
@@ -181,6 +193,27 @@ mod tests {
         assert_eq!(s.check(&header(9, 0, 1, 1)), SequenceCheck::OutOfOrder);
         let restored = ProducerStates::from_bytes(&s.to_bytes()).unwrap();
         assert_eq!(restored, s);
+    }
+
+    #[test]
+    fn the_state_before_an_offset_plus_the_replayed_rest_is_the_whole_state() {
+        let mut whole = ProducerStates::default();
+        let batches = [(1, 0, 0), (2, 0, 0), (1, 0, 1), (1, 0, 2), (2, 1, 0), (1, 0, 3), (1, 0, 4), (1, 0, 5), (2, 1, 1)];
+        for (at, &(pid, epoch, seq)) in batches.iter().enumerate() {
+            whole.record(&header(pid, epoch, seq, 1), at as i64, 0);
+        }
+        for cut in 0..=batches.len() {
+            let mut rebuilt = whole.before(cut as i64);
+            for (at, &(pid, epoch, seq)) in batches.iter().enumerate().skip(cut) {
+                rebuilt.record(&header(pid, epoch, seq, 1), at as i64, 0);
+            }
+            assert_eq!(rebuilt, whole, "cut at {cut}");
+        }
+        let early = whole.before(3);
+        assert_eq!(early.check(&header(1, 0, 1, 1)), SequenceCheck::Duplicate { base_offset: 2 });
+        assert_eq!(early.check(&header(1, 0, 2, 1)), SequenceCheck::Append);
+        // Producer 2 bumped its epoch later: its old epoch is fenced, not appended twice.
+        assert_eq!(early.check(&header(2, 0, 0, 1)), SequenceCheck::StaleEpoch);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use raft::prelude::{Entry, HardState};
 use tokio::sync::mpsc;
 
 use super::batch::{BatchHeader, parse_batches};
+use super::descriptor::Descriptor;
 use super::producer_state::ProducerStates;
 use super::{Appended, Error, Partition, check_sequences, stamp};
 use crate::config::FlushPolicy;
@@ -69,8 +70,6 @@ struct LeaderView {
     next_offset: i64,
     /// What was written plus what is in flight.
     producers: ProducerStates,
-    /// The highest index every voter is known to hold (raft-rs's least `matched`).
-    replicated: u64,
 }
 
 /// The Raft side of a replica's state; lives under the partition lock.
@@ -140,32 +139,17 @@ impl RaftLog {
         Ok(Appended { base_offset: next, end_offset: stamped.end_offset, duplicate: false, lease: leader.lease, placement })
     }
 
-    /// Proposes that the log start at `offset` (the leader's retention decision).
-    /// Never past the entries some voter still lacks: without snapshots a follower can only
-    /// catch up from entries the leader keeps, so one that is behind (or down) holds the log
-    /// start back. Returns the log start proposed.
+    /// Proposes that the log start at `offset` (the leader's retention decision). A follower
+    /// that still lacks entries below it catches up through a snapshot of the partition.
+    /// Returns the log start proposed.
     pub(crate) fn propose_log_start(&mut self, offset: i64) -> Result<i64, Error> {
         let leader = self.leader.as_ref().ok_or(Error::NotLeader)?;
-        let index = &self.store.index;
-        let everywhere = match index.slot(leader.replicated) {
-            Some(slot) => slot.end,
-            // Nothing above the compacted prefix is known to be everywhere.
-            None => index.slot(index.first_index()).map_or(offset, |first| first.base),
-        };
-        let offset = offset.min(everywhere);
         hand_over(&self.proposals, Proposal { group: self.group, lease: leader.lease, data: encode_log_start(offset), placements: Vec::new() })?;
         Ok(offset)
     }
 
-    /// Leader: records the highest index every voter holds.
-    pub(crate) fn set_replicated(&mut self, index: u64) {
-        if let Some(leader) = self.leader.as_mut() {
-            leader.replicated = index;
-        }
-    }
-
     /// Forgets the entries wholly below `log_start` (dropped by retention): Raft sees them as
-    /// compacted. A follower that still needs them cannot catch up until snapshots exist.
+    /// compacted; a follower that still needs them gets a snapshot.
     pub(crate) fn forget_before(&mut self, log_start: i64) {
         self.store.forget_before(log_start);
     }
@@ -199,13 +183,16 @@ pub(crate) struct Rebuild {
 }
 
 impl Rebuild {
-    fn start(log: &PartitionLog) -> Result<Rebuild, Error> {
+    fn start(log: &PartitionLog, dir: &Path) -> Result<Rebuild, Error> {
+        // Without a checkpoint: from the log start, with the producers before it if the log
+        // was replaced by a leader's snapshot.
+        let from_start = || (Descriptor::installed(&**log.fs(), dir).map(|d| d.producers).unwrap_or_default(), log.log_start_offset());
         let (states, next) = match log.checkpoint()? {
             Some((at, bytes)) => match ProducerStates::from_bytes(&bytes) {
                 Ok(states) => (states, at),
-                Err(_) => (ProducerStates::default(), log.log_start_offset()),
+                Err(_) => from_start(),
             },
-            None => (ProducerStates::default(), log.log_start_offset()),
+            None => from_start(),
         };
         Ok(Rebuild { states, next, upto: log.next_offset(), since: Vec::new() })
     }
@@ -297,7 +284,7 @@ impl Partition {
             });
             raft.store.cache.truncate_from(first.index);
             // Replaces a rebuild still running: the new one reads up to the new cut.
-            raft.rebuild = Some(Rebuild::start(log)?);
+            raft.rebuild = Some(Rebuild::start(log, &self.dir)?);
         }
         for entry in entries {
             let next = log.next_offset().0;
@@ -450,7 +437,7 @@ impl Partition {
         }
         raft.leases += 1;
         let lease = (term << LEASE_TERM_SHIFT) | (raft.leases & ((1 << LEASE_TERM_SHIFT) - 1));
-        raft.leader = Some(LeaderView { lease, term, next_offset: log.next_offset().0, producers: inner.producers.clone(), replicated: 0 });
+        raft.leader = Some(LeaderView { lease, term, next_offset: log.next_offset().0, producers: inner.producers.clone() });
         let end = log.next_offset().0;
         self.durability.send_modify(|d| {
             d.lease = lease;
@@ -510,21 +497,49 @@ impl Partition {
     }
 
     /// Replaces this replica's log with a snapshot installed at `point` (the group's state
-    /// machine already holds the state): the log keeps only a marker at the point, the high
-    /// watermark moves to it, and producer state starts empty.
-    pub fn install_snapshot(&self, point: SnapshotPoint) -> Result<(), Error> {
+    /// machine already holds the state, or the state is `producers`, a data partition's): the
+    /// log keeps only a marker at the point and the high watermark moves to it.
+    pub fn install_snapshot(&self, point: SnapshotPoint, producers: ProducerStates) -> Result<(), Error> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let (Some(log), Some(raft)) = (inner.log.as_mut(), inner.raft.as_mut()) else { return Err(Error::Closed) };
         raft.store.install(&self.dir, log, point)?;
         raft.leader = None;
         raft.rebuild = None;
-        inner.producers = ProducerStates::default();
+        inner.producers = producers;
         self.durability.send_modify(|d| {
             d.high_watermark = d.high_watermark.max(point.offset);
             d.lease = 0;
         });
         Ok(())
+    }
+
+    /// A data partition's snapshot, taken by its leader: where the log stands before its first
+    /// entry (the entries before it were deleted by retention, or replaced by a snapshot) and
+    /// the descriptor a follower behind it installs. `None` while the log still holds entry 1.
+    pub fn describe(&self) -> Option<(SnapshotPoint, Descriptor)> {
+        let inner = self.lock();
+        let (log, raft) = (inner.log.as_ref()?, inner.raft.as_ref()?);
+        let index = raft.store.index.first_index().checked_sub(1).filter(|&i| i > 0)?;
+        let term = raft.store.index.term(index).ok()?;
+        let offset = raft.store.offset_after(index, log.next_offset().0)?;
+        // The follower replays every entry from `offset` onto these.
+        let producers = inner.producers.before(offset);
+        let descriptor = Descriptor { log_start_offset: log.log_start_offset().0, high_watermark: self.high_watermark(), producers };
+        Some((SnapshotPoint { index, term, offset }, descriptor))
+    }
+
+    /// Installs a leader's data-partition snapshot at `point`: the descriptor is kept first (a
+    /// restart before the next checkpoint starts from its producers), then the point, then the
+    /// log is replaced.
+    pub fn install_descriptor(&self, point: SnapshotPoint, descriptor: Descriptor) -> Result<(), Error> {
+        {
+            let inner = self.lock();
+            let log = inner.log.as_ref().ok_or(Error::Closed)?;
+            descriptor.keep(&**log.fs(), &self.dir)?;
+        }
+        self.begin_install(point)?;
+        self.install_snapshot(point, descriptor.producers)
     }
 
     /// The newest snapshot this replica can send a follower whose log is too far behind.
@@ -671,7 +686,7 @@ pub(crate) mod tests {
         {
             let (p, _rx) = open(dir.path(), 1 << 20);
             p.write_entries(&entries(60, 2, 3), 0).unwrap();
-            p.install_snapshot(point).unwrap();
+            p.install_snapshot(point, ProducerStates::default()).unwrap();
             let storage = ReplicaStorage(Arc::clone(&p));
             assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (101, 100));
             assert_eq!(storage.term(100).unwrap(), 5, "the snapshot's term stands before the first entry");
@@ -704,6 +719,42 @@ pub(crate) mod tests {
         assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap(), storage.term(100).unwrap()), (101, 100, 5));
         p.write_entries(&after, 0).unwrap();
         assert_eq!(storage.entries(101, 103, None, GetEntriesContext::empty(false)).unwrap(), after);
+    }
+
+    #[test]
+    fn a_partition_snapshot_carries_producer_state_through_an_install_and_a_crash() {
+        // The leader: producer 9's first batch, then records that retention deletes with it.
+        let leader_dir = tempfile::tempdir().unwrap();
+        let (leader, _rx) = open_with(leader_dir.path(), 1 << 20, settings(200));
+        assert!(leader.describe().is_none(), "nothing was dropped from the log yet");
+        let mut written = vec![data_entry(1, 2, 0, batch(1, 9, 0, 0))];
+        written.extend((2..=20).map(|i| data_entry(i, 2, i as i64 - 1, batch(1, -1, -1, -1))));
+        leader.write_entries(&written, 0).unwrap();
+        leader.commit_to(20);
+        assert!(leader.delete_before(15).unwrap() > 0);
+        let (point, descriptor) = leader.describe().unwrap();
+        assert!(point.index >= 2 && point.index < 20 && point.term == 2, "{point:?}");
+        assert_eq!(point.offset, leader.offset_after(point.index).unwrap());
+        assert_eq!((descriptor.log_start_offset, descriptor.high_watermark), (15, 20));
+        let descriptor = Descriptor::decode(&descriptor.encode()).unwrap();
+
+        // A follower whose log ended at entry 3 installs it and crashes before any checkpoint.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (p, _rx) = open(dir.path(), 1 << 20);
+            p.write_entries(&written[..3], 0).unwrap();
+            p.install_descriptor(point, descriptor).unwrap();
+            let rest: Vec<Entry> = written.iter().filter(|e| e.index > point.index).cloned().collect();
+            p.write_entries(&rest, 0).unwrap();
+            p.commit_to(20);
+        }
+        let (p, _rx) = open(dir.path(), 1 << 20);
+        assert_eq!(p.log_start_offset().unwrap(), point.offset);
+        assert!(p.become_leader(3));
+        let retried = p.append(&batch(1, 9, 0, 0), 0).unwrap();
+        assert!(retried.duplicate && retried.base_offset == 0, "producer 9's first batch stored again: {retried:?}");
+        let next = p.append(&batch(1, 9, 0, 1), 0).unwrap();
+        assert!(!next.duplicate && next.base_offset == 20, "{next:?}");
     }
 
     #[test]
@@ -975,15 +1026,7 @@ pub(crate) mod tests {
         // A follower decides nothing: its leader's decision reaches it through the log.
         assert!(matches!(p.retain_from(150), Err(Error::NotLeader)));
         p.become_leader(3);
-        // Until every voter is known to hold an entry, nothing may go: a follower that lacks
-        // a deleted entry could never catch up.
-        assert_eq!(p.retain_from(150).unwrap(), 0);
-        let _ = rx.try_recv().unwrap();
-        p.set_replicated(40);
-        let bound = p.retain_from(150).unwrap();
-        assert!(bound < 150 && bound > 0, "a log start of {bound} is not bounded by entry 40");
-        let _ = rx.try_recv().unwrap();
-        p.set_replicated(60);
+        // Even past what a follower holds: it catches up through a snapshot.
         assert_eq!(p.retain_from(150).unwrap(), 150);
         assert_eq!(p.log_start_offset().unwrap(), 0, "nothing is deleted before the entry commits");
         let proposal = rx.try_recv().unwrap();

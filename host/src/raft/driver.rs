@@ -34,6 +34,8 @@ use super::{Event, GroupStatus, Leadership, METADATA_GROUP, Replication};
 use crate::config::RaftConfig;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
+use crate::partition::descriptor::Descriptor;
+use crate::partition::producer_state::ProducerStates;
 use crate::partition::replica::Proposal;
 
 /// Events handled per round at most, so readies are produced regularly under load.
@@ -163,9 +165,10 @@ impl Driver {
                 self.down_peers.remove(&from);
                 let max_entry_bytes = self.replication.max_entry_bytes();
                 for (group, msg) in messages {
-                    // Only the metadata group takes forwarded proposals and installs snapshots.
+                    // Only the metadata group takes forwarded proposals. Snapshots are installed
+                    // by it and by data partitions (whose state is their log and producers).
                     let metadata = group == METADATA_GROUP;
-                    let installs = metadata && self.snapshots.is_some();
+                    let installs = self.snapshots.is_some() && (metadata || !self.machines.contains_key(&group));
                     let checked = validate::check_message(self.me, self.replication.voters(), from, &msg, max_entry_bytes, metadata, installs).and_then(|()| {
                         if msg.get_msg_type() == MessageType::MsgSnapshot {
                             return self.snapshot_message(group, msg);
@@ -236,7 +239,7 @@ impl Driver {
                 match fetched {
                     Ok(fetched) => self.fetched(group, *msg, fetched),
                     Err(cause) => {
-                        self.metrics.snapshot.failed.with_label_values(&["metadata", "install"]).inc();
+                        self.metrics.snapshot.failed.with_label_values(&[kind_of(group), "install"]).inc();
                         warn!(group, %cause, "the leader's snapshot could not be fetched; it will be sent again");
                     }
                 }
@@ -269,6 +272,14 @@ impl Driver {
     /// is stepped (raft-rs decides whether to restore it).
     fn fetched(&mut self, group: u64, msg: Message, fetched: FetchedSnapshot) {
         let Some(g) = self.groups.get_mut(&group) else { return };
+        if !self.machines.contains_key(&group)
+            && let Err(cause) = Descriptor::decode(&fetched.state)
+        {
+            // Refused before raft-rs accepts it: once it has, the install must not fail.
+            self.metrics.snapshot.failed.with_label_values(&[kind_of(group), "corrupt"]).inc();
+            warn!(group, %cause, "the leader's snapshot is refused");
+            return;
+        }
         if needs_install(g, &msg) {
             self.fetched.insert(group, (msg.get_snapshot().get_metadata().index, fetched));
         }
@@ -277,9 +288,14 @@ impl Driver {
         }
     }
 
-    /// The applied state of `group` with the index and term it stands at.
+    /// The applied state of `group` with the index and term it stands at; for a data
+    /// partition, its descriptor at the entry before its log's first.
     fn capture(&self, group: u64) -> Result<super::Captured, String> {
         let g = self.groups.get(&group).ok_or_else(|| format!("group {group} is not on this node"))?;
+        if group != METADATA_GROUP && !self.machines.contains_key(&group) {
+            let (point, descriptor) = g.partition.describe().ok_or("the log still holds its first entry: there is nothing to snapshot")?;
+            return Ok(super::Captured { index: point.index, term: point.term, voters: self.replication.voters().to_vec(), offset: point.offset, state: descriptor.encode() });
+        }
         let machine = self.machines.get(&group).ok_or_else(|| format!("group {group} keeps no state beyond its log"))?;
         let state = machine.snapshot().ok_or_else(|| format!("group {group} keeps no state beyond its log"))??;
         let raft = &g.node.raft;
@@ -514,6 +530,11 @@ mod tests {
     }
 }
 
+/// The snapshot metrics' `kind` label of a group.
+fn kind_of(group: u64) -> &'static str {
+    if group == METADATA_GROUP { "metadata" } else { "partition" }
+}
+
 /// Whether a leader's snapshot message needs the snapshot installed before raft-rs takes it:
 /// not if it is stale (an older term, or at most our commit), nor if our log already holds the
 /// snapshot's entry (raft-rs then just moves the commit).
@@ -540,12 +561,22 @@ fn install(
     if index != meta.index {
         return Err(format!("raft-rs restored snapshot {}, but {index} was fetched", meta.index));
     }
-    let machine = machine.ok_or("the group has no state machine")?;
     let point = SnapshotPoint { index, term: meta.term, offset: snapshot.offset };
-    partition.begin_install(point).map_err(|e| e.to_string())?;
-    let changes = machine.restore(&snapshot, index)?;
-    partition.install_snapshot(point).map_err(|e| e.to_string())?;
-    metrics.snapshot.installs.with_label_values(&["metadata"]).inc();
+    let changes = match machine {
+        Some(machine) => {
+            partition.begin_install(point).map_err(|e| e.to_string())?;
+            let changes = machine.restore(&snapshot, index)?;
+            partition.install_snapshot(point, ProducerStates::default()).map_err(|e| e.to_string())?;
+            changes
+        }
+        None => {
+            // Decoded once already, before raft-rs took the message.
+            let descriptor = Descriptor::decode(&snapshot.state)?;
+            partition.install_descriptor(point, descriptor).map_err(|e| e.to_string())?;
+            Vec::new()
+        }
+    };
+    metrics.snapshot.installs.with_label_values(&[kind_of(group)]).inc();
     tracing::info!(group, index, term = meta.term, "installed the leader's snapshot");
     Ok(changes)
 }

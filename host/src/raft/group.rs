@@ -230,10 +230,6 @@ impl Group {
             }
         }
         self.maybe_serve();
-        if self.node.raft.state == StateRole::Leader {
-            let everywhere = self.node.raft.prs().iter().map(|(_, pr)| pr.matched).min().unwrap_or(0);
-            self.partition.set_replicated(everywhere);
-        }
     }
 
     /// Steps a peer's message into raft-rs after checking it against this group's log.

@@ -52,13 +52,16 @@ impl Fetcher {
         Fetcher { store, plugins, peers, config }
     }
 
-    async fn fetch_snapshot(&self, leader: u64, data: &[u8]) -> Result<FetchedSnapshot, Error> {
+    async fn fetch_snapshot(&self, group: u64, leader: u64, data: &[u8]) -> Result<FetchedSnapshot, Error> {
         let named: SnapshotRef = serde_json::from_slice(data).map_err(|e| Error::Corrupt { key: "snapshot message".into(), why: e.to_string() })?;
         let _permit = self.store.permit().await;
         let source = if self.store.shared() { Source::Store(&self.store) } else { Source::Leader(self.leader(leader).await?) };
         let limit = |key: &str| readable_limit(key, &self.config).ok_or_else(|| Error::Corrupt { key: key.into(), why: "not a snapshot object".into() });
         let manifest_bytes = source.get(&named.key, limit(&named.key)?).await?;
         let manifest: Manifest = store::parse_manifest(&named.key, &manifest_bytes, self.config.snapshot.max_snapshot_bytes)?;
+        if manifest.group != group {
+            return Err(Error::Corrupt { key: named.key, why: format!("it is group {}'s snapshot, not group {group}'s", manifest.group) });
+        }
         let mut components = HashMap::new();
         for sha in &manifest.plugins {
             if self.plugins.resolve_sha256(sha).is_err() {
@@ -121,8 +124,8 @@ impl Source<'_> {
 }
 
 impl SnapshotSource for Fetcher {
-    fn fetch(&self, _group: u64, leader: u64, data: Vec<u8>) -> Pin<Box<dyn Future<Output = Result<FetchedSnapshot, String>> + Send>> {
+    fn fetch(&self, group: u64, leader: u64, data: Vec<u8>) -> Pin<Box<dyn Future<Output = Result<FetchedSnapshot, String>> + Send>> {
         let fetcher = Fetcher { store: Arc::clone(&self.store), plugins: Arc::clone(&self.plugins), peers: self.peers.clone(), config: Arc::clone(&self.config) };
-        Box::pin(async move { fetcher.fetch_snapshot(leader, &data).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { fetcher.fetch_snapshot(group, leader, &data).await.map_err(|e| e.to_string()) })
     }
 }

@@ -1,8 +1,11 @@
 //! Taking snapshots: a background loop asks each group's bound snapshot trigger whether to
 //! snapshot now; a snapshot is the group's state captured by the Raft loop between two
 //! applies, written to the store with the bound codec, after which older snapshots beyond
-//! `snapshot.retain` are deleted. The metadata group is snapshotted this way; partitions'
-//! groups (offsets, data descriptors) are not yet.
+//! `snapshot.retain` are deleted. The metadata group is snapshotted this way. A data
+//! partition's snapshot is its descriptor at the entry before its log's first: its leader
+//! writes one whenever retention (or an installed snapshot) moved its log start past its newest,
+//! so a follower behind the log always has one to catch up from. `__consumer_offsets`
+//! partitions are not snapshotted yet.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,9 @@ use super::manifest::{GroupKind, Manifest, SnapshotRef};
 use super::store::{Head, SnapshotStore};
 use super::Error;
 use crate::cluster::metadata_snapshot::MetadataState;
+use crate::cluster::{Cluster, Topic, group_of};
 use crate::config::SnapshotConfig;
+use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::plugins::wit::latest::trigger::exports::sluice::plugins::snapshot_trigger::{Decision, GroupId, GroupStats};
@@ -40,6 +45,7 @@ pub struct Snapshots {
     plugins: Arc<Plugins>,
     replication: Arc<Replication>,
     metrics: Arc<Metrics>,
+    cluster: Arc<Cluster>,
     metadata_log: Arc<Partition>,
     retain: usize,
     keep_entries: u64,
@@ -52,9 +58,9 @@ pub struct Snapshots {
 
 impl Snapshots {
     /// The snapshots of this node, kept in `store`.
-    pub fn new(store: Arc<SnapshotStore>, plugins: Arc<Plugins>, replication: Arc<Replication>, metrics: Arc<Metrics>, metadata_log: Arc<Partition>, config: &SnapshotConfig) -> Snapshots {
+    pub fn new(store: Arc<SnapshotStore>, plugins: Arc<Plugins>, replication: Arc<Replication>, metrics: Arc<Metrics>, cluster: Arc<Cluster>, metadata_log: Arc<Partition>, config: &SnapshotConfig) -> Snapshots {
         let (retain, keep_entries) = (config.retain, config.keep_entries);
-        Snapshots { store, plugins, replication, metrics, metadata_log, retain, keep_entries, last: Mutex::new(HashMap::new()), started: Instant::now(), taking: tokio::sync::Mutex::new(()) }
+        Snapshots { store, plugins, replication, metrics, cluster, metadata_log, retain, keep_entries, last: Mutex::new(HashMap::new()), started: Instant::now(), taking: tokio::sync::Mutex::new(()) }
     }
 
     /// The store.
@@ -74,8 +80,8 @@ impl Snapshots {
         for m in self.store.list(None).await? {
             newest.insert(m.group, m);
         }
-        if let Some(metadata) = newest.get(&METADATA_GROUP) {
-            self.serve(metadata);
+        for manifest in newest.values() {
+            self.serve(manifest);
         }
         let log_bytes = self.log_bytes();
         let mut last = self.lock_last();
@@ -89,13 +95,10 @@ impl Snapshots {
     /// Snapshots `group` now: captures its applied state, writes it with the bound codec,
     /// then deletes snapshots beyond `snapshot.retain`.
     pub async fn take(&self, group: u64) -> Result<Manifest, Error> {
-        if group != METADATA_GROUP {
-            return Err(Error::State(format!("group {group}: only the metadata group is snapshotted by this version")));
-        }
-        let kind = GroupKind::Metadata;
+        let kind = if group == METADATA_GROUP { GroupKind::Metadata } else { GroupKind::Partition };
         let _one = self.taking.lock().await;
         let started = Instant::now();
-        let written = self.write_metadata().await;
+        let written = if group == METADATA_GROUP { self.write_metadata().await } else { self.write_partition(group).await };
         let manifest = match written {
             Ok(m) => m,
             Err(e) => {
@@ -116,7 +119,9 @@ impl Snapshots {
             Ok(deleted) => m.deleted.inc_by(deleted as u64),
             Err(e) => warn!(group, cause = %e, "deleting old snapshots failed"),
         }
-        self.compact(&manifest).await;
+        if group == METADATA_GROUP {
+            self.compact(&manifest).await;
+        }
         Ok(manifest)
     }
 
@@ -163,6 +168,43 @@ impl Snapshots {
         Ok(manifest)
     }
 
+    /// Writes the descriptor of the data partition of `group`, bound to its topic's codec. A
+    /// shared store may already hold it (written by whichever node led before): that one is
+    /// served instead.
+    async fn write_partition(&self, group: u64) -> Result<Manifest, Error> {
+        let (topic, partition) = self.partition_of(group).ok_or_else(|| Error::State(format!("group {group} is not a data partition of this node")))?;
+        let captured = self.replication.capture(group).await.map_err(Error::State)?;
+        if self.store.shared()
+            && let Some(newest) = self.store.list(Some(group)).await?.pop()
+            && newest.index >= captured.index
+        {
+            self.serve(&newest);
+            return Ok(newest);
+        }
+        let codec = self.plugins.binding(PluginKind::Codec, &topic.configs)?;
+        let head = Head {
+            group,
+            kind: GroupKind::Partition,
+            name: format!("{}-{}", topic.name, partition.index()),
+            index: captured.index,
+            term: captured.term,
+            voters: captured.voters,
+            plugins: Vec::new(),
+            log_offset: captured.offset,
+        };
+        let manifest = self.store.write(&self.plugins, codec, head, captured.state).await?;
+        self.serve(&manifest);
+        Ok(manifest)
+    }
+
+    /// The topic and replica of data partition `group` on this node (not `__consumer_offsets`).
+    fn partition_of(&self, group: u64) -> Option<(Arc<Topic>, Arc<Partition>)> {
+        self.cluster.topics().into_iter().filter(|t| t.name != OFFSETS_TOPIC).find_map(|t| {
+            let found = t.partitions.iter().find(|p| group_of(t.id, p.index()) == group).cloned();
+            found.map(|p| (t, p))
+        })
+    }
+
     /// Offers `manifest` to followers whose log is too far behind this node's, when it covers
     /// every entry the log no longer holds.
     fn serve(&self, manifest: &Manifest) {
@@ -174,7 +216,10 @@ impl Snapshots {
         let named = SnapshotRef { key: manifest.key(), offset: manifest.log_offset };
         // A key and an offset always serialise.
         snapshot.data = serde_json::to_vec(&named).expect("snapshot reference serialises").into();
-        self.metadata_log.set_serving_snapshot(snapshot);
+        let log = if manifest.group == METADATA_GROUP { Some(Arc::clone(&self.metadata_log)) } else { self.partition_of(manifest.group).map(|(_, p)| p) };
+        if let Some(log) = log {
+            log.set_serving_snapshot(snapshot);
+        }
     }
 
     /// The newest metadata snapshot in the store, offered to followers (a shared store: the
@@ -211,7 +256,29 @@ impl Snapshots {
             {
                 warn!(group = METADATA_GROUP, cause = %e, "snapshot failed");
             }
+            for group in self.partitions_needing_one() {
+                if let Err(e) = self.take(group).await {
+                    warn!(group, cause = %e, "snapshot failed");
+                }
+            }
         }
+    }
+
+    /// The data partitions this node leads whose log starts past their newest snapshot: a
+    /// follower behind the log could not catch up without a new one.
+    fn partitions_needing_one(&self) -> Vec<u64> {
+        let last = self.lock_last();
+        let mut due = Vec::new();
+        for topic in self.cluster.topics().into_iter().filter(|t| t.name != OFFSETS_TOPIC) {
+            for p in topic.partitions.iter().filter(|p| p.is_leader()) {
+                let group = group_of(topic.id, p.index());
+                let first = p.first_index();
+                if first > 1 && last.get(&group).is_none_or(|l| l.index + 1 < first) {
+                    due.push(group);
+                }
+            }
+        }
+        due
     }
 
     /// Whether the group's trigger (or, if it fails, the built-in thresholds) says to snapshot.
