@@ -258,6 +258,11 @@ pub struct GroupsConfig {
     /// How often expired offsets are looked for (Kafka's `offsets.retention.check.interval.ms`).
     /// Default: 600000
     pub offsets_retention_check_interval_ms: u64,
+    /// Segment size of the `__consumer_offsets` partitions, fixed when the topic is first
+    /// created (Kafka's `offsets.topic.segment.bytes`): their logs are compacted below a snapshot
+    /// a whole segment at a time.
+    /// Default: 104857600 (100 MiB)
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupsConfig {
@@ -270,6 +275,7 @@ impl Default for GroupsConfig {
             max_metadata_bytes: 4096,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_retention_check_interval_ms: 600_000,
+            offsets_segment_bytes: 100 << 20,
         }
     }
 }
@@ -518,6 +524,9 @@ impl Config {
         }
         if self.raft.peer_queue == 0 || self.raft.proposal_queue == 0 || self.raft.max_inflight_appends == 0 {
             return invalid("raft queues must hold at least one message");
+        }
+        if !(1024..=i32::MAX as u64).contains(&self.groups.offsets_segment_bytes) {
+            return invalid("groups.offsets-segment-bytes must be at least 1024 and fit an i32");
         }
         if self.groups.offsets_topic_partitions < 1 {
             return invalid("groups.offsets-topic-partitions must be at least 1");

@@ -21,7 +21,7 @@ use crate::raft::driver::Driver;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::transport::{Transport, TransportService};
 use crate::raft::{METADATA_GROUP, Replication};
-use crate::config::Config;
+use crate::config::{Config, GroupsConfig};
 use crate::error::Error;
 use crate::admin::{self, AdminService};
 use crate::cluster::retention;
@@ -124,8 +124,8 @@ impl Node {
         let proposer = Arc::new(Proposer::new(replication, timeout));
         let transport = Transport::start(me, &peers, config.raft.peer_queue, events_tx.clone());
         let offsets_groups = Arc::clone(&groups);
-        let machine_for = Box::new(move |log: &Partition| {
-            (log.topic() == OFFSETS_TOPIC).then(|| Box::new(OffsetsMachine(Arc::clone(&offsets_groups))) as Box<dyn StateMachine>)
+        let machine_for = Box::new(move |log: &Arc<Partition>| {
+            (log.topic() == OFFSETS_TOPIC).then(|| Box::new(OffsetsMachine::new(Arc::clone(&offsets_groups), Arc::clone(log))) as Box<dyn StateMachine>)
         });
         let mut driver = Driver::new(config.raft.clone(), Arc::clone(proposer.replication()), transport, events_tx.clone(), Arc::clone(&metrics), machine_for);
         let store = Arc::new(
@@ -150,7 +150,7 @@ impl Node {
             }
         }
         tasks.push(tokio::spawn(driver.run(events_rx, proposals_rx, stop.clone())));
-        let mut bootstrapping = tokio::spawn(bootstrap(Arc::clone(&cluster), Arc::clone(&proposer), node_id, advertised, config.groups.offsets_topic_partitions, stop.clone()));
+        let mut bootstrapping = tokio::spawn(bootstrap(Arc::clone(&cluster), Arc::clone(&proposer), node_id, advertised, config.groups.clone(), stop.clone()));
         if voters.len() == 1 && tokio::time::timeout(timeout, &mut bootstrapping).await.is_ok() {
             // A sole voter needs nobody else: it serves with its metadata settled.
             debug!("bootstrapped");
@@ -231,7 +231,8 @@ async fn blocking<T: Send + 'static, E: Into<Error> + Send + 'static>(
 /// Settles the cluster id, registers this node's Kafka address with the metadata group and makes
 /// sure the offsets topic exists, retrying each until it is applied (a leader must be elected
 /// first).
-async fn bootstrap(cluster: Arc<Cluster>, proposer: Arc<Proposer>, node_id: i32, advertised: SocketAddr, offsets_partitions: i32, mut stop: watch::Receiver<bool>) {
+async fn bootstrap(cluster: Arc<Cluster>, proposer: Arc<Proposer>, node_id: i32, advertised: SocketAddr, groups: GroupsConfig, mut stop: watch::Receiver<bool>) {
+    let (offsets_partitions, offsets_segment_bytes) = (groups.offsets_topic_partitions, groups.offsets_segment_bytes);
     let mut cluster_id_settled = false;
     while !cluster_id_settled {
         match proposer.propose(Command::InitCluster { cluster_id: cluster.cluster_id() }).await {
@@ -254,7 +255,7 @@ async fn bootstrap(cluster: Arc<Cluster>, proposer: Arc<Proposer>, node_id: i32,
         }
     }
     while cluster.topic(OFFSETS_TOPIC).is_none() {
-        let configs = std::collections::BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let configs = std::collections::BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string()), ("segment.bytes".to_string(), offsets_segment_bytes.to_string())]);
         let command = Command::CreateTopic { name: OFFSETS_TOPIC.into(), id: uuid::Uuid::new_v4(), partitions: offsets_partitions, replication_factor: -1, configs };
         if let Err(e) = proposer.propose(command).await {
             debug!(cause = %e, "offsets topic creation pending");

@@ -339,3 +339,66 @@ fn a_follower_behind_retention_catches_up_through_a_snapshot_read_from_a_shared_
     let url = format!("file://{}", shared.path().display());
     a_follower_behind_retention_catches_up(&[("SLUICE_SNAPSHOT__STORE", &url), ("SLUICE_SNAPSHOT__SHARED", "true")])
 }
+
+/// The segment files of `__consumer_offsets-0` on node `i`, oldest first.
+fn offsets_segments(cluster: &TestCluster, i: usize) -> Result<Vec<String>> {
+    let dir = cluster.node(i).data_dir().join("partitions").join("__consumer_offsets-0");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
+    names.sort();
+    Ok(names)
+}
+
+#[test]
+fn a_wiped_node_restores_committed_offsets_from_a_snapshot_and_serves_them_as_coordinator() -> Result<()> {
+    let _one = serial();
+    let env = [
+        ("SLUICE_GROUPS__OFFSETS_TOPIC_PARTITIONS", "1"),
+        ("SLUICE_GROUPS__OFFSETS_SEGMENT_BYTES", "1024"),
+        ("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"),
+        ("SLUICE_SNAPSHOT__KEEP_ENTRIES", "0"),
+    ];
+    let mut cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &env)?;
+    create_topic(&cluster, "raw", 1)?;
+    cli(&cluster, 0, &["plugin", "bind", "--kind", "trigger", "entries-or-age", "--param", "entries=10"])?;
+    let offsets = "__consumer_offsets";
+    let coordinator = cluster.wait_for_leader(offsets, 0, None, PATIENCE)?;
+    let mut client = RawClient::connect(cluster.node(coordinator).addr())?;
+    ensure!(raw::commit(&mut client, "early", "", -1, 7)? == 0);
+    for offset in 0..80 {
+        ensure!(raw::commit(&mut client, "busy", "", -1, offset)? == 0);
+    }
+    eventually("the offsets log compacted everywhere", || {
+        let segments: Vec<Vec<String>> = (0..3).map(|i| offsets_segments(&cluster, i)).collect::<Result<_>>()?;
+        ensure!(segments.iter().all(|s| s.first().is_some_and(|f| !f.starts_with("00000000000000000000"))), "not compacted everywhere: {segments:?}");
+        Ok(())
+    })?;
+
+    let wiped = (coordinator + 1) % 3;
+    cluster.kill9(wiped);
+    std::fs::remove_dir_all(cluster.node(wiped).data_dir())?;
+    cluster.restart(wiped)?;
+    eventually("the wiped node installed the offsets snapshot", || {
+        ensure!(snapshot_metric(&cluster, wiped, "snapshot_installs_total", "offsets")? >= 1.0, "no install counted");
+        Ok(())
+    })?;
+    // It restarts from what it installed, then coordinates the groups.
+    cluster.kill9(wiped);
+    cluster.restart(wiped)?;
+    let to = (wiped + 1).to_string();
+    eventually("the offsets partition handed to the wiped node", || {
+        let current = cluster.wait_for_leader(offsets, 0, None, PATIENCE)?;
+        if current != wiped {
+            cli(&cluster, current, &["cluster", "transfer-leader", "--topic", offsets, "--to", &to])?;
+        }
+        ensure!(cluster.wait_for_leader(offsets, 0, None, Duration::from_secs(5))? == wiped, "not leading yet");
+        Ok(())
+    })?;
+    let mut client = RawClient::connect(cluster.node(wiped).addr())?;
+    let committed = eventually("the groups' offsets from the new coordinator", || {
+        let committed = (raw::fetch_committed(&mut client, "early")?.0, raw::fetch_committed(&mut client, "busy")?.0);
+        ensure!(committed.0 >= 0, "no offset yet");
+        Ok(committed)
+    })?;
+    ensure!(committed == (7, 79), "the new coordinator has offsets {committed:?}, not (7, 79)");
+    Ok(())
+}

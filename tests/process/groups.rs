@@ -12,15 +12,15 @@ use anyhow::{Result, bail, ensure};
 use bytes::Bytes;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest,
     JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::Decodable;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Message};
+use sluice_tests::raw::{commit, commit_request, fetch_committed, fetch_committed_request, group_id, text};
 use sluice_tests::{Broker, RawClient};
 use tempfile::TempDir;
 
@@ -233,51 +233,6 @@ fn committed_offsets_survive_a_broker_kill_9() -> Result<()> {
     let expected: BTreeSet<String> = second.iter().cloned().collect();
     ensure!(got == expected && seen.len() == second.len(), "after the restart the group read {} records, {} of them old", seen.len(), seen.iter().filter(|v| v.starts_with("r-")).count());
     Ok(())
-}
-
-fn group_id(s: &str) -> GroupId {
-    GroupId(StrBytes::from_string(s.to_string()))
-}
-
-fn text(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-fn commit(client: &mut RawClient, group: &str, member: &str, generation: i32, offset: i64) -> Result<i16> {
-    let response = client.send(8, &commit_request(group, member, generation, offset))?;
-    Ok(response.topics[0].partitions[0].error_code)
-}
-
-fn commit_request(group: &str, member: &str, generation: i32, offset: i64) -> OffsetCommitRequest {
-    let mut p = OffsetCommitRequestPartition::default();
-    p.partition_index = 0;
-    p.committed_offset = offset;
-    p.committed_metadata = Some(text("note"));
-    let mut t = OffsetCommitRequestTopic::default();
-    t.name = TopicName(text("raw"));
-    t.partitions = vec![p];
-    let mut request = OffsetCommitRequest::default();
-    request.group_id = group_id(group);
-    request.generation_id_or_member_epoch = generation;
-    request.member_id = text(member);
-    request.topics = vec![t];
-    request
-}
-
-fn fetch_committed(client: &mut RawClient, group: &str) -> Result<(i64, Option<String>)> {
-    let response = client.send(7, &fetch_committed_request(group))?;
-    let p = &response.topics[0].partitions[0];
-    Ok((p.committed_offset, p.metadata.as_ref().map(|m| m.to_string())))
-}
-
-fn fetch_committed_request(group: &str) -> OffsetFetchRequest {
-    let mut t = OffsetFetchRequestTopic::default();
-    t.name = TopicName(text("raw"));
-    t.partition_indexes = vec![0];
-    let mut request = OffsetFetchRequest::default();
-    request.group_id = group_id(group);
-    request.topics = Some(vec![t]);
-    request
 }
 
 /// A consumer-protocol JoinGroup for `group` with the session timeout given.

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use sluice_tests::Broker;
+use sluice_tests::{Broker, raw};
 
 use crate::{create_topic, runtime};
 
@@ -175,5 +175,49 @@ fn a_new_cluster_is_restored_from_the_newest_readable_snapshot_of_a_lost_one() -
         .args(["cluster", "restore", "--store", &url, "--rpc-addr", &fresh.rpc_addr().expect("started").to_string()])
         .output()?;
     ensure!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("new, empty cluster"), "{again:?}");
+    Ok(())
+}
+
+/// The segment files of partition 0 of the offsets topic, oldest first.
+fn offsets_segments(broker: &Broker) -> Result<Vec<String>> {
+    let dir = broker.data_dir().join("partitions").join("__consumer_offsets-0");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
+    names.sort();
+    Ok(names)
+}
+
+#[test]
+fn the_offsets_log_is_compacted_below_its_snapshots_and_a_restart_keeps_every_commit() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data"))
+        .env("SLUICE_GROUPS__OFFSETS_TOPIC_PARTITIONS", "1")
+        .env("SLUICE_GROUPS__OFFSETS_SEGMENT_BYTES", "1024")
+        .env("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "100")
+        .env("SLUICE_SNAPSHOT__KEEP_ENTRIES", "0");
+    broker.start()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "raw", 1, &[]))?;
+    sluice(&broker, &["plugin", "bind", "--kind", "trigger", "entries-or-age", "--param", "entries=10"])?;
+    let mut client = sluice_tests::RawClient::connect(broker.addr())?;
+    // One group commits once, early: after compaction only the snapshot holds its offset.
+    ensure!(raw::commit(&mut client, "early", "", -1, 7)? == 0);
+    for offset in 0..80 {
+        ensure!(raw::commit(&mut client, "busy", "", -1, offset)? == 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while offsets_segments(&broker)?.first().is_none_or(|f| f.starts_with("00000000000000000000")) {
+        ensure!(Instant::now() < deadline, "the offsets log was never compacted: {:?}", offsets_segments(&broker)?);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(metric(&broker, "sluice_snapshots_taken_total{kind=\"offsets\",node=\"1\"}")? >= 1.0);
+    let listed = sluice(&broker, &["snapshot", "list"])?;
+    ensure!(listed.lines().any(|l| l.contains("__consumer_offsets-0")), "{listed}");
+
+    // The restart loads the snapshot kept beside the compacted log, then replays the log.
+    broker.kill9();
+    broker.start()?;
+    let mut client = sluice_tests::RawClient::connect(broker.addr())?;
+    ensure!(raw::fetch_committed(&mut client, "early")?.0 == 7, "the early group's commit was lost");
+    ensure!(raw::fetch_committed(&mut client, "busy")?.0 == 79, "the busy group's last commit was lost");
+    ensure!(offsets_segments(&broker)?.first().is_some_and(|f| !f.starts_with("00000000000000000000")));
     Ok(())
 }

@@ -357,6 +357,10 @@ impl StateMachine for MetadataMachine {
         Some(Ok(super::metadata_snapshot::MetadataState::capture(&self.cluster, &self.plugins).encode()))
     }
 
+    fn check(&self, state: &[u8]) -> Result<(), String> {
+        MetadataState::decode(state).map(drop)
+    }
+
     fn restore(&mut self, snapshot: &FetchedSnapshot, index: u64) -> Result<Vec<GroupChange>, String> {
         let target = MetadataState::decode(&snapshot.state)?;
         let current = MetadataState::capture(&self.cluster, &self.plugins);

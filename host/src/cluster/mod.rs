@@ -603,13 +603,21 @@ fn open_partition(config: &Config, replicas: &Replicas, id: Uuid, topic: &str, i
     let dir = partition_dir(config, topic, index);
     claim_partition_dir(&dir, id)?;
     let settings = partition_config(config, overrides);
+    // The offsets topic's state machine keeps its snapshot beside the log: it stands where
+    // that snapshot does (nowhere without one), and a snapshot install it never reached is void.
+    let applied = if topic == crate::groups::offsets::OFFSETS_TOPIC {
+        let kept = partition::kept_state::KeptState::read(&*settings.fs, &dir).map_err(|e| Error::Partition(partition::Error::Log(crate::log::Error::Io { path: dir.clone(), source: e })))?;
+        Some(kept.map_or(0, |k| k.index))
+    } else {
+        None
+    };
     let setup = partition::replica::ReplicaSetup {
         group: group_of(id, index),
         voters: replicas.voters.clone(),
         proposals: replicas.proposals.clone(),
         cache_bytes: replicas.cache_bytes,
         offsets_on_write: false,
-        applied: None,
+        applied,
     };
     Ok(Partition::open_replica(topic, index, &dir, settings, setup)?)
 }

@@ -24,15 +24,27 @@ use crate::cluster::{self, Cluster};
 use crate::config::GroupsConfig;
 use crate::partition::replica::decode_entry;
 use crate::partition::{Appended, Partition};
-use crate::raft::state_machine::{GroupChange, StateMachine};
+use crate::partition::kept_state::KeptState;
+use crate::raft::state_machine::{FetchedSnapshot, GroupChange, StateMachine};
 use group::{Group, GroupState, GroupTimeouts, JoinOutcome, JoinRequest, Reply, SyncOutcome};
 use offsets::{CommittedOffset, OFFSETS_TOPIC, OffsetKey, OffsetRecord};
 
 /// The offsets topic's [`StateMachine`]: every replica applies committed offsets to its
 /// coordinator's cache as they commit, so whichever node becomes a group's coordinator already
 /// has them. Applying an entry twice is harmless: a position not newer than the cached one is
-/// skipped.
-pub struct OffsetsMachine(pub Arc<Coordinator>);
+/// skipped. Its snapshot is every live commit of the partition's groups; the newest one is also
+/// kept beside the partition's log, which is compacted below it.
+pub struct OffsetsMachine {
+    coordinator: Arc<Coordinator>,
+    log: Arc<Partition>,
+}
+
+impl OffsetsMachine {
+    /// The state machine of offsets partition `log`.
+    pub fn new(coordinator: Arc<Coordinator>, log: Arc<Partition>) -> OffsetsMachine {
+        OffsetsMachine { coordinator, log }
+    }
+}
 
 impl StateMachine for OffsetsMachine {
     fn apply(&mut self, committed: &[Entry]) -> Vec<GroupChange> {
@@ -40,10 +52,27 @@ impl StateMachine for OffsetsMachine {
             if let Some((base, count, _, batches)) = decode_entry(&entry.data)
                 && count > 0
             {
-                self.0.apply_committed(base, batches);
+                self.coordinator.apply_committed(base, batches);
             }
         }
         Vec::new()
+    }
+
+    fn snapshot(&self) -> Option<Result<Vec<u8>, String>> {
+        Some(offsets::encode_snapshot(&self.coordinator.commits_of_partition(self.log.index())))
+    }
+
+    fn check(&self, state: &[u8]) -> Result<(), String> {
+        offsets::decode_snapshot(state).map(drop)
+    }
+
+    fn restore(&mut self, snapshot: &FetchedSnapshot, index: u64) -> Result<Vec<GroupChange>, String> {
+        let commits = offsets::decode_snapshot(&snapshot.state)?;
+        // Kept first: it is what a restart starts from once the log is replaced.
+        let kept = KeptState { index, offset: snapshot.offset, state: snapshot.state.clone() };
+        self.log.keep_state(&kept).map_err(|e| e.to_string())?;
+        self.coordinator.restore_partition(self.log.index(), commits, snapshot.offset);
+        Ok(Vec::new())
     }
 }
 
@@ -142,6 +171,15 @@ impl Coordinator {
         let mut offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> = HashMap::new();
         let mut replayed = 0usize;
         for partition in &topic.partitions {
+            // The snapshot kept beside a compacted log first, then the log: replaying commits
+            // older than the snapshot onto it ends where the snapshot stands.
+            if let Some(kept) = partition.kept_state().map_err(|e| Error::Replay(e.to_string()))? {
+                for (key, value) in offsets::decode_snapshot(&kept.state).map_err(Error::Replay)? {
+                    if let Some(v) = value {
+                        offsets.entry(key.group).or_default().insert((key.topic, key.partition), v);
+                    }
+                }
+            }
             let mut from = partition.log_start_offset().map_err(|e| Error::Replay(e.to_string()))?;
             while from < partition.high_watermark() {
                 let read = partition.read(from, 4 << 20).map_err(|e| Error::Replay(e.to_string()))?;
@@ -438,6 +476,39 @@ impl Coordinator {
             }
         }
         codes
+    }
+
+    /// Every live commit of the groups whose offsets partition is `partition`, in key order.
+    pub fn commits_of_partition(&self, partition: i32) -> Vec<OffsetRecord> {
+        let partitions = self.offsets_partitions();
+        let state = self.lock();
+        let mut commits: Vec<OffsetRecord> = state
+            .offsets
+            .iter()
+            .filter(|(group, _)| offsets::partition_for(group, partitions) == partition)
+            .flat_map(|(group, o)| o.iter().map(|((topic, p), v)| (OffsetKey { group: group.clone(), topic: topic.clone(), partition: *p }, Some(v.clone()))))
+            .collect();
+        commits.sort_by(|a, b| a.0.cmp(&b.0));
+        commits
+    }
+
+    /// Replaces the commits of the groups of offsets partition `partition` with a snapshot's,
+    /// taken where the partition's log reached `offset`.
+    pub fn restore_partition(&self, partition: i32, commits: Vec<OffsetRecord>, offset: i64) {
+        let partitions = self.offsets_partitions();
+        let mut state = self.lock();
+        let State { offsets, positions, .. } = &mut *state;
+        offsets.retain(|group, _| offsets::partition_for(group, partitions) != partition);
+        positions.retain(|key, _| offsets::partition_for(&key.group, partitions) != partition);
+        for (key, value) in commits {
+            let Some(v) = value else { continue };
+            positions.insert(key.clone(), offset - 1);
+            offsets.entry(key.group).or_default().insert((key.topic, key.partition), v);
+        }
+    }
+
+    fn offsets_partitions(&self) -> i32 {
+        self.cluster.topic(OFFSETS_TOPIC).map_or(1, |t| t.partitions.len() as i32)
     }
 
     /// Replicated: applies an offsets-topic entry as it commits, on every replica, so whichever

@@ -115,6 +115,27 @@ pub fn next_offset(bytes: &[u8]) -> Option<i64> {
     next
 }
 
+/// A snapshot of an offsets partition: every live commit of its groups as one record batch,
+/// tombstones dropped (no bytes at all when there is none).
+pub fn encode_snapshot(commits: &[OffsetRecord]) -> Result<Vec<u8>, String> {
+    if commits.is_empty() {
+        return Ok(Vec::new());
+    }
+    encode_batch(commits, 0).map(|b| b.to_vec())
+}
+
+/// Reads a snapshot of an offsets partition; a record that does not decode is an error.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Vec<OffsetRecord>, String> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (commits, skipped) = decode_batches(Bytes::copy_from_slice(bytes))?;
+    if skipped > 0 {
+        return Err(format!("{skipped} records of the offsets snapshot do not decode"));
+    }
+    Ok(commits)
+}
+
 fn put_string(buf: &mut BytesMut, s: &str) {
     // Group ids, topic names and metadata are capped far below i16::MAX before they get here.
     buf.put_i16(s.len() as i16);

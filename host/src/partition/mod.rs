@@ -11,6 +11,7 @@
 pub mod batch;
 mod batch_records;
 pub mod descriptor;
+pub mod kept_state;
 pub mod producer_state;
 pub mod replica;
 

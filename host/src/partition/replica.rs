@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::batch::{BatchHeader, parse_batches};
 use super::descriptor::Descriptor;
+use super::kept_state::KeptState;
 use super::producer_state::ProducerStates;
 use super::{Appended, Error, Partition, check_sequences, stamp};
 use crate::config::FlushPolicy;
@@ -60,7 +61,8 @@ pub struct ReplicaSetup {
     /// entries are proposed from any node and count one offset each).
     pub offsets_on_write: bool,
     /// Where the group's state machine stands, if its state lives outside the log (the
-    /// metadata group): a snapshot whose install the state never reached is void.
+    /// metadata group, the offsets topic): a snapshot whose install the state never reached is
+    /// void.
     pub applied: Option<u64>,
 }
 
@@ -540,6 +542,28 @@ impl Partition {
         }
         self.begin_install(point)?;
         self.install_snapshot(point, descriptor.producers)
+    }
+
+    /// Keeps a state-machine snapshot beside the log ([`KeptState`]), durably.
+    pub fn keep_state(&self, kept: &KeptState) -> Result<(), Error> {
+        let fs = Arc::clone(self.lock().log.as_ref().ok_or(Error::Closed)?.fs());
+        kept.write(&*fs, &self.dir).map_err(|source| Error::Log(crate::log::Error::Io { path: self.dir.clone(), source }))
+    }
+
+    /// The state-machine snapshot kept beside the log, if any.
+    pub fn kept_state(&self) -> Result<Option<KeptState>, Error> {
+        let fs = Arc::clone(self.lock().log.as_ref().ok_or(Error::Closed)?.fs());
+        KeptState::read(&*fs, &self.dir).map_err(|source| Error::Log(crate::log::Error::Io { path: self.dir.clone(), source }))
+    }
+
+    /// Whether this replica, leading, could not catch up a follower behind its log: the log
+    /// starts past the snapshot it serves (or it serves none).
+    pub fn needs_snapshot_to_serve(&self) -> bool {
+        self.with_raft_store(|store, _| {
+            let first = store.index.first_index();
+            first > 1 && store.serving.as_ref().is_none_or(|s| s.get_metadata().index + 1 < first)
+        })
+        .unwrap_or(false)
     }
 
     /// The newest snapshot this replica can send a follower whose log is too far behind.

@@ -165,10 +165,9 @@ impl Driver {
                 self.down_peers.remove(&from);
                 let max_entry_bytes = self.replication.max_entry_bytes();
                 for (group, msg) in messages {
-                    // Only the metadata group takes forwarded proposals. Snapshots are installed
-                    // by it and by data partitions (whose state is their log and producers).
+                    // Only the metadata group takes forwarded proposals.
                     let metadata = group == METADATA_GROUP;
-                    let installs = self.snapshots.is_some() && (metadata || !self.machines.contains_key(&group));
+                    let installs = self.snapshots.is_some();
                     let checked = validate::check_message(self.me, self.replication.voters(), from, &msg, max_entry_bytes, metadata, installs).and_then(|()| {
                         if msg.get_msg_type() == MessageType::MsgSnapshot {
                             return self.snapshot_message(group, msg);
@@ -239,7 +238,7 @@ impl Driver {
                 match fetched {
                     Ok(fetched) => self.fetched(group, *msg, fetched),
                     Err(cause) => {
-                        self.metrics.snapshot.failed.with_label_values(&[kind_of(group), "install"]).inc();
+                        self.metrics.snapshot.failed.with_label_values(&[self.kind_of(group), "install"]).inc();
                         warn!(group, %cause, "the leader's snapshot could not be fetched; it will be sent again");
                     }
                 }
@@ -272,11 +271,13 @@ impl Driver {
     /// is stepped (raft-rs decides whether to restore it).
     fn fetched(&mut self, group: u64, msg: Message, fetched: FetchedSnapshot) {
         let Some(g) = self.groups.get_mut(&group) else { return };
-        if !self.machines.contains_key(&group)
-            && let Err(cause) = Descriptor::decode(&fetched.state)
-        {
+        let readable = match self.machines.get(&group) {
+            Some(machine) => machine.check(&fetched.state),
+            None => Descriptor::decode(&fetched.state).map(drop),
+        };
+        if let Err(cause) = readable {
             // Refused before raft-rs accepts it: once it has, the install must not fail.
-            self.metrics.snapshot.failed.with_label_values(&[kind_of(group), "corrupt"]).inc();
+            self.metrics.snapshot.failed.with_label_values(&[self.kind_of(group), "corrupt"]).inc();
             warn!(group, %cause, "the leader's snapshot is refused");
             return;
         }
@@ -314,13 +315,25 @@ impl Driver {
         }
     }
 
+    /// The snapshot metrics' `kind` label of a group.
+    fn kind_of(&self, group: u64) -> &'static str {
+        match (group, self.machines.contains_key(&group)) {
+            (METADATA_GROUP, _) => "metadata",
+            (_, true) => "offsets",
+            (_, false) => "partition",
+        }
+    }
+
     fn handle_ready(&mut self, id: u64) {
+        let kind = self.kind_of(id);
         let Some(g) = self.groups.get_mut(&id) else { return };
         let (machines, fetched, metrics) = (&mut self.machines, &mut self.fetched, &self.metrics);
         let mut changes = Vec::new();
         let mut install = |partition: &Partition, snapshot: &raft::prelude::Snapshot| {
             let machine = machines.get_mut(&id).map(|m| m.as_mut() as &mut dyn StateMachine);
-            install(id, snapshot, partition, machine, fetched, metrics).map(|c| changes = c)
+            changes = install(id, snapshot, partition, machine, fetched)?;
+            metrics.snapshot.installs.with_label_values(&[kind]).inc();
+            Ok(())
         };
         let readied = g.ready_installing(&self.transport, &self.metrics, &mut install);
         self.change_groups(changes);
@@ -530,11 +543,6 @@ mod tests {
     }
 }
 
-/// The snapshot metrics' `kind` label of a group.
-fn kind_of(group: u64) -> &'static str {
-    if group == METADATA_GROUP { "metadata" } else { "partition" }
-}
-
 /// Whether a leader's snapshot message needs the snapshot installed before raft-rs takes it:
 /// not if it is stale (an older term, or at most our commit), nor if our log already holds the
 /// snapshot's entry (raft-rs then just moves the commit).
@@ -554,7 +562,6 @@ fn install(
     partition: &Partition,
     machine: Option<&mut dyn StateMachine>,
     fetched: &mut HashMap<u64, (u64, FetchedSnapshot)>,
-    metrics: &Metrics,
 ) -> Result<Vec<GroupChange>, String> {
     let meta = snapshot.get_metadata();
     let (index, snapshot) = fetched.remove(&group).ok_or("raft-rs restored a snapshot that was not fetched")?;
@@ -576,7 +583,6 @@ fn install(
             Vec::new()
         }
     };
-    metrics.snapshot.installs.with_label_values(&[kind_of(group)]).inc();
     tracing::info!(group, index, term = meta.term, "installed the leader's snapshot");
     Ok(changes)
 }

@@ -28,6 +28,13 @@ pub trait StateMachine: Send {
         None
     }
 
+    /// Whether a fetched snapshot's state is one [`StateMachine::restore`] can read: checked
+    /// before raft-rs takes the snapshot, since once it has, the install must not fail.
+    fn check(&self, state: &[u8]) -> Result<(), String> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Replaces the state with a snapshot's, taken at `index` (a follower too far behind the
     /// leader's log). Returns the groups that started or stopped. After it returns, the
     /// state's applied index is `index`; if it fails part way, the applied index has not moved
@@ -73,4 +80,4 @@ pub enum GroupChange {
 
 /// Picks the state machine of a partition's group, if its entries mean more than records (the
 /// offsets topic's do).
-pub type MachineFor = Box<dyn Fn(&Partition) -> Option<Box<dyn StateMachine>> + Send>;
+pub type MachineFor = Box<dyn Fn(&Arc<Partition>) -> Option<Box<dyn StateMachine>> + Send>;

@@ -23,9 +23,10 @@ use crate::config::SnapshotConfig;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
-use crate::plugins::wit::latest::trigger::exports::sluice::plugins::snapshot_trigger::{Decision, GroupId, GroupStats};
+use crate::partition::kept_state::KeptState;
+use crate::plugins::wit::latest::trigger::exports::sluice::plugins::snapshot_trigger::{Decision, GroupId, GroupStats, TopicPartition};
 use crate::plugins::{PluginKind, Plugins};
-use crate::raft::{METADATA_GROUP, Replication};
+use crate::raft::{GroupStatus, METADATA_GROUP, Replication};
 
 /// How long a chunk without a manifest in a shared store is left alone: another node may
 /// still be uploading it.
@@ -83,24 +84,28 @@ impl Snapshots {
         for manifest in newest.values() {
             self.serve(manifest);
         }
-        let log_bytes = self.log_bytes();
-        let mut last = self.lock_last();
         for (group, index) in newest.into_iter().map(|(g, m)| (g, m.index)) {
             self.metrics.snapshot.last_index.with_label_values(&[group_label(group).as_str()]).set(index as i64);
-            last.insert(group, Last { index, at: Instant::now(), log_bytes });
+            let log_bytes = self.target(group).map_or(0, |t| log_bytes(&t.log));
+            self.lock_last().insert(group, Last { index, at: Instant::now(), log_bytes });
         }
         Ok(())
     }
 
     /// Snapshots `group` now: captures its applied state, writes it with the bound codec,
-    /// then deletes snapshots beyond `snapshot.retain`.
+    /// then deletes snapshots beyond `snapshot.retain` and compacts the group's log (not a data
+    /// partition's: retention decides what it keeps).
     pub async fn take(&self, group: u64) -> Result<Manifest, Error> {
-        let kind = if group == METADATA_GROUP { GroupKind::Metadata } else { GroupKind::Partition };
+        let target = self.target(group).ok_or_else(|| Error::State(format!("group {group} is not on this node")))?;
+        let kind = target.kind;
         let _one = self.taking.lock().await;
         let started = Instant::now();
-        let written = if group == METADATA_GROUP { self.write_metadata().await } else { self.write_partition(group).await };
-        let manifest = match written {
-            Ok(m) => m,
+        let written = match kind {
+            GroupKind::Metadata => self.write_metadata().await.map(|m| (m.index, m)),
+            GroupKind::Offsets | GroupKind::Partition => self.write_partition(&target).await,
+        };
+        let (applied, manifest) = match written {
+            Ok(written) => written,
             Err(e) => {
                 self.metrics.snapshot.failed.with_label_values(&[kind.name(), e.reason()]).inc();
                 return Err(e);
@@ -112,34 +117,36 @@ impl Snapshots {
         m.raw_bytes.with_label_values(&[kind.name()]).inc_by(manifest.raw_bytes());
         m.stored_bytes.with_label_values(&[kind.name()]).inc_by(manifest.stored_bytes());
         m.last_index.with_label_values(&[group_label(group).as_str()]).set(manifest.index as i64);
-        let log_bytes = self.log_bytes();
+        let log_bytes = log_bytes(&target.log);
         self.lock_last().insert(group, Last { index: manifest.index, at: Instant::now(), log_bytes });
         info!(group, index = manifest.index, raw = manifest.raw_bytes(), stored = manifest.stored_bytes(), codec = %manifest.codec.name, "snapshot taken");
         match self.store.retain(group, self.retain).await {
             Ok(deleted) => m.deleted.inc_by(deleted as u64),
             Err(e) => warn!(group, cause = %e, "deleting old snapshots failed"),
         }
-        if group == METADATA_GROUP {
-            self.compact(&manifest).await;
+        if kind != GroupKind::Partition {
+            // Never past the state this node keeps (a shared store's newest may be ahead).
+            self.compact(&target, manifest.index.min(applied)).await;
         }
         Ok(manifest)
     }
 
-    /// Compacts this node's metadata log below a snapshot it can send a follower (its own, or
-    /// the shared store's newest, at most its applied index), keeping `snapshot.keep-entries`
+    /// Compacts this node's log of `target` below `index` (a snapshot it can send a follower,
+    /// at most its applied index, whose state a restart finds), keeping `snapshot.keep-entries`
     /// entries before it so a follower a little behind still catches up from the log; one
     /// further behind gets the snapshot. Every node compacts its own log.
-    async fn compact(&self, manifest: &Manifest) {
-        let Some(upto) = manifest.index.checked_sub(self.keep_entries) else { return };
-        if upto < self.metadata_log.first_index() {
+    async fn compact(&self, target: &Target, index: u64) {
+        let Some(upto) = index.checked_sub(self.keep_entries) else { return };
+        if upto < target.log.first_index() {
             return;
         }
-        let Some(start) = self.metadata_log.offset_after(upto) else { return };
-        let log = Arc::clone(&self.metadata_log);
+        let Some(start) = target.log.offset_after(upto) else { return };
+        let log = Arc::clone(&target.log);
+        let group = target.group;
         match tokio::task::spawn_blocking(move || log.delete_before(start)).await {
-            Ok(Ok(deleted)) => debug!(group = manifest.group, upto, deleted, "metadata log compacted"),
-            Ok(Err(e)) => warn!(group = manifest.group, cause = %e, "compacting the metadata log failed"),
-            Err(e) => warn!(group = manifest.group, cause = %e, "compacting the metadata log failed"),
+            Ok(Ok(deleted)) => debug!(group, upto, deleted, "log compacted"),
+            Ok(Err(e)) => warn!(group, cause = %e, "compacting the log failed"),
+            Err(e) => warn!(group, cause = %e, "compacting the log failed"),
         }
     }
 
@@ -168,24 +175,30 @@ impl Snapshots {
         Ok(manifest)
     }
 
-    /// Writes the descriptor of the data partition of `group`, bound to its topic's codec. A
-    /// shared store may already hold it (written by whichever node led before): that one is
-    /// served instead.
-    async fn write_partition(&self, group: u64) -> Result<Manifest, Error> {
-        let (topic, partition) = self.partition_of(group).ok_or_else(|| Error::State(format!("group {group} is not a data partition of this node")))?;
-        let captured = self.replication.capture(group).await.map_err(Error::State)?;
+    /// Writes the snapshot of a partition's group (an offsets partition's commits, kept beside
+    /// its log first; a data partition's descriptor), bound to its topic's codec. A shared store
+    /// may already hold one as new (written by whichever node led before): that one is served
+    /// instead. Returns the index of the state captured here, with the manifest.
+    async fn write_partition(&self, target: &Target) -> Result<(u64, Manifest), Error> {
+        let topic = target.topic.as_ref().ok_or_else(|| Error::State(format!("group {} has no topic", target.group)))?;
+        let captured = self.replication.capture(target.group).await.map_err(Error::State)?;
+        if target.kind == GroupKind::Offsets {
+            let kept = KeptState { index: captured.index, offset: captured.offset, state: captured.state.clone() };
+            let log = Arc::clone(&target.log);
+            tokio::task::spawn_blocking(move || log.keep_state(&kept)).await.map_err(|e| Error::Task(e.to_string()))?.map_err(|e| Error::State(e.to_string()))?;
+        }
         if self.store.shared()
-            && let Some(newest) = self.store.list(Some(group)).await?.pop()
+            && let Some(newest) = self.store.list(Some(target.group)).await?.pop()
             && newest.index >= captured.index
         {
             self.serve(&newest);
-            return Ok(newest);
+            return Ok((captured.index, newest));
         }
         let codec = self.plugins.binding(PluginKind::Codec, &topic.configs)?;
         let head = Head {
-            group,
-            kind: GroupKind::Partition,
-            name: format!("{}-{}", topic.name, partition.index()),
+            group: target.group,
+            kind: target.kind,
+            name: format!("{}-{}", topic.name, target.log.index()),
             index: captured.index,
             term: captured.term,
             voters: captured.voters,
@@ -194,15 +207,31 @@ impl Snapshots {
         };
         let manifest = self.store.write(&self.plugins, codec, head, captured.state).await?;
         self.serve(&manifest);
-        Ok(manifest)
+        Ok((captured.index, manifest))
     }
 
-    /// The topic and replica of data partition `group` on this node (not `__consumer_offsets`).
-    fn partition_of(&self, group: u64) -> Option<(Arc<Topic>, Arc<Partition>)> {
-        self.cluster.topics().into_iter().filter(|t| t.name != OFFSETS_TOPIC).find_map(|t| {
-            let found = t.partitions.iter().find(|p| group_of(t.id, p.index()) == group).cloned();
-            found.map(|p| (t, p))
+    /// The group `group` of this node, with its log.
+    fn target(&self, group: u64) -> Option<Target> {
+        if group == METADATA_GROUP {
+            return Some(Target { group, kind: GroupKind::Metadata, log: Arc::clone(&self.metadata_log), topic: None });
+        }
+        self.cluster.topics().into_iter().find_map(|topic| {
+            let log = topic.partitions.iter().find(|p| group_of(topic.id, p.index()) == group).cloned()?;
+            let kind = if topic.name == OFFSETS_TOPIC { GroupKind::Offsets } else { GroupKind::Partition };
+            Some(Target { group, kind, log, topic: Some(topic) })
         })
+    }
+
+    /// Every group this node snapshots when its trigger says so: the metadata group and the
+    /// offsets partitions.
+    fn triggered_targets(&self) -> Vec<Target> {
+        let mut targets = vec![Target { group: METADATA_GROUP, kind: GroupKind::Metadata, log: Arc::clone(&self.metadata_log), topic: None }];
+        if let Some(topic) = self.cluster.topic(OFFSETS_TOPIC) {
+            for log in &topic.partitions {
+                targets.push(Target { group: group_of(topic.id, log.index()), kind: GroupKind::Offsets, log: Arc::clone(log), topic: Some(Arc::clone(&topic)) });
+            }
+        }
+        targets
     }
 
     /// Offers `manifest` to followers whose log is too far behind this node's, when it covers
@@ -216,30 +245,53 @@ impl Snapshots {
         let named = SnapshotRef { key: manifest.key(), offset: manifest.log_offset };
         // A key and an offset always serialise.
         snapshot.data = serde_json::to_vec(&named).expect("snapshot reference serialises").into();
-        let log = if manifest.group == METADATA_GROUP { Some(Arc::clone(&self.metadata_log)) } else { self.partition_of(manifest.group).map(|(_, p)| p) };
-        if let Some(log) = log {
-            log.set_serving_snapshot(snapshot);
+        if let Some(target) = self.target(manifest.group) {
+            target.log.set_serving_snapshot(snapshot);
         }
     }
 
-    /// The newest metadata snapshot in the store, offered to followers (a shared store: the
-    /// leader's, whichever node led when it was taken).
-    async fn serve_newest(&self) -> Option<Manifest> {
-        match self.store.list(Some(METADATA_GROUP)).await {
-            Ok(mut listed) => {
-                let newest = listed.pop()?;
-                self.serve(&newest);
-                Some(newest)
-            }
+    /// A follower's part with a shared store, where only leaders write: it serves the newest
+    /// snapshot of `target` (should it lead) and compacts below it once applied that far; an
+    /// offsets partition first keeps that snapshot's state beside its log.
+    async fn follow_shared(&self, target: &Target, applied: u64) {
+        let newest = match self.store.list(Some(target.group)).await {
+            Ok(mut listed) => match listed.pop() {
+                Some(newest) => newest,
+                None => return,
+            },
             Err(e) => {
-                debug!(cause = %e, "listing snapshots failed");
-                None
+                debug!(group = target.group, cause = %e, "listing snapshots failed");
+                return;
+            }
+        };
+        self.serve(&newest);
+        if newest.index > applied {
+            return;
+        }
+        let adopted = self.lock_last().get(&target.group).is_some_and(|l| l.index >= newest.index);
+        if target.kind == GroupKind::Offsets && !adopted {
+            let kept = match self.store.read(&self.plugins, &newest.key()).await {
+                Ok((_, state)) => KeptState { index: newest.index, offset: newest.log_offset, state },
+                Err(e) => {
+                    warn!(group = target.group, cause = %e, "reading the newest snapshot failed");
+                    return;
+                }
+            };
+            let log = Arc::clone(&target.log);
+            match tokio::task::spawn_blocking(move || log.keep_state(&kept)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return warn!(group = target.group, cause = %e, "keeping the newest snapshot failed"),
+                Err(e) => return warn!(group = target.group, cause = %e, "keeping the newest snapshot failed"),
             }
         }
+        let log_bytes = log_bytes(&target.log);
+        self.lock_last().insert(target.group, Last { index: newest.index, at: Instant::now(), log_bytes });
+        self.compact(target, newest.index).await;
     }
 
-    /// Asks the metadata group's trigger every `interval` until `stop`, and snapshots when it
-    /// says so.
+    /// Asks the triggers of the metadata group and the offsets partitions every `interval`
+    /// until `stop`, and snapshots what they say; a data partition is snapshotted when its
+    /// leader could not catch up a follower behind its log otherwise.
     pub async fn run(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
         if let Err(e) = self.recover().await {
             warn!(cause = %e, store = self.store.url(), "reading the snapshot store failed");
@@ -251,12 +303,17 @@ impl Snapshots {
                 _ = ticks.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            if self.due(METADATA_GROUP).await
-                && let Err(e) = self.take(METADATA_GROUP).await
-            {
-                warn!(group = METADATA_GROUP, cause = %e, "snapshot failed");
+            let statuses = self.replication.status().await;
+            let mut due = Vec::new();
+            for target in self.triggered_targets() {
+                if let Some(status) = statuses.iter().find(|s| s.group == target.group)
+                    && self.due(&target, status).await
+                {
+                    due.push(target.group);
+                }
             }
-            for group in self.partitions_needing_one() {
+            due.extend(self.partitions_needing_one());
+            for group in due {
                 if let Err(e) = self.take(group).await {
                     warn!(group, cause = %e, "snapshot failed");
                 }
@@ -264,46 +321,39 @@ impl Snapshots {
         }
     }
 
-    /// The data partitions this node leads whose log starts past their newest snapshot: a
+    /// The data partitions this node leads whose log starts past the snapshot they serve: a
     /// follower behind the log could not catch up without a new one.
     fn partitions_needing_one(&self) -> Vec<u64> {
-        let last = self.lock_last();
         let mut due = Vec::new();
         for topic in self.cluster.topics().into_iter().filter(|t| t.name != OFFSETS_TOPIC) {
-            for p in topic.partitions.iter().filter(|p| p.is_leader()) {
-                let group = group_of(topic.id, p.index());
-                let first = p.first_index();
-                if first > 1 && last.get(&group).is_none_or(|l| l.index + 1 < first) {
-                    due.push(group);
-                }
+            for p in topic.partitions.iter().filter(|p| p.is_leader() && p.needs_snapshot_to_serve()) {
+                due.push(group_of(topic.id, p.index()));
             }
         }
         due
     }
 
-    /// Whether the group's trigger (or, if it fails, the built-in thresholds) says to snapshot.
-    async fn due(&self, group: u64) -> bool {
-        let Some(status) = self.replication.status().await.into_iter().find(|s| s.group == group) else { return false };
+    /// Whether `target`'s trigger (or, if it fails, the built-in thresholds) says to snapshot.
+    async fn due(&self, target: &Target, status: &GroupStatus) -> bool {
         let is_leader = status.leader == self.replication.me();
         // Into a shared store only the leader writes; each node keeps its own otherwise.
         if self.store.shared() && !is_leader {
-            if let Some(newest) = self.serve_newest().await
-                && newest.index <= status.applied
-            {
-                self.compact(&newest).await;
-            }
+            self.follow_shared(target, status.applied).await;
             return false;
         }
-        let last = self.lock_last().get(&group).copied();
-        // The log starts past this node's newest snapshot (it installed the leader's): without
-        // one of its own, this node could not catch a follower up if it led.
-        let first = self.metadata_log.first_index();
-        if first > 1 && last.is_none_or(|l| l.index + 1 < first) && status.applied + 1 >= first {
+        // The log starts past the snapshot this node serves (it installed the leader's, or
+        // compacted below a shared one): it could not catch a follower up if it led.
+        if target.log.needs_snapshot_to_serve() && status.applied + 1 >= target.log.first_index() {
             return true;
         }
-        let log_bytes = self.log_bytes();
+        let last = self.lock_last().get(&target.group).copied();
+        let log_bytes = log_bytes(&target.log);
+        let group = match &target.topic {
+            None => GroupId::Metadata,
+            Some(topic) => GroupId::Partition(TopicPartition { topic: topic.name.clone(), partition: target.log.index() as u32 }),
+        };
         let stats = GroupStats {
-            group: GroupId::Metadata,
+            group,
             applied_index: status.applied,
             entries_since_snapshot: status.applied.saturating_sub(last.map_or(0, |l| l.index)),
             bytes_since_snapshot: log_bytes.saturating_sub(last.map_or(0, |l| l.log_bytes)),
@@ -321,17 +371,27 @@ impl Snapshots {
             crate::plugins::trigger::decide(bound.as_ref().map(|(p, params)| (p.as_ref(), params)), &stats)
         })
         .await;
-        debug!(group, ?decided, "snapshot trigger asked");
+        debug!(group = target.group, ?decided, "snapshot trigger asked");
         matches!(decided, Ok(Decision::Snapshot))
-    }
-
-    fn log_bytes(&self) -> u64 {
-        self.metadata_log.retention_view().map_or(0, |(_, _, bytes, _)| bytes)
     }
 
     fn lock_last(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Last>> {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A group this node snapshots, with its log.
+struct Target {
+    group: u64,
+    kind: GroupKind,
+    log: Arc<Partition>,
+    /// Its topic (none for the metadata group).
+    topic: Option<Arc<Topic>>,
+}
+
+/// The bytes of a group's log on disk.
+fn log_bytes(log: &Partition) -> u64 {
+    log.retention_view().map_or(0, |(_, _, bytes, _)| bytes)
 }
 
 /// The `group` label of a group's snapshot metrics.
