@@ -221,3 +221,87 @@ fn the_offsets_log_is_compacted_below_its_snapshots_and_a_restart_keeps_every_co
     ensure!(offsets_segments(&broker)?.first().is_some_and(|f| !f.starts_with("00000000000000000000")));
     Ok(())
 }
+
+/// An S3-compatible server (`moto_server`, from PyPI's `moto[server]`) on a free loopback port,
+/// stopped when dropped.
+#[cfg(feature = "s3")]
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+#[cfg(feature = "s3")]
+impl S3Server {
+    fn start() -> Result<S3Server> {
+        use std::io::{Read, Write};
+        let port = sluice_tests::free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting moto_server (pip install 'moto[server]'): {e}"))?;
+        let server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut connected = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => break stream,
+                Err(e) => ensure!(Instant::now() < deadline, "moto_server never listened: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // Every cluster's store lives in one bucket, under its own prefix.
+        write!(connected, "PUT /sluice HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        connected.read_to_string(&mut answer)?;
+        ensure!(answer.starts_with("HTTP/1.1 200"), "creating the bucket: {answer}");
+        Ok(server)
+    }
+
+    /// A broker whose snapshot store is `s3://sluice/<prefix>` on this server.
+    fn broker(&self, data_dir: &std::path::Path, prefix: &str) -> Broker {
+        Broker::new(env!("CARGO_BIN_EXE_sluice"), data_dir)
+            .env("SLUICE_SNAPSHOT__STORE", &format!("s3://sluice/{prefix}"))
+            .env("SLUICE_SNAPSHOT__S3_ENDPOINT", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "sluice")
+            .env("AWS_SECRET_ACCESS_KEY", "sluice")
+            .env("AWS_REGION", "us-east-1")
+    }
+}
+
+#[cfg(feature = "s3")]
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "s3")]
+#[test]
+fn snapshots_round_trip_through_an_s3_compatible_server_and_restore_a_lost_cluster() -> Result<()> {
+    let s3 = S3Server::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut lost = s3.broker(&dir.path().join("lost"), "lost");
+    lost.start()?;
+    let configs = [("retention.ms", "654321")];
+    runtime().block_on(create_topic(&lost.bootstrap(), "orders", 2, &configs))?;
+    let created = sluice(&lost, &["snapshot", "create"])?;
+    let listed = sluice(&lost, &["snapshot", "list", "--group", "0"])?;
+    let newest = listed.lines().last().unwrap_or_default().to_string();
+    ensure!(created.lines().last().is_some_and(|l| l == newest), "created {created}, listed {listed}");
+    let orders_id = topic_id(&lost, "orders")?;
+    ensure!(!lost.data_dir().join("object-store").exists(), "the snapshot went to a local store");
+    lost.kill9();
+
+    // A new node (its own store in S3 too, under another prefix), brought back from the lost one's.
+    let mut fresh = s3.broker(&dir.path().join("fresh"), "fresh");
+    fresh.start()?;
+    let restored = sluice(&fresh, &["cluster", "restore", "--store", "s3://sluice/lost"])?;
+    ensure!(restored.contains("1 topics"), "{restored}");
+    ensure!(topic_id(&fresh, "orders")? == orders_id, "the topic keeps its id");
+    ensure!(topic_config(&fresh, "orders", "retention.ms")?.as_deref() == Some("654321"));
+    let acks = runtime().block_on(crate::produce(&crate::producer(&fresh.bootstrap()), "orders", &["after the restore".to_string()]))?;
+    ensure!(acks.len() == 1);
+    Ok(())
+}
