@@ -37,6 +37,7 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
             let from = restored.snapshot.map(|s| format!("{} (index {}, term {})", s.manifest_key, s.index, s.term)).unwrap_or_default();
             println!("restored from {store}: {from}");
             println!("{} topics, {} plugins, {} metadata changes applied", restored.topics, restored.plugins, restored.commands);
+            println!("{} committed offsets of {} consumer groups restored", restored.offsets, restored.groups);
         }
     }
     Ok(())

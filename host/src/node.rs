@@ -181,9 +181,9 @@ impl Node {
         tasks.extend([
             tokio::spawn(Arc::clone(&snapshots).run(std::time::Duration::from_millis(config.snapshot.check_interval_ms), stop.clone())),
             tokio::spawn(kafka::serve(kafka_listener, ctx, tls, stop.clone())),
-            tokio::spawn(tick_groups(groups, Arc::clone(&metrics), stop.clone())),
+            tokio::spawn(tick_groups(Arc::clone(&groups), Arc::clone(&metrics), stop.clone())),
             tokio::spawn(retention::run(Arc::clone(&cluster), Arc::clone(&plugins), stop.clone())),
-            tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control, snapshots), transport_service, stop.clone())),
+            tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control, snapshots, groups), transport_service, stop.clone())),
             tokio::spawn(metrics::serve(metrics_listener, metrics, stop)),
         ]);
         info!(%kafka_addr, %metrics_addr, %rpc_addr, data_dir = %config.data_dir.display(), "sluice is serving");
@@ -256,7 +256,7 @@ async fn bootstrap(cluster: Arc<Cluster>, proposer: Arc<Proposer>, node_id: i32,
     }
     while cluster.topic(OFFSETS_TOPIC).is_none() {
         let configs = std::collections::BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string()), ("segment.bytes".to_string(), offsets_segment_bytes.to_string())]);
-        let command = Command::CreateTopic { name: OFFSETS_TOPIC.into(), id: uuid::Uuid::new_v4(), partitions: offsets_partitions, replication_factor: -1, configs };
+        let command = Command::CreateTopic { name: OFFSETS_TOPIC.into(), id: uuid::Uuid::new_v4(), partitions: offsets_partitions, replication_factor: -1, configs, start_offsets: Vec::new() };
         if let Err(e) = proposer.propose(command).await {
             debug!(cause = %e, "offsets topic creation pending");
             if pause_unless_stopping(&mut stop).await {

@@ -305,3 +305,85 @@ fn snapshots_round_trip_through_an_s3_compatible_server_and_restore_a_lost_clust
     ensure!(acks.len() == 1);
     Ok(())
 }
+
+/// Produces `n` records of about 100 bytes to `partition` of `topic`, acks=all.
+fn produce_to(broker: &Broker, topic: &str, partition: i32, n: usize) -> Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = crate::producer(&broker.bootstrap()).create()?;
+    let value = "v".repeat(100);
+    runtime().block_on(async {
+        for _ in 0..n {
+            producer.send(FutureRecord::<(), _>::to(topic).partition(partition).payload(&value), Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// The low and high watermarks of `partition` of `topic`.
+fn watermarks(broker: &Broker, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    let consumer: rdkafka::consumer::BaseConsumer = sluice_tests::consumer_config(&broker.bootstrap()).create()?;
+    Ok(rdkafka::consumer::Consumer::fetch_watermarks(&consumer, topic, partition, Duration::from_secs(10))?)
+}
+
+/// Group `readers`' committed offsets of `topic` partitions 0 and 1, through a consumer.
+fn readers_committed(broker: &Broker, topic: &str) -> Result<Vec<rdkafka::Offset>> {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = sluice_tests::consumer_config(&broker.bootstrap()).set("group.id", "readers").create()?;
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    wanted.add_partition(topic, 0);
+    wanted.add_partition(topic, 1);
+    let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+    Ok(committed.elements().iter().map(|e| e.offset()).collect())
+}
+
+#[test]
+fn a_restored_cluster_resumes_at_the_lost_ones_offsets_with_its_committed_offsets() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let url = format!("file://{}", store.display());
+    let mut lost = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("lost"))
+        .env("SLUICE_SNAPSHOT__STORE", &url)
+        .env("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "100")
+        .env("SLUICE_PLUGINS__RETENTION_CHECK_INTERVAL_MS", "100")
+        // One offsets partition here, the default eight in the new cluster.
+        .env("SLUICE_GROUPS__OFFSETS_TOPIC_PARTITIONS", "1");
+    lost.start()?;
+    runtime().block_on(create_topic(&lost.bootstrap(), "orders", 2, &[("segment.bytes", "1024")]))?;
+    produce_to(&lost, "orders", 0, 100)?;
+    produce_to(&lost, "orders", 1, 10)?;
+    // A group read part of partition 0 and all of partition 1.
+    let consumer: rdkafka::consumer::BaseConsumer = sluice_tests::consumer_config(&lost.bootstrap()).set("group.id", "readers").create()?;
+    use rdkafka::consumer::Consumer;
+    let mut positions = rdkafka::TopicPartitionList::new();
+    positions.add_partition_offset("orders", 0, rdkafka::Offset::Offset(40))?;
+    positions.add_partition_offset("orders", 1, rdkafka::Offset::Offset(10))?;
+    consumer.commit(&positions, rdkafka::consumer::CommitMode::Sync)?;
+    // Retention drops the start of partition 0: its leader writes a descriptor (high watermark
+    // 100); the offsets and the metadata are snapshotted by hand.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = sluice_tests::client_config(&lost.bootstrap()).create()?;
+    let change = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("orders")).set("retention.bytes", "2048");
+    runtime().block_on(admin.alter_configs([&change], &rdkafka::admin::AdminOptions::new()))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sluice(&lost, &["snapshot", "list"])?.lines().any(|l| l.contains("orders-0")) {
+        ensure!(Instant::now() < deadline, "no descriptor of orders-0 was written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(watermarks(&lost, "orders", 0)?.0 > 0, "retention deleted nothing");
+    sluice(&lost, &["snapshot", "create", "--topic", "__consumer_offsets", "--partition", "0"])?;
+    sluice(&lost, &["snapshot", "create"])?;
+    lost.kill9();
+
+    let mut fresh = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("fresh"));
+    fresh.start()?;
+    let restored = sluice(&fresh, &["cluster", "restore", "--store", &url])?;
+    ensure!(restored.contains("2 committed offsets of 1 consumer groups"), "{restored}");
+    // Partition 0 resumes at its descriptor's high watermark, partition 1 at its committed
+    // offset: no offset a consumer saw is handed out again.
+    ensure!(watermarks(&fresh, "orders", 0)? == (100, 100), "orders-0: {:?}", watermarks(&fresh, "orders", 0)?);
+    ensure!(watermarks(&fresh, "orders", 1)? == (10, 10), "orders-1: {:?}", watermarks(&fresh, "orders", 1)?);
+    let committed = readers_committed(&fresh, "orders")?;
+    ensure!(committed == [rdkafka::Offset::Offset(40), rdkafka::Offset::Offset(10)], "committed {committed:?}");
+    produce_to(&fresh, "orders", 0, 1)?;
+    ensure!(watermarks(&fresh, "orders", 0)? == (100, 101));
+    Ok(())
+}

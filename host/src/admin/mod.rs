@@ -3,15 +3,17 @@
 //! configs (`sluice.retention.policy`, `sluice.plugin.param.*`, ...), exactly as Kafka's
 //! IncrementalAlterConfigs would set them, so both paths see and change the same state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::Cluster;
 use crate::cluster::control::Control;
+use crate::cluster::{Cluster, group_of};
+use crate::groups::Coordinator;
+use crate::groups::offsets::{self, OFFSETS_TOPIC, OffsetRecord};
 use crate::raft::transport::TransportService;
 use crate::raft::transport::proto::raft_transport_server::RaftTransportServer;
 use crate::cluster::topic_config::PLUGIN_PARAM_PREFIX;
@@ -33,13 +35,59 @@ pub struct AdminService {
     plugins: Arc<Plugins>,
     control: Arc<Control>,
     snapshots: Arc<Snapshots>,
+    groups: Arc<Coordinator>,
 }
 
 impl AdminService {
-    /// A service over this node's cluster state, plugins and snapshots.
-    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, control: Arc<Control>, snapshots: Arc<Snapshots>) -> AdminService {
-        AdminService { cluster, plugins, control, snapshots }
+    /// A service over this node's cluster state, plugins, snapshots and group coordinator.
+    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, control: Arc<Control>, snapshots: Arc<Snapshots>, groups: Arc<Coordinator>) -> AdminService {
+        AdminService { cluster, plugins, control, snapshots, groups }
     }
+
+    /// Commits a restored cluster's offsets, each group's on its coordinator (this node, or
+    /// another through its admin API), retrying while coordinators move or are not elected yet.
+    /// Returns how many groups were restored.
+    async fn commit_restored(&self, commits: Vec<OffsetRecord>) -> Result<usize, Status> {
+        let mut by_group: BTreeMap<String, Vec<OffsetRecord>> = BTreeMap::new();
+        for commit in commits {
+            by_group.entry(commit.0.group.clone()).or_default().push(commit);
+        }
+        let peers: HashMap<u64, std::net::SocketAddr> = crate::config::parse_peers(&self.cluster.config().peers).map_err(|e| Status::internal(e.to_string()))?.into_iter().collect();
+        let topic = self.cluster.topic(OFFSETS_TOPIC).ok_or_else(|| Status::unavailable(format!("{OFFSETS_TOPIC} does not exist yet")))?;
+        let replication = self.control.replication();
+        let deadline = tokio::time::Instant::now() + RESTORE_COMMIT_PATIENCE;
+        for (group, records) in &by_group {
+            let offsets_group = group_of(topic.id, offsets::partition_for(group, topic.partitions.len() as i32));
+            loop {
+                let leader = replication.leadership(offsets_group).leader;
+                let committed = if leader == replication.me() {
+                    self.groups.restore_offsets(group, records).await.map_err(|code| format!("error code {code}"))
+                } else {
+                    restore_on(peers.get(&leader).copied(), group, records).await
+                };
+                match committed {
+                    Ok(()) => break,
+                    Err(why) if tokio::time::Instant::now() >= deadline => {
+                        return Err(Status::unavailable(format!("restoring the offsets of group {group}: {why}")));
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                }
+            }
+        }
+        Ok(by_group.len())
+    }
+}
+
+/// How long a cluster restore keeps trying to reach each group's coordinator.
+const RESTORE_COMMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sends a group's restored offsets to its coordinator at `addr`.
+async fn restore_on(addr: Option<std::net::SocketAddr>, group: &str, records: &[OffsetRecord]) -> Result<(), String> {
+    let addr = addr.ok_or("the group's coordinator is not known yet")?;
+    let commits = offsets::encode_snapshot(records)?;
+    let mut client = proto::admin_client::AdminClient::connect(format!("http://{addr}")).await.map_err(|e| e.to_string())?;
+    client.restore_offsets(proto::RestoreOffsetsRequest { group: group.to_string(), commits }).await.map_err(|e| e.message().to_string())?;
+    Ok(())
 }
 
 impl AdminService {
@@ -246,12 +294,23 @@ impl Admin for AdminService {
         let restored = crate::snapshot::restore::restore_cluster(&store, &self.plugins, &self.cluster, &self.control, max_component)
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let offsets = restored.commits.len() as u32;
+        let groups = self.commit_restored(restored.commits).await? as u32;
         Ok(Response::new(proto::RestoreClusterResponse {
             snapshot: Some(snapshot_info(&restored.manifest)),
             topics: restored.topics as u32,
             plugins: restored.plugins as u32,
             commands: restored.commands as u32,
+            offsets,
+            groups,
         }))
+    }
+
+    async fn restore_offsets(&self, request: Request<proto::RestoreOffsetsRequest>) -> Result<Response<proto::RestoreOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let commits = offsets::decode_snapshot(&request.commits).map_err(Status::invalid_argument)?;
+        self.groups.restore_offsets(&request.group, &commits).await.map_err(|code| Status::unavailable(format!("committing group {}'s offsets: error code {code}", request.group)))?;
+        Ok(Response::new(proto::RestoreOffsetsResponse {}))
     }
 
     type ReadObjectStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::ObjectPart, Status>> + Send>>;

@@ -49,7 +49,7 @@ impl Control {
         // Checked here first so the common refusals need no round through the metadata group.
         self.cluster.validate_new_topic(name, partitions, replication_factor, &configs)?;
         let id = Uuid::new_v4();
-        self.change(Command::CreateTopic { name: name.to_string(), id, partitions, replication_factor, configs }).await?;
+        self.change(Command::CreateTopic { name: name.to_string(), id, partitions, replication_factor, configs, start_offsets: Vec::new() }).await?;
         let topic = self.cluster.topic_by_id(id).ok_or_else(|| Error::UnknownTopic(name.to_string()))?;
         self.wait_for_leaders(&topic, 0).await;
         Ok(topic)

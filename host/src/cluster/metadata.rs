@@ -49,6 +49,9 @@ pub enum Command {
         replication_factor: i16,
         /// Config overrides.
         configs: BTreeMap<String, String>,
+        /// Where each partition's log starts (a restored topic); missing ones at 0.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        start_offsets: Vec<i64>,
     },
     /// DeleteTopics.
     DeleteTopic {
@@ -155,8 +158,8 @@ pub fn apply(cluster: &Cluster, plugins: &Plugins, command: &Command) -> Result<
             cluster.register_broker(*node, addr.clone())?;
             Ok(Outcome::Done)
         }
-        Command::CreateTopic { name, id, partitions, replication_factor, configs } => {
-            cluster.create_topic_with_id(name, *id, *partitions, *replication_factor, configs.clone())?;
+        Command::CreateTopic { name, id, partitions, replication_factor, configs, start_offsets } => {
+            cluster.create_topic_with_id(name, *id, *partitions, *replication_factor, configs.clone(), start_offsets.clone())?;
             Ok(Outcome::Partitions(*id, 0..*partitions))
         }
         Command::DeleteTopic { name } => {

@@ -105,6 +105,7 @@ impl MetadataState {
                     partitions: topic.partitions,
                     replication_factor: -1,
                     configs: topic.configs.clone(),
+                    start_offsets: topic.start_offsets.clone(),
                 }),
             }
         }
@@ -119,7 +120,7 @@ mod tests {
 
     fn topic(name: &str, id: u128, partitions: i32, retention: &str) -> TopicRecord {
         let configs = BTreeMap::from([("retention.ms".to_string(), retention.to_string())]);
-        TopicRecord { name: name.into(), id: uuid::Uuid::from_u128(id), partitions, configs }
+        TopicRecord { name: name.into(), id: uuid::Uuid::from_u128(id), partitions, configs, start_offsets: Vec::new() }
     }
 
     fn state(topics: Vec<TopicRecord>, plugins: Vec<PluginInfo>) -> MetadataState {

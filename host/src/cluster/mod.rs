@@ -82,6 +82,9 @@ pub struct Topic {
     pub configs: BTreeMap<String, String>,
     /// Partition `i` is `partitions[i]`.
     pub partitions: Vec<Arc<Partition>>,
+    /// Where each partition's log started when the topic was created (a topic restored from a
+    /// lost cluster's snapshots resumes at its offsets); missing ones started at 0.
+    pub start_offsets: Vec<i64>,
 }
 
 /// A topic as metadata records it.
@@ -95,6 +98,9 @@ pub struct TopicRecord {
     pub partitions: i32,
     /// Config overrides.
     pub configs: BTreeMap<String, String>,
+    /// Where each partition's log started ([`Topic::start_offsets`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start_offsets: Vec<i64>,
 }
 
 /// The replicated part of the metadata, as a snapshot holds it.
@@ -193,12 +199,13 @@ impl Cluster {
         let mut topics = BTreeMap::new();
         for record in &file.topics {
             let partitions = (0..record.partitions)
-                .map(|i| open_partition(&config, &replicas, record.id, &record.name, i, &record.configs))
+                .map(|i| open_partition(&config, &replicas, record.id, &record.name, i, &record.configs, start_offset(&record.start_offsets, i)))
                 .collect::<Result<Vec<_>, _>>()?;
             info!(topic = %record.name, partitions = partitions.len(), "opened topic");
+            let start_offsets = record.start_offsets.clone();
             topics.insert(
                 record.name.clone(),
-                Arc::new(Topic { name: record.name.clone(), id: record.id, configs: record.configs.clone(), partitions }),
+                Arc::new(Topic { name: record.name.clone(), id: record.id, configs: record.configs.clone(), partitions, start_offsets }),
             );
         }
         let cluster = Cluster {
@@ -289,17 +296,21 @@ impl Cluster {
     /// create topics by applying the metadata group's entries; tests create them directly.)
     #[cfg(test)]
     pub fn create_topic(&self, name: &str, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, Error> {
-        self.create_topic_with_id(name, Uuid::new_v4(), partitions, replication_factor, configs)
+        self.create_topic_with_id(name, Uuid::new_v4(), partitions, replication_factor, configs, Vec::new())
     }
 
-    /// Creates a topic whose id was chosen by the proposer (the same on every node).
-    pub fn create_topic_with_id(&self, name: &str, id: Uuid, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>) -> Result<Arc<Topic>, Error> {
+    /// Creates a topic whose id was chosen by the proposer (the same on every node), its
+    /// partitions' logs starting at `start_offsets` (missing ones at 0).
+    pub fn create_topic_with_id(&self, name: &str, id: Uuid, partitions: i32, replication_factor: i16, configs: BTreeMap<String, String>, start_offsets: Vec<i64>) -> Result<Arc<Topic>, Error> {
         let _writer = self.lock_writer();
         self.validate_new_topic(name, partitions, replication_factor, &configs)?;
+        if start_offsets.len() > partitions as usize || start_offsets.iter().any(|&o| o < 0) {
+            return Err(Error::InvalidPartitions(format!("start offsets {start_offsets:?} do not fit {partitions} partitions")));
+        }
         let opened = (0..partitions)
-            .map(|i| open_partition(&self.config, &self.replicas, id, name, i, &configs))
+            .map(|i| open_partition(&self.config, &self.replicas, id, name, i, &configs, start_offset(&start_offsets, i)))
             .collect::<Result<Vec<_>, _>>()?;
-        let topic = Arc::new(Topic { name: name.to_string(), id, configs, partitions: opened });
+        let topic = Arc::new(Topic { name: name.to_string(), id, configs, partitions: opened, start_offsets });
         self.write_topics().insert(name.to_string(), Arc::clone(&topic));
         if let Err(e) = self.persist() {
             self.write_topics().remove(name);
@@ -341,10 +352,10 @@ impl Cluster {
         }
         let mut partitions = topic.partitions.clone();
         let added = (current..count)
-            .map(|i| open_partition(&self.config, &self.replicas, topic.id, name, i, &topic.configs))
+            .map(|i| open_partition(&self.config, &self.replicas, topic.id, name, i, &topic.configs, 0))
             .collect::<Result<Vec<_>, _>>()?;
         partitions.extend(added.iter().cloned());
-        let grown = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs: topic.configs.clone(), partitions });
+        let grown = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs: topic.configs.clone(), partitions, start_offsets: topic.start_offsets.clone() });
         self.write_topics().insert(name.to_string(), grown);
         if let Err(e) = self.persist() {
             self.write_topics().insert(name.to_string(), topic);
@@ -361,7 +372,7 @@ impl Cluster {
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(Error::InvalidConfig)?;
         }
-        let updated = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs, partitions: topic.partitions.clone() });
+        let updated = Arc::new(Topic { name: topic.name.clone(), id: topic.id, configs, partitions: topic.partitions.clone(), start_offsets: topic.start_offsets.clone() });
         self.write_topics().insert(name.to_string(), Arc::clone(&updated));
         if let Err(e) = self.persist() {
             self.write_topics().insert(name.to_string(), topic);
@@ -442,7 +453,7 @@ impl Cluster {
     fn topic_records(&self) -> Vec<TopicRecord> {
         self.read_topics()
             .values()
-            .map(|t| TopicRecord { name: t.name.clone(), id: t.id, partitions: t.partitions.len() as i32, configs: t.configs.clone() })
+            .map(|t| TopicRecord { name: t.name.clone(), id: t.id, partitions: t.partitions.len() as i32, configs: t.configs.clone(), start_offsets: t.start_offsets.clone() })
             .collect()
     }
 
@@ -599,10 +610,18 @@ fn dir_owner(dir: &Path) -> Result<Option<Uuid>, Error> {
     }
 }
 
-fn open_partition(config: &Config, replicas: &Replicas, id: Uuid, topic: &str, index: i32, overrides: &BTreeMap<String, String>) -> Result<Arc<Partition>, Error> {
+/// Where partition `index`'s log started, of a topic's start offsets.
+fn start_offset(start_offsets: &[i64], index: i32) -> i64 {
+    usize::try_from(index).ok().and_then(|i| start_offsets.get(i)).copied().unwrap_or(0)
+}
+
+fn open_partition(config: &Config, replicas: &Replicas, id: Uuid, topic: &str, index: i32, overrides: &BTreeMap<String, String>, start_offset: i64) -> Result<Arc<Partition>, Error> {
     let dir = partition_dir(config, topic, index);
     claim_partition_dir(&dir, id)?;
     let settings = partition_config(config, overrides);
+    if start_offset > 0 {
+        crate::log::PartitionLog::start_new_at(&*settings.fs, &dir, crate::log::Offset(start_offset)).map_err(partition::Error::from)?;
+    }
     // The offsets topic's state machine keeps its snapshot beside the log: it stands where
     // that snapshot does (nowhere without one), and a snapshot install it never reached is void.
     let applied = if topic == crate::groups::offsets::OFFSETS_TOPIC {

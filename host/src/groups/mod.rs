@@ -661,6 +661,19 @@ impl Coordinator {
         }
     }
 
+    /// Commits a lost cluster's offsets of `group_id` (a cluster restore), as its coordinator:
+    /// NOT_COORDINATOR when this node is not it. Every replica's cache takes them when the
+    /// entry is applied.
+    pub async fn restore_offsets(&self, group_id: &str, commits: &[OffsetRecord]) -> Result<(), i16> {
+        if !valid_group_id(group_id) || commits.iter().any(|(k, _)| k.group != group_id) {
+            return Err(ResponseError::InvalidGroupId.code());
+        }
+        if !self.is_coordinator(group_id) {
+            return Err(ResponseError::NotCoordinator.code());
+        }
+        self.store(group_id, commits).await.map(drop)
+    }
+
     /// Appends commits or tombstones to the group's offsets partition and waits until durable.
     /// Returns the offset the first record got.
     async fn store(&self, group_id: &str, records: &[OffsetRecord]) -> Result<i64, i16> {

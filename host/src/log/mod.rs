@@ -199,6 +199,17 @@ impl PartitionLog {
         recovery::open(StdFs::shared(), dir, config, on_recovered)
     }
 
+    /// Makes the log in `dir`, if it has no segments yet, start at `offset` when it is first
+    /// opened (a partition restored from a lost cluster's snapshots resumes at its offsets).
+    /// A log that already has segments is left as it is.
+    pub fn start_new_at(fs: &dyn FileSystem, dir: &Path, offset: Offset) -> Result<(), Error> {
+        fs.create_dir_all(dir).map_err(io_err(dir))?;
+        if recovery::list_segments(fs, dir)?.is_empty() {
+            checkpoint::write_log_start(fs, dir, offset)?;
+        }
+        Ok(())
+    }
+
     /// [`PartitionLog::open`] on the file system `fs`.
     pub fn open_on(
         fs: Arc<dyn FileSystem>,
@@ -1123,6 +1134,22 @@ mod tests {
         })
         .unwrap();
         (log, extra, seen)
+    }
+
+    #[test]
+    fn a_new_log_told_where_to_start_starts_there_and_an_existing_one_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        PartitionLog::start_new_at(&StdFs, dir.path(), Offset(500)).unwrap();
+        {
+            let (mut log, _, _) = open(dir.path());
+            assert_eq!((log.log_start_offset(), log.next_offset(), log.next_index()), (Offset(500), Offset(500), RaftIndex(1)));
+            let written = append_n(&mut log, 3, Term(1), 0);
+            assert_eq!(written[0].0.base_offset, Offset(500));
+            assert_eq!(log.next_offset(), Offset(509));
+        }
+        PartitionLog::start_new_at(&StdFs, dir.path(), Offset(9000)).unwrap();
+        let (log, _, _) = open(dir.path());
+        assert_eq!((log.log_start_offset(), log.next_offset()), (Offset(500), Offset(509)));
     }
 
     /// Concatenated payloads of the data entries wholly inside `[from, upto)`, or starting with

@@ -61,7 +61,9 @@ pub(super) fn open(
     let had_checkpoint = stored_checkpoint.is_some();
 
     let Some((&last_base, older)) = bases.split_last() else {
-        let active = ActiveSegment::create(&fs, dir, Offset(0), None, config.index_interval_bytes)?;
+        // A new log starts at 0, or where it was told to ([`PartitionLog::start_new_at`]).
+        let base = stored_start.unwrap_or(Offset(0)).max(Offset(0));
+        let active = ActiveSegment::create(&fs, dir, base, None, config.index_interval_bytes)?;
         if had_checkpoint {
             checkpoint::remove_checkpoint(&*fs, dir)?;
         }
@@ -207,7 +209,7 @@ fn assemble(
 
 /// Base offsets of the segments in `dir`, ascending. Removes leftover temporary files and index
 /// files whose log file is gone (a crash while deleting a segment).
-fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Offset>, Error> {
+pub(super) fn list_segments(fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Offset>, Error> {
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
     for path in fs.read_dir(dir).map_err(io_err(dir))? {

@@ -1,20 +1,26 @@
 //! Bringing a new, empty cluster back from the newest metadata snapshot in a store: its topics
 //! (same ids, partition counts and configs), plugins and bindings are re-created through the
 //! metadata group, as the commands that made them would have. Records are not restored (they
-//! are not in the store), nor yet consumer offsets: each partition starts empty.
+//! are not in the store): each partition starts empty, at the high watermark of its newest
+//! descriptor or the highest offset committed for it, whichever is larger, so consumers resume
+//! where they were and no offset they saw is handed out again. The committed offsets of the
+//! newest offsets snapshots are handed back for the caller to commit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use uuid::Uuid;
 
 use tracing::{info, warn};
 
 use super::manifest::Manifest;
 use super::store::SnapshotStore;
 use super::Error;
-use crate::cluster::Cluster;
 use crate::cluster::control::Control;
 use crate::cluster::metadata_snapshot::MetadataState;
-use crate::groups::offsets::OFFSETS_TOPIC;
+use crate::cluster::{Cluster, group_of};
+use crate::groups::offsets::{self, OFFSETS_TOPIC, OffsetRecord};
+use crate::partition::descriptor::Descriptor;
 use crate::plugins::{PluginKind, Plugins};
 use crate::raft::METADATA_GROUP;
 
@@ -29,6 +35,8 @@ pub struct Restored {
     pub plugins: usize,
     /// Metadata commands applied in all.
     pub commands: usize,
+    /// The lost cluster's committed offsets, for the caller to commit.
+    pub commits: Vec<OffsetRecord>,
 }
 
 /// Restores this cluster's metadata from the newest readable metadata snapshot in `store`
@@ -65,8 +73,15 @@ pub async fn restore_cluster(store: &SnapshotStore, plugins: &Arc<Plugins>, clus
     let Some((manifest, bytes)) = found else { return Err(last_error.unwrap_or_else(|| Error::Restore("no readable metadata snapshot".into()))) };
     let mut target = MetadataState::decode(&bytes).map_err(Error::Restore)?;
     let mut current = MetadataState::capture(cluster, plugins);
-    // The offsets topic is the new cluster's own; committed offsets are not in this snapshot.
+    let commits = match target.cluster.topics.iter().find(|t| t.name == OFFSETS_TOPIC) {
+        Some(lost) => committed_offsets(store, plugins, control, lost.id, lost.partitions, max_component_bytes).await,
+        None => Vec::new(),
+    };
+    // The offsets topic is the new cluster's own; committed offsets are committed anew.
     target.cluster.topics.retain(|t| t.name != OFFSETS_TOPIC);
+    for topic in &mut target.cluster.topics {
+        topic.start_offsets = start_offsets(store, plugins, control, topic.id, &topic.name, topic.partitions, &commits, max_component_bytes).await;
+    }
     current.cluster.topics.retain(|t| t.name != OFFSETS_TOPIC);
     let mut components = HashMap::new();
     for plugin in &target.plugins {
@@ -81,7 +96,64 @@ pub async fn restore_cluster(store: &SnapshotStore, plugins: &Arc<Plugins>, clus
     let plugins_loaded = commands.iter().filter(|c| matches!(c, crate::cluster::metadata::Command::LoadPlugin { .. })).count();
     let applied = control.apply_all(commands).await.map_err(|e| Error::Restore(format!("applying the snapshot's metadata: {e}")))?;
     info!(snapshot = %manifest.key(), topics, plugins = plugins_loaded, commands = applied, "cluster metadata restored");
-    Ok(Restored { manifest, topics, plugins: plugins_loaded, commands: applied })
+    Ok(Restored { manifest, topics, plugins: plugins_loaded, commands: applied, commits })
+}
+
+/// The newest snapshot of `group` that reads cleanly (a damaged one is logged and an older one
+/// read), if any.
+async fn newest_state(store: &SnapshotStore, plugins: &Arc<Plugins>, control: &Control, group: u64, max_component_bytes: u64) -> Option<Vec<u8>> {
+    let mut manifests = match store.list(Some(group)).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            warn!(group, cause = %e, "listing snapshots failed");
+            return None;
+        }
+    };
+    while let Some(manifest) = manifests.pop() {
+        let read = match ensure_codec(store, plugins, control, &manifest, max_component_bytes).await {
+            Ok(()) => store.read(plugins, &manifest.key()).await.map(|(_, state)| state),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(state) => return Some(state),
+            Err(e) => warn!(snapshot = %manifest.key(), cause = %e, "unreadable; trying an older snapshot"),
+        }
+    }
+    None
+}
+
+/// Every live commit of the lost cluster's offsets topic (id `id`), from the newest snapshot of
+/// each of its partitions.
+async fn committed_offsets(store: &SnapshotStore, plugins: &Arc<Plugins>, control: &Control, id: Uuid, partitions: i32, max_component_bytes: u64) -> Vec<OffsetRecord> {
+    let mut commits = Vec::new();
+    for p in 0..partitions {
+        let Some(state) = newest_state(store, plugins, control, group_of(id, p), max_component_bytes).await else { continue };
+        match offsets::decode_snapshot(&state) {
+            Ok(found) => commits.extend(found.into_iter().filter(|(_, v)| v.is_some())),
+            Err(e) => warn!(partition = p, cause = %e, "an offsets snapshot does not decode; its commits are not restored"),
+        }
+    }
+    commits
+}
+
+/// Where each partition of a restored topic starts: the high watermark of its newest
+/// descriptor, or the highest offset committed for it, whichever is larger.
+#[allow(clippy::too_many_arguments)]
+async fn start_offsets(store: &SnapshotStore, plugins: &Arc<Plugins>, control: &Control, id: Uuid, name: &str, partitions: i32, commits: &[OffsetRecord], max_component_bytes: u64) -> Vec<i64> {
+    let mut starts = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let described = match newest_state(store, plugins, control, group_of(id, p), max_component_bytes).await.map(|s| Descriptor::decode(&s)) {
+            Some(Ok(d)) => d.high_watermark,
+            Some(Err(e)) => {
+                warn!(topic = name, partition = p, cause = %e, "a partition descriptor does not decode");
+                0
+            }
+            None => 0,
+        };
+        let committed = commits.iter().filter(|(k, _)| k.topic == name && k.partition == p).filter_map(|(_, v)| v.as_ref().map(|v| v.offset)).max().unwrap_or(0);
+        starts.push(described.max(committed).max(0));
+    }
+    if starts.iter().all(|&s| s == 0) { Vec::new() } else { starts }
 }
 
 /// Loads the codec that wrote `manifest` from the store if this cluster lacks it.
