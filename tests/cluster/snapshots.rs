@@ -402,3 +402,100 @@ fn a_wiped_node_restores_committed_offsets_from_a_snapshot_and_serves_them_as_co
     ensure!(committed == (7, 79), "the new coordinator has offsets {committed:?}, not (7, 79)");
     Ok(())
 }
+
+/// The low and high watermarks of every partition of `topic`, from the live nodes.
+fn all_watermarks(cluster: &TestCluster, topic: &str, partitions: i32) -> Result<Vec<(i64, i64)>> {
+    let consumer: rdkafka::consumer::BaseConsumer = sluice_tests::consumer_config(&cluster.live_bootstrap()).create()?;
+    (0..partitions).map(|p| Ok(rdkafka::consumer::Consumer::fetch_watermarks(&consumer, topic, p, Duration::from_secs(10))?)).collect()
+}
+
+/// Group `group`'s committed offsets of `topic` partitions `0..partitions` (-1: none).
+fn committed(cluster: &TestCluster, group: &str, topic: &str, partitions: i32) -> Result<Vec<i64>> {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = sluice_tests::consumer_config(&cluster.live_bootstrap()).set("group.id", group).create()?;
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        wanted.add_partition(topic, p);
+    }
+    let found = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+    Ok(found.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect())
+}
+
+#[test]
+fn a_lost_cluster_comes_back_in_a_new_one_at_its_offsets_with_its_groups_positions() -> Result<()> {
+    use rdkafka::Message;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let _one = serial();
+    let (topic, partitions, groups) = ("orders", 3, 6);
+    let shared = tempfile::tempdir()?;
+    let url = format!("file://{}", shared.path().display());
+    let env = [("SLUICE_SNAPSHOT__STORE", url.as_str()), ("SLUICE_SNAPSHOT__SHARED", "true"), ("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_PLUGINS__RETENTION_CHECK_INTERVAL_MS", "200")];
+    let (lost_marks, lost_positions) = {
+        let lost = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &env)?;
+        create_topic(&lost, topic, partitions)?;
+        let alter: AdminClient<DefaultClientContext> = client_config(&lost.bootstrap()).create()?;
+        let small = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("segment.bytes", "1024");
+        futures::executor::block_on(alter.alter_configs([&small], &AdminOptions::new()))?;
+        let producer: FutureProducer = sluice_tests::producer_config(&lost.bootstrap()).create()?;
+        let value = "v".repeat(100);
+        for p in 0..partitions {
+            for _ in 0..(40 + 10 * p) {
+                futures::executor::block_on(producer.send(FutureRecord::<(), _>::to(topic).partition(p).payload(&value), Duration::from_secs(30))).map_err(|(e, _)| e)?;
+            }
+        }
+        // Groups spread over the offsets partitions (and so over coordinators on every node).
+        for g in 0..groups {
+            let consumer: rdkafka::consumer::BaseConsumer = sluice_tests::consumer_config(&lost.bootstrap()).set("group.id", format!("group-{g}")).create()?;
+            let mut positions = rdkafka::TopicPartitionList::new();
+            for p in 0..partitions {
+                positions.add_partition_offset(topic, p, rdkafka::Offset::Offset(i64::from(g) + i64::from(p)))?;
+            }
+            eventually("committing", || Ok(consumer.commit(&positions, rdkafka::consumer::CommitMode::Sync)?))?;
+        }
+        // Retention drops each partition's first segments: their leaders write descriptors.
+        let retention = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("retention.bytes", "2048");
+        futures::executor::block_on(alter.alter_configs([&retention], &AdminOptions::new()))?;
+        eventually("a descriptor of every partition", || {
+            let listed = cli(&lost, 0, &["snapshot", "list"])?;
+            ensure!((0..partitions).all(|p| listed.contains(&format!("{topic}-{p} "))), "{listed}");
+            Ok(())
+        })?;
+        for p in 0..8 {
+            let leader = lost.wait_for_leader("__consumer_offsets", p, None, PATIENCE)?;
+            cli(&lost, leader, &["snapshot", "create", "--topic", "__consumer_offsets", "--partition", &p.to_string()])?;
+        }
+        cli(&lost, 0, &["snapshot", "create"])?;
+        let positions: Vec<Vec<i64>> = (0..groups).map(|g| committed(&lost, &format!("group-{g}"), topic, partitions)).collect::<Result<_>>()?;
+        (all_watermarks(&lost, topic, partitions)?, positions)
+    };
+    ensure!(lost_marks.iter().all(|&(low, _)| low > 0), "retention deleted nothing: {lost_marks:?}");
+
+    let fresh = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &[])?;
+    let restored = cli(&fresh, 0, &["cluster", "restore", "--store", &url])?;
+    ensure!(restored.contains(&format!("{} committed offsets of {groups} consumer groups", groups * partitions)), "{restored}");
+    for p in 0..partitions {
+        fresh.wait_for_leader(topic, p, None, PATIENCE)?;
+    }
+    let marks = all_watermarks(&fresh, topic, partitions)?;
+    let resumed: Vec<(i64, i64)> = lost_marks.iter().map(|&(_, high)| (high, high)).collect();
+    ensure!(marks == resumed, "the new cluster's partitions hold {marks:?}, not {resumed:?}");
+    for (g, lost_positions) in lost_positions.iter().enumerate() {
+        let found = committed(&fresh, &format!("group-{g}"), topic, partitions)?;
+        ensure!(&found == lost_positions, "group-{g} has {found:?}, the lost cluster had {lost_positions:?}");
+    }
+    // It serves: a new record gets the next offset, and a group member resumes at its position.
+    let producer: FutureProducer = sluice_tests::producer_config(&fresh.bootstrap()).create()?;
+    let delivered = futures::executor::block_on(producer.send(FutureRecord::<(), _>::to(topic).partition(0).payload("after"), Duration::from_secs(30))).map_err(|(e, _)| e)?;
+    ensure!((delivered.partition, delivered.offset) == (0, lost_marks[0].1), "the first new record got {delivered:?}");
+    let reader: rdkafka::consumer::BaseConsumer = sluice_tests::consumer_config(&fresh.bootstrap()).set("group.id", "group-0").set("auto.offset.reset", "earliest").create()?;
+    reader.subscribe(&[topic])?;
+    let got = eventually("a group member reads the new record", || {
+        match reader.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => Ok((m.partition(), m.offset())),
+            other => anyhow::bail!("{:?}", other.map(|r| r.map(|m| m.offset()))),
+        }
+    })?;
+    ensure!(got == (0, lost_marks[0].1), "the member read {got:?} first");
+    Ok(())
+}

@@ -291,6 +291,15 @@ impl Admin for AdminService {
         let settings = crate::config::SnapshotConfig { store: Some(url.clone()), ..config.snapshot.clone() };
         let store = crate::snapshot::SnapshotStore::open(&settings, &config.data_dir).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let max_component = config.plugins.max_component_bytes as u64;
+        // Committed offsets go to the new cluster's offsets topic: wait for it before creating
+        // anything, so a restore never stops half done for want of it.
+        let deadline = tokio::time::Instant::now() + RESTORE_COMMIT_PATIENCE;
+        while self.cluster.topic(OFFSETS_TOPIC).is_none() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(format!("{OFFSETS_TOPIC} does not exist yet; try again once the cluster is up")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let restored = crate::snapshot::restore::restore_cluster(&store, &self.plugins, &self.cluster, &self.control, max_component)
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
