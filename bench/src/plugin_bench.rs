@@ -20,6 +20,9 @@ use sluice::plugins::wit::latest::retention::exports::sluice::plugins::retention
 use sluice::plugins::wit::latest::trigger::exports::sluice::plugins::snapshot_trigger::{GroupId, GroupStats};
 use sluice::plugins::{Params, PluginKind, Plugins};
 
+mod codecs;
+use codecs::native_round_trip;
+
 #[derive(Debug, Parser)]
 #[command(name = "sluice-plugin-bench", about = "Plugin call overhead, codec throughput, bind-to-effect time")]
 struct Args {
@@ -35,31 +38,6 @@ struct Args {
     /// Repetitions of each measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     reps: usize,
-}
-
-/// What each codec plugin does, done by the same crate natively (the plugins' level 0).
-fn native_round_trip(codec: &str, data: &[u8]) -> Result<Vec<u8>> {
-    use std::io::{Read, Write};
-    Ok(match codec {
-        "lz4" => lz4_flex::block::decompress(&lz4_flex::block::compress(data), data.len())?,
-        "deflate" => {
-            let packed = miniz_oxide::deflate::compress_to_vec(data, 6);
-            miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, data.len()).map_err(|e| anyhow::anyhow!("{e:?}"))?
-        }
-        "gzip" => {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-            encoder.write_all(data)?;
-            let mut out = Vec::with_capacity(data.len());
-            flate2::read::GzDecoder::new(&encoder.finish()?[..]).read_to_end(&mut out)?;
-            out
-        }
-        _ => {
-            let packed = ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest);
-            let mut out = Vec::with_capacity(data.len());
-            ruzstd::decoding::StreamingDecoder::new(&packed[..]).map_err(|e| anyhow::anyhow!("{e}"))?.read_to_end(&mut out)?;
-            out
-        }
-    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -10,7 +10,7 @@
 //! - `groups/`: the consumer group coordinator and committed offsets.
 //! - `raft/`: Raft replication — the ready loop, a replica's Raft storage, the peer transport,
 //!   and the state-machine trait committed entries are applied through.
-//! - `snapshot/`: snapshots of every group's state in an object store, compressed by codec
+//! - [`snapshot`]: snapshots of every group's state in an object store, compressed by codec
 //!   plugins, taken when trigger plugins say.
 //! - [`plugins`]: the WebAssembly plugin host (codecs, snapshot triggers, retention policies).
 //! - `metrics`: Prometheus counters and their HTTP endpoint.
@@ -33,10 +33,12 @@ mod node;
 mod partition;
 pub mod plugins;
 mod raft;
-mod snapshot;
+pub mod snapshot;
 
 pub use config::Config;
 pub use error::Error;
+/// Committed offsets as records of `__consumer_offsets` (and as an offsets snapshot holds them).
+pub use groups::offsets;
 pub use kafka::frame;
 pub use metrics::Metrics;
 pub use node::Node;
