@@ -185,10 +185,11 @@ pub(crate) struct Rebuild {
 }
 
 impl Rebuild {
-    fn start(log: &PartitionLog, dir: &Path) -> Result<Rebuild, Error> {
-        // Without a checkpoint: from the log start, with the producers before it if the log
-        // was replaced by a leader's snapshot.
-        let from_start = || (Descriptor::installed(&**log.fs(), dir).map(|d| d.producers).unwrap_or_default(), log.log_start_offset());
+    /// Starts rebuilding after a truncation of `log`, whose producer state was `producers`.
+    fn start(log: &PartitionLog, producers: &ProducerStates) -> Result<Rebuild, Error> {
+        // Without a checkpoint: from the log start, onto the producers whose batches retention
+        // (or a snapshot that replaced the log) already took: their retries are still known.
+        let from_start = || (producers.before(log.log_start_offset().0), log.log_start_offset());
         let (states, next) = match log.checkpoint()? {
             Some((at, bytes)) => match ProducerStates::from_bytes(&bytes) {
                 Ok(states) => (states, at),
@@ -286,7 +287,7 @@ impl Partition {
             });
             raft.store.cache.truncate_from(first.index);
             // Replaces a rebuild still running: the new one reads up to the new cut.
-            raft.rebuild = Some(Rebuild::start(log, &self.dir)?);
+            raft.rebuild = Some(Rebuild::start(log, &inner.producers)?);
         }
         for entry in entries {
             let next = log.next_offset().0;

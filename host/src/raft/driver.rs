@@ -546,7 +546,7 @@ mod tests {
 /// Whether a leader's snapshot message needs the snapshot installed before raft-rs takes it:
 /// not if it is stale (an older term, or at most our commit), nor if our log already holds the
 /// snapshot's entry (raft-rs then just moves the commit).
-fn needs_install(g: &Group, msg: &Message) -> bool {
+pub(super) fn needs_install(g: &Group, msg: &Message) -> bool {
     let meta = msg.get_snapshot().get_metadata();
     let log = &g.node.raft.raft_log;
     msg.term >= g.node.raft.term && meta.index > log.committed && !log.match_term(meta.index, meta.term)

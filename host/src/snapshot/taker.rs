@@ -1,11 +1,12 @@
 //! Taking snapshots: a background loop asks each group's bound snapshot trigger whether to
 //! snapshot now; a snapshot is the group's state captured by the Raft loop between two
 //! applies, written to the store with the bound codec, after which older snapshots beyond
-//! `snapshot.retain` are deleted. The metadata group is snapshotted this way. A data
-//! partition's snapshot is its descriptor at the entry before its log's first: its leader
-//! writes one whenever retention (or an installed snapshot) moved its log start past its newest,
-//! so a follower behind the log always has one to catch up from. `__consumer_offsets`
-//! partitions are not snapshotted yet.
+//! `snapshot.retain` are deleted and the group's log is compacted below it. The metadata group
+//! and the `__consumer_offsets` partitions are snapshotted this way (an offsets partition's
+//! snapshot is also kept beside its log, which a restart starts from). A data partition's
+//! snapshot is its descriptor at the entry before its log's first: its leader writes one
+//! whenever retention (or an installed snapshot) moved its log start past the one it serves,
+//! so a follower behind the log always has one to catch up from.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
