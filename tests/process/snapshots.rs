@@ -144,7 +144,7 @@ fn a_new_cluster_is_restored_from_the_newest_readable_snapshot_of_a_lost_one() -
     // The newest snapshot is damaged: a flipped byte in its chunk. The restore says nothing
     // of it to the client but uses the older one.
     let newest = std::fs::read_dir(store.join("snapshots/0"))?.filter_map(|e| e.ok()).map(|e| e.path()).max().expect("two snapshots");
-    let chunk = newest.join("chunk-000000");
+    let chunk = std::fs::read_dir(&newest)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.to_string_lossy().ends_with("-000000")).expect("a first chunk");
     let mut bytes = std::fs::read(&chunk)?;
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
@@ -385,5 +385,88 @@ fn a_restored_cluster_resumes_at_the_lost_ones_offsets_with_its_committed_offset
     ensure!(committed == [rdkafka::Offset::Offset(40), rdkafka::Offset::Offset(10)], "committed {committed:?}");
     produce_to(&fresh, "orders", 0, 1)?;
     ensure!(watermarks(&fresh, "orders", 0)? == (100, 101));
+    Ok(())
+}
+
+/// Produces one record to partition 0 of `topic` (one Raft entry: acks=all, one at a time).
+fn one_entry(broker: &Broker, topic: &str) -> Result<()> {
+    produce_to(broker, topic, 0, 1)
+}
+
+#[test]
+fn a_topics_bound_trigger_decides_when_its_partition_is_snapshotted_and_swaps_live() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = Broker::new(env!("CARGO_BIN_EXE_sluice"), &dir.path().join("data"))
+        .env("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "100")
+        .env("SLUICE_PLUGINS__CALL_TIMEOUT_MS", "500");
+    broker.start()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "bound", 1, &[]))?;
+    let taken = "sluice_snapshots_taken_total{kind=\"partition\",node=\"1\"}";
+    let settle = || std::thread::sleep(Duration::from_millis(400));
+    let taken_now = |b: &Broker| metric(b, taken);
+    // Bound to the topic only: the cluster default (10,000 entries) never fires here.
+    sluice(&broker, &["plugin", "bind", "--kind", "trigger", "--topic", "bound", "entries-or-age", "--param", "entries=5"])?;
+    // A snapshot by hand to count from.
+    let created = sluice(&broker, &["snapshot", "create", "--topic", "bound", "--partition", "0"])?;
+    ensure!(created.contains("partition") && created.contains("bound-0"), "{created}");
+    let wait_for = |count: f64| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while taken_now(&broker)? < count {
+            ensure!(Instant::now() < deadline, "{} partition snapshots, {count} expected", taken_now(&broker)?);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    };
+    settle();
+    let start = taken_now(&broker)?;
+    for round in 1..=3 {
+        for _ in 0..4 {
+            one_entry(&broker, "bound")?;
+        }
+        settle();
+        ensure!(taken_now(&broker)? == start + f64::from(round - 1), "snapshotted before 5 entries (round {round})");
+        one_entry(&broker, "bound")?;
+        wait_for(start + f64::from(round))?;
+    }
+    let listed = sluice(&broker, &["snapshot", "list"])?;
+    ensure!(listed.lines().any(|l| l.contains("partition") && l.contains("bound-0")), "{listed}");
+
+    // Rebound, through Kafka's IncrementalAlterConfigs as a stock admin client does it, to
+    // log-bytes with a threshold the log never reaches: no snapshot, however many entries.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = sluice_tests::client_config(&broker.bootstrap()).create()?;
+    let rebind = |plugin: &str, param: &str| -> Result<()> {
+        let change = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic("bound")).set("sluice.snapshot.trigger", plugin).set("sluice.plugin.param.bytes", param);
+        runtime().block_on(admin.alter_configs([&change], &rdkafka::admin::AdminOptions::new()))?;
+        ensure!(topic_config(&broker, "bound", "sluice.snapshot.trigger")?.as_deref() == Some(plugin), "the binding did not change");
+        Ok(())
+    };
+    rebind("log-bytes", "1000000000000")?;
+    let before = taken_now(&broker)?;
+    for _ in 0..12 {
+        one_entry(&broker, "bound")?;
+    }
+    settle();
+    ensure!(taken_now(&broker)? == before, "log-bytes (unreached) snapshotted anyway");
+    rebind("log-bytes", "1")?;
+    wait_for(before + 1.0)?;
+
+    // A trigger that loops: its asks time out, it is quarantined, and the built-in thresholds
+    // (10,000 entries or an hour) apply: no more snapshots of the topic.
+    sluice(&broker, &["plugin", "load", sluice_tests::plugins::LOOPING_TRIGGER_COMPONENT, "--kind", "trigger", "--version", "1"])?;
+    sluice(&broker, &["plugin", "bind", "--kind", "trigger", "--topic", "bound", "looping-trigger"])?;
+    let quarantined = |b: &Broker| sluice(b, &["plugin", "list"]).map(|l| l.lines().any(|l| l.contains("looping-trigger") && l.contains("quarantined")));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !quarantined(&broker)? {
+        ensure!(Instant::now() < deadline, "the looping trigger was never quarantined");
+        one_entry(&broker, "bound")?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = taken_now(&broker)?;
+    for _ in 0..6 {
+        one_entry(&broker, "bound")?;
+    }
+    settle();
+    ensure!(taken_now(&broker)? == before, "the fallback thresholds snapshotted early");
+    ensure!(broker.is_running());
     Ok(())
 }

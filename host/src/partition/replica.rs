@@ -518,13 +518,14 @@ impl Partition {
     }
 
     /// A data partition's snapshot, taken by its leader: where the log stands before its first
-    /// entry (the entries before it were deleted by retention, or replaced by a snapshot) and
-    /// the descriptor a follower behind it installs. `None` while the log still holds entry 1.
+    /// entry (the entries before it were deleted by retention, or replaced by a snapshot; index
+    /// 0 while the log still holds entry 1) and the descriptor a follower behind it installs.
+    /// `None` once closed.
     pub fn describe(&self) -> Option<(SnapshotPoint, Descriptor)> {
         let inner = self.lock();
         let (log, raft) = (inner.log.as_ref()?, inner.raft.as_ref()?);
-        let index = raft.store.index.first_index().checked_sub(1).filter(|&i| i > 0)?;
-        let term = raft.store.index.term(index).ok()?;
+        let index = raft.store.index.first_index().saturating_sub(1);
+        let term = if index == 0 { 0 } else { raft.store.index.term(index).ok()? };
         let offset = raft.store.offset_after(index, log.next_offset().0)?;
         // The follower replays every entry from `offset` onto these.
         let producers = inner.producers.before(offset);
@@ -751,7 +752,7 @@ pub(crate) mod tests {
         // The leader: producer 9's first batch, then records that retention deletes with it.
         let leader_dir = tempfile::tempdir().unwrap();
         let (leader, _rx) = open_with(leader_dir.path(), 1 << 20, settings(200));
-        assert!(leader.describe().is_none(), "nothing was dropped from the log yet");
+        assert_eq!(leader.describe().unwrap().0, SnapshotPoint { index: 0, term: 0, offset: 0 }, "nothing was dropped from the log yet");
         let mut written = vec![data_entry(1, 2, 0, batch(1, 9, 0, 0))];
         written.extend((2..=20).map(|i| data_entry(i, 2, i as i64 - 1, batch(1, -1, -1, -1))));
         leader.write_entries(&written, 0).unwrap();

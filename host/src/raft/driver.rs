@@ -294,8 +294,9 @@ impl Driver {
     fn capture(&self, group: u64) -> Result<super::Captured, String> {
         let g = self.groups.get(&group).ok_or_else(|| format!("group {group} is not on this node"))?;
         if group != METADATA_GROUP && !self.machines.contains_key(&group) {
-            let (point, descriptor) = g.partition.describe().ok_or("the log still holds its first entry: there is nothing to snapshot")?;
-            return Ok(super::Captured { index: point.index, term: point.term, voters: self.replication.voters().to_vec(), offset: point.offset, state: descriptor.encode() });
+            let (point, descriptor) = g.partition.describe().ok_or("the partition is closed")?;
+            let applied = g.node.raft.raft_log.applied;
+            return Ok(super::Captured { index: point.index, applied, term: point.term, voters: self.replication.voters().to_vec(), offset: point.offset, state: descriptor.encode() });
         }
         let machine = self.machines.get(&group).ok_or_else(|| format!("group {group} keeps no state beyond its log"))?;
         let state = machine.snapshot().ok_or_else(|| format!("group {group} keeps no state beyond its log"))??;
@@ -306,7 +307,7 @@ impl Driver {
             return Err("nothing applied yet".into());
         }
         let offset = g.partition.offset_after(index).ok_or_else(|| format!("entry {index} is no longer in the log"))?;
-        Ok(super::Captured { index, term, voters: self.replication.voters().to_vec(), offset, state })
+        Ok(super::Captured { index, applied: index, term, voters: self.replication.voters().to_vec(), offset, state })
     }
 
     fn propose(&mut self, p: Proposal) {

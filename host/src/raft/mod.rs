@@ -91,6 +91,9 @@ pub enum Event {
 pub struct Captured {
     /// The last entry the state includes.
     pub index: u64,
+    /// The group's applied index when it was captured (past `index` for a data partition's
+    /// descriptor, which stands before the log's first entry).
+    pub applied: u64,
     /// That entry's term.
     pub term: u64,
     /// The group's voters.

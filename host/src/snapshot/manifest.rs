@@ -132,9 +132,11 @@ pub fn manifest_key(group: u64, index: u64, term: u64) -> String {
     format!("{}/{MANIFEST_FILE}", snapshot_dir(group, index, term))
 }
 
-/// The key of chunk `n` of a snapshot.
-pub fn chunk_key(group: u64, index: u64, term: u64, n: usize) -> String {
-    format!("{}/chunk-{n:06}", snapshot_dir(group, index, term))
+/// The key of chunk `n` of a snapshot written by write `write` (unique per write: a snapshot
+/// written again at the same point, a data partition's refreshed descriptor, never overwrites
+/// the chunks its previous manifest names).
+pub fn chunk_key(group: u64, index: u64, term: u64, write: &str, n: usize) -> String {
+    format!("{}/chunk-{write}-{n:06}", snapshot_dir(group, index, term))
 }
 
 /// What a Raft snapshot message carries: which snapshot to fetch, not the snapshot.
@@ -172,7 +174,7 @@ mod tests {
         assert_eq!(manifest_key(3, 42, 7), "snapshots/3/00000000000000000042-0000000007/manifest.json");
         assert!(manifest_key(3, 9, 1) < manifest_key(3, 10, 1), "zero padding keeps listing order = index order");
         assert_eq!(parse_key(&manifest_key(3, 42, 7)), Some((3, 42, 7, true)));
-        assert_eq!(parse_key(&chunk_key(3, 42, 7, 5)), Some((3, 42, 7, false)));
+        assert_eq!(parse_key(&chunk_key(3, 42, 7, "a1b2", 5)), Some((3, 42, 7, false)));
         assert_eq!(parse_key("snapshots/x/1-1/manifest.json"), None);
         assert_eq!(parse_key("plugins/ab.wasm"), None);
     }

@@ -108,7 +108,8 @@ impl SnapshotStore {
     }
 
     /// Writes `state` as a snapshot described by `head`, compressed by `codec`: the chunks,
-    /// then the manifest. Until the manifest is written nothing of it is visible.
+    /// then the manifest. Until the manifest is written nothing of it is visible. A snapshot
+    /// written again at the same point replaces the manifest, then the old chunks go.
     pub async fn write(&self, plugins: &Arc<Plugins>, codec: (Arc<Plugin>, Params), head: Head, state: Vec<u8>) -> Result<Manifest, Error> {
         if state.len() as u64 > self.max_snapshot_bytes {
             return Err(Error::TooLarge { bytes: state.len() as u64, limit: self.max_snapshot_bytes });
@@ -129,9 +130,14 @@ impl SnapshotStore {
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
+        let replaced = match self.manifest(&manifest::manifest_key(head.group, head.index, head.term)).await {
+            Ok(old) => old.chunks,
+            Err(_) => Vec::new(),
+        };
+        let write = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let mut chunks = Vec::with_capacity(sealed.len());
         for (n, (stored, raw_len)) in sealed.into_iter().enumerate() {
-            let key = manifest::chunk_key(head.group, head.index, head.term, n);
+            let key = manifest::chunk_key(head.group, head.index, head.term, &write, n);
             chunks.push(ChunkRef { key: key.clone(), stored_len: stored.len() as u64, raw_len, crc32: crc32fast::hash(&stored) });
             self.put(&key, stored).await?;
         }
@@ -151,6 +157,10 @@ impl SnapshotStore {
         };
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Corrupt { key: manifest.key(), why: e.to_string() })?;
         self.put(&manifest.key(), json).await?;
+        for old in replaced {
+            // Left behind if this fails: the next start's sweep removes it.
+            let _ = self.store.delete(&Key::from(old.key.as_str())).await;
+        }
         Ok(manifest)
     }
 
@@ -245,23 +255,30 @@ impl SnapshotStore {
         Ok(doomed)
     }
 
-    /// Deletes chunks no manifest refers to (an upload that died before its manifest), when
-    /// older than `grace` (another node may be uploading them into a shared store). Returns how
-    /// many objects were deleted.
+    /// Deletes chunks no manifest refers to (an upload that died before its manifest, or the
+    /// old chunks of a snapshot written again), when older than `grace` (another node may be
+    /// uploading them into a shared store). Returns how many objects were deleted.
     pub async fn sweep_orphans(&self, grace: Duration) -> Result<usize, Error> {
         let prefix = manifest::SNAPSHOTS_DIR;
         let objects: Vec<_> = self.store.list(Some(&Key::from(prefix))).try_collect().await.map_err(|e| Error::store("listing", prefix, e))?;
-        let with_manifest: std::collections::HashSet<(u64, u64, u64)> = objects
-            .iter()
-            .filter_map(|o| manifest::parse_key(o.location.as_ref()))
-            .filter(|&(_, _, _, m)| m)
-            .map(|(g, i, t, _)| (g, i, t))
-            .collect();
+        let (mut referenced, mut unreadable) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        for object in &objects {
+            let key = object.location.as_ref();
+            let Some((g, i, t, true)) = manifest::parse_key(key) else { continue };
+            referenced.insert(key.to_string());
+            match self.manifest(key).await {
+                Ok(m) => referenced.extend(m.chunks.into_iter().map(|c| c.key)),
+                // Whatever keeps it from being read now, its chunks are not for this pass to judge.
+                Err(_) => {
+                    unreadable.insert((g, i, t));
+                }
+            }
+        }
         let cutoff = crate::clock::now_ms() - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         let mut deleted = 0;
         for object in objects {
             let Some((g, i, t, _)) = manifest::parse_key(object.location.as_ref()) else { continue };
-            if with_manifest.contains(&(g, i, t)) || object.last_modified.timestamp_millis() > cutoff {
+            if referenced.contains(object.location.as_ref()) || unreadable.contains(&(g, i, t)) || object.last_modified.timestamp_millis() > cutoff {
                 continue;
             }
             self.store.delete(&object.location).await.map_err(|e| Error::store("deleting", object.location.as_ref(), e))?;
@@ -426,15 +443,15 @@ mod tests {
         flipped[original.len() / 2] ^= 0x10;
         std::fs::write(chunk(2), &flipped).unwrap();
         let e = f.store.read(&f.plugins, &m.key()).await.unwrap_err();
-        assert!(e.to_string().contains("chunk-000002") && e.to_string().contains("CRC32"), "{e}");
+        assert!(e.to_string().contains(&m.chunks[2].key) && e.to_string().contains("CRC32"), "{e}");
 
         std::fs::write(chunk(2), &original[..original.len() - 3]).unwrap();
         let e = f.store.read(&f.plugins, &m.key()).await.unwrap_err();
-        assert!(e.to_string().contains("chunk-000002"), "{e}");
+        assert!(e.to_string().contains(&m.chunks[2].key), "{e}");
 
         std::fs::remove_file(chunk(2)).unwrap();
         let e = f.store.read(&f.plugins, &m.key()).await.unwrap_err();
-        assert!(e.is_not_found() && e.to_string().contains("chunk-000002"), "{e}");
+        assert!(e.is_not_found() && e.to_string().contains(&m.chunks[2].key), "{e}");
 
         // A manifest whose chunks never made it.
         let lonely = f.store.write(&f.plugins, codec(&f, "lz4"), head(8), state(2)).await.unwrap();
@@ -470,6 +487,21 @@ mod tests {
         for index in 3..=5 {
             f.store.read(&f.plugins, &manifest::manifest_key(0, index, 2)).await.unwrap();
         }
+
+        // Written again at the same point (a refreshed descriptor): the new manifest names new
+        // chunks, and the old ones go.
+        let first = f.store.list(Some(0)).await.unwrap().pop().unwrap();
+        let again = f.store.write(&f.plugins, codec(&f, "lz4"), head(5), state(9)).await.unwrap();
+        assert_eq!(again.key(), first.key());
+        assert!(first.chunks.iter().all(|c| !f.root.join(&c.key).exists()), "the replaced chunks are gone");
+        assert_eq!(f.store.read(&f.plugins, &again.key()).await.unwrap().1, state(9));
+        // Chunks a manifest no longer names (a rewrite that died before deleting them) are
+        // swept; the ones it names are not.
+        let stray = f.root.join(manifest::chunk_key(0, 5, 2, "deadbeef0000", 0));
+        std::fs::write(&stray, b"stray").unwrap();
+        assert_eq!(f.store.sweep_orphans(Duration::ZERO).await.unwrap(), 1);
+        assert!(!stray.exists());
+        assert_eq!(f.store.read(&f.plugins, &again.key()).await.unwrap().1, state(9));
     }
 
     fn snapshot_dir_of(index: u64) -> String {

@@ -37,6 +37,8 @@ const SHARED_ORPHAN_GRACE: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, Clone, Copy)]
 struct Last {
     index: u64,
+    /// The group's applied index then (past `index` for a data partition's descriptor).
+    applied: u64,
     at: Instant,
     log_bytes: u64,
 }
@@ -88,7 +90,7 @@ impl Snapshots {
         for (group, index) in newest.into_iter().map(|(g, m)| (g, m.index)) {
             self.metrics.snapshot.last_index.with_label_values(&[group_label(group).as_str()]).set(index as i64);
             let log_bytes = self.target(group).map_or(0, |t| log_bytes(&t.log));
-            self.lock_last().insert(group, Last { index, at: Instant::now(), log_bytes });
+            self.lock_last().insert(group, Last { index, applied: index, at: Instant::now(), log_bytes });
         }
         Ok(())
     }
@@ -119,7 +121,7 @@ impl Snapshots {
         m.stored_bytes.with_label_values(&[kind.name()]).inc_by(manifest.stored_bytes());
         m.last_index.with_label_values(&[group_label(group).as_str()]).set(manifest.index as i64);
         let log_bytes = log_bytes(&target.log);
-        self.lock_last().insert(group, Last { index: manifest.index, at: Instant::now(), log_bytes });
+        self.lock_last().insert(group, Last { index: manifest.index, applied, at: Instant::now(), log_bytes });
         info!(group, index = manifest.index, raw = manifest.raw_bytes(), stored = manifest.stored_bytes(), codec = %manifest.codec.name, "snapshot taken");
         match self.store.retain(group, self.retain).await {
             Ok(deleted) => m.deleted.inc_by(deleted as u64),
@@ -179,7 +181,7 @@ impl Snapshots {
     /// Writes the snapshot of a partition's group (an offsets partition's commits, kept beside
     /// its log first; a data partition's descriptor), bound to its topic's codec. A shared store
     /// may already hold one as new (written by whichever node led before): that one is served
-    /// instead. Returns the index of the state captured here, with the manifest.
+    /// instead. Returns the group's applied index when its state was captured, with the manifest.
     async fn write_partition(&self, target: &Target) -> Result<(u64, Manifest), Error> {
         let topic = target.topic.as_ref().ok_or_else(|| Error::State(format!("group {} has no topic", target.group)))?;
         let captured = self.replication.capture(target.group).await.map_err(Error::State)?;
@@ -193,7 +195,7 @@ impl Snapshots {
             && newest.index >= captured.index
         {
             self.serve(&newest);
-            return Ok((captured.index, newest));
+            return Ok((captured.applied, newest));
         }
         let codec = self.plugins.binding(PluginKind::Codec, &topic.configs)?;
         let head = Head {
@@ -208,7 +210,7 @@ impl Snapshots {
         };
         let manifest = self.store.write(&self.plugins, codec, head, captured.state).await?;
         self.serve(&manifest);
-        Ok((captured.index, manifest))
+        Ok((captured.applied, manifest))
     }
 
     /// The group `group` of this node, with its log.
@@ -223,13 +225,14 @@ impl Snapshots {
         })
     }
 
-    /// Every group this node snapshots when its trigger says so: the metadata group and the
-    /// offsets partitions.
-    fn triggered_targets(&self) -> Vec<Target> {
+    /// Every group this node may snapshot: the metadata group, the offsets partitions, and the
+    /// data partitions it leads.
+    fn targets(&self) -> Vec<Target> {
         let mut targets = vec![Target { group: METADATA_GROUP, kind: GroupKind::Metadata, log: Arc::clone(&self.metadata_log), topic: None }];
-        if let Some(topic) = self.cluster.topic(OFFSETS_TOPIC) {
-            for log in &topic.partitions {
-                targets.push(Target { group: group_of(topic.id, log.index()), kind: GroupKind::Offsets, log: Arc::clone(log), topic: Some(Arc::clone(&topic)) });
+        for topic in self.cluster.topics() {
+            let kind = if topic.name == OFFSETS_TOPIC { GroupKind::Offsets } else { GroupKind::Partition };
+            for log in topic.partitions.iter().filter(|p| kind == GroupKind::Offsets || p.is_leader()) {
+                targets.push(Target { group: group_of(topic.id, log.index()), kind, log: Arc::clone(log), topic: Some(Arc::clone(&topic)) });
             }
         }
         targets
@@ -238,6 +241,10 @@ impl Snapshots {
     /// Offers `manifest` to followers whose log is too far behind this node's, when it covers
     /// every entry the log no longer holds.
     fn serve(&self, manifest: &Manifest) {
+        if manifest.index == 0 {
+            // A descriptor of a log that never dropped an entry: nothing to catch up from.
+            return;
+        }
         let mut snapshot = raft::prelude::Snapshot::default();
         let meta = snapshot.mut_metadata();
         meta.index = manifest.index;
@@ -286,13 +293,14 @@ impl Snapshots {
             }
         }
         let log_bytes = log_bytes(&target.log);
-        self.lock_last().insert(target.group, Last { index: newest.index, at: Instant::now(), log_bytes });
+        self.lock_last().insert(target.group, Last { index: newest.index, applied: newest.index, at: Instant::now(), log_bytes });
         self.compact(target, newest.index).await;
     }
 
-    /// Asks the triggers of the metadata group and the offsets partitions every `interval`
-    /// until `stop`, and snapshots what they say; a data partition is snapshotted when its
-    /// leader could not catch up a follower behind its log otherwise.
+    /// Asks the triggers of the metadata group, the offsets partitions and the data partitions
+    /// this node leads every `interval` until `stop`, and snapshots what they say; a group is
+    /// snapshotted at once when its leader could not catch up a follower behind its log
+    /// otherwise.
     pub async fn run(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
         if let Err(e) = self.recover().await {
             warn!(cause = %e, store = self.store.url(), "reading the snapshot store failed");
@@ -306,14 +314,13 @@ impl Snapshots {
             }
             let statuses = self.replication.status().await;
             let mut due = Vec::new();
-            for target in self.triggered_targets() {
+            for target in self.targets() {
                 if let Some(status) = statuses.iter().find(|s| s.group == target.group)
                     && self.due(&target, status).await
                 {
                     due.push(target.group);
                 }
             }
-            due.extend(self.partitions_needing_one());
             for group in due {
                 if let Err(e) = self.take(group).await {
                     warn!(group, cause = %e, "snapshot failed");
@@ -322,21 +329,14 @@ impl Snapshots {
         }
     }
 
-    /// The data partitions this node leads whose log starts past the snapshot they serve: a
-    /// follower behind the log could not catch up without a new one.
-    fn partitions_needing_one(&self) -> Vec<u64> {
-        let mut due = Vec::new();
-        for topic in self.cluster.topics().into_iter().filter(|t| t.name != OFFSETS_TOPIC) {
-            for p in topic.partitions.iter().filter(|p| p.is_leader() && p.needs_snapshot_to_serve()) {
-                due.push(group_of(topic.id, p.index()));
-            }
-        }
-        due
-    }
-
-    /// Whether `target`'s trigger (or, if it fails, the built-in thresholds) says to snapshot.
+    /// Whether `target`'s trigger (or, if it fails, the built-in thresholds) says to snapshot:
+    /// the cluster's for the metadata group and the offsets partitions, the topic's for a data
+    /// partition (only its leader writes its descriptor).
     async fn due(&self, target: &Target, status: &GroupStatus) -> bool {
         let is_leader = status.leader == self.replication.me();
+        if target.kind == GroupKind::Partition && !is_leader {
+            return false;
+        }
         // Into a shared store only the leader writes; each node keeps its own otherwise.
         if self.store.shared() && !is_leader {
             self.follow_shared(target, status.applied).await;
@@ -356,7 +356,7 @@ impl Snapshots {
         let stats = GroupStats {
             group,
             applied_index: status.applied,
-            entries_since_snapshot: status.applied.saturating_sub(last.map_or(0, |l| l.index)),
+            entries_since_snapshot: status.applied.saturating_sub(last.map_or(0, |l| l.applied)),
             bytes_since_snapshot: log_bytes.saturating_sub(last.map_or(0, |l| l.log_bytes)),
             millis_since_snapshot: last.map_or(self.started, |l| l.at).elapsed().as_millis() as u64,
             log_bytes,
@@ -367,8 +367,12 @@ impl Snapshots {
             return false;
         }
         let plugins = Arc::clone(&self.plugins);
+        let configs = match (&target.topic, target.kind) {
+            (Some(topic), GroupKind::Partition) => topic.configs.clone(),
+            _ => BTreeMap::new(),
+        };
         let decided = tokio::task::spawn_blocking(move || {
-            let bound = plugins.binding(PluginKind::Trigger, &BTreeMap::new()).ok();
+            let bound = plugins.binding(PluginKind::Trigger, &configs).ok();
             crate::plugins::trigger::decide(bound.as_ref().map(|(p, params)| (p.as_ref(), params)), &stats)
         })
         .await;
