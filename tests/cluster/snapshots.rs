@@ -252,10 +252,11 @@ fn watermarks(cluster: &TestCluster, i: usize, topic: &str) -> Result<(i64, i64)
 /// On a 3-node cluster started with `env` (plus short snapshot and retention periods): a node
 /// kept down while retention deletes what it lacks catches up through the leader's snapshot of
 /// the partition, and once it leads, an idempotent retry of a batch retention deleted is still
-/// answered with its first offset.
-fn a_follower_behind_retention_catches_up(env: &[(&str, &str)]) -> Result<()> {
+/// answered with its first offset. With `damage`, every chunk in the leader's store is damaged
+/// first: the follower refuses what it fetches, and the leader takes a new snapshot.
+fn a_follower_behind_retention_catches_up(env: &[(&str, &str)], damage: bool) -> Result<()> {
     let mut env = env.to_vec();
-    env.extend([("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_PLUGINS__RETENTION_CHECK_INTERVAL_MS", "200")]);
+    env.extend([("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_PLUGINS__RETENTION_CHECK_INTERVAL_MS", "200"), ("SLUICE_RAFT__SNAPSHOT_INSTALL_TIMEOUT_MS", "3000")]);
     let mut cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &env)?;
     let topic = "retained";
     let admin: AdminClient<DefaultClientContext> = client_config(&cluster.bootstrap()).create()?;
@@ -294,6 +295,37 @@ fn a_follower_behind_retention_catches_up(env: &[(&str, &str)]) -> Result<()> {
         Ok((low, high))
     })?;
     eprintln!("the leader's log now holds offsets {low}..{high}");
+    if damage {
+        // Once retention and the snapshots it calls for have settled, a flipped byte in every
+        // chunk of the leader's store.
+        let listed = || cli(&cluster, leader, &["snapshot", "list"]);
+        let mut last = listed()?;
+        eventually("the leader's snapshots settled", || {
+            std::thread::sleep(Duration::from_millis(600));
+            let now = listed()?;
+            let settled = now == last && now.contains(&format!("{topic}-0"));
+            last = now;
+            ensure!(settled, "still changing");
+            Ok(())
+        })?;
+        let mut damaged = 0;
+        let mut dirs = vec![cluster.node(leader).data_dir().join("object-store").join("snapshots")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("chunk-")) {
+                    let mut bytes = std::fs::read(&path)?;
+                    let middle = bytes.len() / 2;
+                    bytes[middle] ^= 0x01;
+                    std::fs::write(&path, bytes)?;
+                    damaged += 1;
+                }
+            }
+        }
+        ensure!(damaged > 0, "no chunk in the leader's store");
+    }
 
     // Back, it can only catch up through a snapshot of the partition.
     cluster.restart(behind)?;
@@ -301,6 +333,11 @@ fn a_follower_behind_retention_catches_up(env: &[(&str, &str)]) -> Result<()> {
         ensure!(snapshot_metric(&cluster, behind, "snapshot_installs_total", "partition")? >= 1.0, "no install counted");
         Ok(())
     })?;
+    if damage {
+        let text = cluster.node(behind).metrics()?;
+        let refused = text.lines().any(|l| l.starts_with("sluice_snapshots_failed_total{") && l.contains("kind=\"partition\"") && l.contains("reason=\"install\"") && !l.ends_with(" 0"));
+        ensure!(refused, "the damaged snapshot was not refused first:\n{text}");
+    }
     ensure!(snapshot_metric(&cluster, leader, "snapshots_taken_total", "partition")? >= 1.0, "the leader counted no partition snapshot");
     // It restarts from the installed snapshot, then leads.
     cluster.kill9(behind);
@@ -329,7 +366,13 @@ fn a_follower_behind_retention_catches_up(env: &[(&str, &str)]) -> Result<()> {
 #[test]
 fn a_follower_behind_retention_catches_up_through_a_snapshot_streamed_from_the_leader() -> Result<()> {
     let _one = serial();
-    a_follower_behind_retention_catches_up(&[])
+    a_follower_behind_retention_catches_up(&[], false)
+}
+
+#[test]
+fn a_follower_refuses_a_damaged_snapshot_and_catches_up_through_the_new_one_the_leader_takes() -> Result<()> {
+    let _one = serial();
+    a_follower_behind_retention_catches_up(&[], true)
 }
 
 #[test]
@@ -337,7 +380,7 @@ fn a_follower_behind_retention_catches_up_through_a_snapshot_read_from_a_shared_
     let _one = serial();
     let shared = tempfile::tempdir()?;
     let url = format!("file://{}", shared.path().display());
-    a_follower_behind_retention_catches_up(&[("SLUICE_SNAPSHOT__STORE", &url), ("SLUICE_SNAPSHOT__SHARED", "true")])
+    a_follower_behind_retention_catches_up(&[("SLUICE_SNAPSHOT__STORE", &url), ("SLUICE_SNAPSHOT__SHARED", "true")], false)
 }
 
 /// The segment files of `__consumer_offsets-0` on node `i`, oldest first.

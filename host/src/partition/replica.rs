@@ -575,6 +575,14 @@ impl Partition {
         }
     }
 
+    /// Stops offering the snapshot served so far (a follower could not install it): until a
+    /// new one is served, followers behind the log wait.
+    pub fn stop_serving_snapshot(&self) {
+        if let Some(raft) = self.lock().raft.as_mut() {
+            raft.store.serving = None;
+        }
+    }
+
     /// The first index of the log (the entries before it are compacted).
     pub fn first_index(&self) -> u64 {
         self.with_raft_store(|store, _| store.index.first_index()).unwrap_or(1)

@@ -499,8 +499,10 @@ impl Group {
                 continue;
             }
             if ticks - at >= timeout {
-                tracing::warn!(group = self.id, peer, "a follower did not install its snapshot in time; it will be sent again");
+                tracing::warn!(group = self.id, peer, "a follower did not install its snapshot in time; a new one will be taken and sent");
                 self.node.report_snapshot(peer, raft::SnapshotStatus::Failure);
+                // It may be unreadable (damaged in the store): the next one is taken afresh.
+                self.partition.stop_serving_snapshot();
             } else {
                 self.snapshots_sent.push((peer, at));
             }

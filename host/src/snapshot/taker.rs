@@ -180,7 +180,7 @@ impl Snapshots {
 
     /// Writes the snapshot of a partition's group (an offsets partition's commits, kept beside
     /// its log first; a data partition's descriptor), bound to its topic's codec. A shared store
-    /// may already hold one as new (written by whichever node led before): that one is served
+    /// may already hold a newer one (written by whichever node led before): that one is served
     /// instead. Returns the group's applied index when its state was captured, with the manifest.
     async fn write_partition(&self, target: &Target) -> Result<(u64, Manifest), Error> {
         let topic = target.topic.as_ref().ok_or_else(|| Error::State(format!("group {} has no topic", target.group)))?;
@@ -190,9 +190,10 @@ impl Snapshots {
             let log = Arc::clone(&target.log);
             tokio::task::spawn_blocking(move || log.keep_state(&kept)).await.map_err(|e| Error::Task(e.to_string()))?.map_err(|e| Error::State(e.to_string()))?;
         }
+        // (One at the same index is written again: it may be the one a follower could not read.)
         if self.store.shared()
             && let Some(newest) = self.store.list(Some(target.group)).await?.pop()
-            && newest.index >= captured.index
+            && newest.index > captured.index
         {
             self.serve(&newest);
             return Ok((captured.applied, newest));
