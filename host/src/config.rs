@@ -94,7 +94,7 @@ pub struct RaftConfig {
     /// Default: 10000
     pub metadata_timeout_ms: u64,
     /// How long a leader waits for a follower to fetch and install a snapshot it was sent
-    /// before sending it again.
+    /// before taking a new one and sending that.
     /// Default: 60000
     pub snapshot_install_timeout_ms: u64,
 }
