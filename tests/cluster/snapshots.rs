@@ -200,10 +200,12 @@ fn a_wiped_node_rejoins_through_a_snapshot_read_from_a_shared_store() -> Result<
     ])
 }
 
-#[test]
-fn a_wiped_node_restores_from_lz4_then_gzip_then_zstd_snapshots() -> Result<()> {
-    let _one = serial();
-    let env = [("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_SNAPSHOT__METADATA_SEGMENT_BYTES", "2048"), ("SLUICE_SNAPSHOT__KEEP_ENTRIES", "0")];
+/// The cluster's codec is swapped between snapshots (lz4, then gzip, then zstd) on a 3-node
+/// cluster started with `env`; after each, node 3's data dir is wiped and it restores from that
+/// codec's snapshot.
+fn a_wiped_node_restores_from_each_codecs_snapshot(env: &[(&str, &str)]) -> Result<()> {
+    let mut env = env.to_vec();
+    env.extend([("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "200"), ("SLUICE_SNAPSHOT__METADATA_SEGMENT_BYTES", "2048"), ("SLUICE_SNAPSHOT__KEEP_ENTRIES", "0")]);
     let mut cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &env)?;
     create_topic(&cluster, TOPIC, 1)?;
     cli(&cluster, 0, &["plugin", "bind", "--kind", "trigger", "entries-or-age", "--param", "entries=10"])?;
@@ -236,6 +238,20 @@ fn a_wiped_node_restores_from_lz4_then_gzip_then_zstd_snapshots() -> Result<()> 
         })?;
     }
     Ok(())
+}
+
+#[test]
+fn a_wiped_node_restores_from_lz4_then_gzip_then_zstd_snapshots_streamed_from_the_leader() -> Result<()> {
+    let _one = serial();
+    a_wiped_node_restores_from_each_codecs_snapshot(&[])
+}
+
+#[test]
+fn a_wiped_node_restores_from_lz4_then_gzip_then_zstd_snapshots_in_a_shared_store() -> Result<()> {
+    let _one = serial();
+    let shared = tempfile::tempdir()?;
+    let url = format!("file://{}", shared.path().display());
+    a_wiped_node_restores_from_each_codecs_snapshot(&[("SLUICE_SNAPSHOT__STORE", &url), ("SLUICE_SNAPSHOT__SHARED", "true")])
 }
 
 /// Node `i`'s counter `sluice_<name>` of snapshots of `kind` (0 when not exported yet).
