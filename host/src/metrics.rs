@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::plugins::PluginInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -141,6 +141,8 @@ pub struct RaftMetrics {
     pub follower_lag: IntGaugeVec,
     /// On the leader: from proposal to commit.
     pub commit_seconds: HistogramVec,
+    /// One replica's fsync of its log (and hard state) in a persist round.
+    pub fsync_seconds: Histogram,
 }
 
 impl RaftMetrics {
@@ -163,6 +165,11 @@ impl RaftMetrics {
                 &["group"],
             )
             .expect("valid metric"),
+            fsync_seconds: Histogram::with_opts(
+                HistogramOpts::new("log_fsync_seconds", "One replica's fsync of its log (and Raft hard state) in a persist round")
+                    .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -177,6 +184,7 @@ impl RaftMetrics {
         r.register(Box::new(self.applied.clone())).expect("unique metric");
         r.register(Box::new(self.follower_lag.clone())).expect("unique metric");
         r.register(Box::new(self.commit_seconds.clone())).expect("unique metric");
+        r.register(Box::new(self.fsync_seconds.clone())).expect("unique metric");
     }
 }
 

@@ -51,10 +51,7 @@ fn retention_of(topics: &serde_json::Value) -> Option<String> {
 
 /// The metadata log's segment files on node `i`, oldest first.
 fn metadata_segments(cluster: &TestCluster, i: usize) -> Result<Vec<String>> {
-    let dir = cluster.node(i).data_dir().join("metadata");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
-    names.sort();
-    Ok(names)
+    sluice_tests::log_segments(&cluster.node(i).data_dir().join("metadata"))
 }
 
 #[test]
@@ -358,15 +355,7 @@ fn a_follower_behind_retention_catches_up(env: &[(&str, &str)], damage: bool) ->
     // It restarts from the installed snapshot, then leads.
     cluster.kill9(behind);
     cluster.restart(behind)?;
-    let to = (behind + 1).to_string();
-    eventually("leadership handed to the node that was behind", || {
-        let current = cluster.wait_for_leader(topic, 0, None, PATIENCE)?;
-        if current != behind {
-            cli(&cluster, current, &["cluster", "transfer-leader", "--topic", topic, "--to", &to])?;
-        }
-        ensure!(cluster.wait_for_leader(topic, 0, None, Duration::from_secs(5))? == behind, "not leading yet");
-        Ok(())
-    })?;
+    hand_leadership(&cluster, topic, behind)?;
     let (new_low, new_high) = watermarks(&cluster, behind, topic)?;
     ensure!(new_high == high && new_low >= low, "the new leader holds {new_low}..{new_high}, the old one held {low}..{high}");
 
@@ -401,10 +390,20 @@ fn a_follower_behind_retention_catches_up_through_a_snapshot_read_from_a_shared_
 
 /// The segment files of `__consumer_offsets-0` on node `i`, oldest first.
 fn offsets_segments(cluster: &TestCluster, i: usize) -> Result<Vec<String>> {
-    let dir = cluster.node(i).data_dir().join("partitions").join("__consumer_offsets-0");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
-    names.sort();
-    Ok(names)
+    sluice_tests::log_segments(&cluster.node(i).data_dir().join("partitions").join("__consumer_offsets-0"))
+}
+
+/// Hands leadership of partition 0 of `topic` to node `i` (asking whichever node leads now).
+fn hand_leadership(cluster: &TestCluster, topic: &str, i: usize) -> Result<()> {
+    let to = (i + 1).to_string();
+    eventually(&format!("leadership of {topic}/0 handed to node {to}"), || {
+        let current = cluster.wait_for_leader(topic, 0, None, PATIENCE)?;
+        if current != i {
+            cli(cluster, current, &["cluster", "transfer-leader", "--topic", topic, "--to", &to])?;
+        }
+        ensure!(cluster.wait_for_leader(topic, 0, None, Duration::from_secs(5))? == i, "not leading yet");
+        Ok(())
+    })
 }
 
 #[test]
@@ -443,15 +442,7 @@ fn a_wiped_node_restores_committed_offsets_from_a_snapshot_and_serves_them_as_co
     // It restarts from what it installed, then coordinates the groups.
     cluster.kill9(wiped);
     cluster.restart(wiped)?;
-    let to = (wiped + 1).to_string();
-    eventually("the offsets partition handed to the wiped node", || {
-        let current = cluster.wait_for_leader(offsets, 0, None, PATIENCE)?;
-        if current != wiped {
-            cli(&cluster, current, &["cluster", "transfer-leader", "--topic", offsets, "--to", &to])?;
-        }
-        ensure!(cluster.wait_for_leader(offsets, 0, None, Duration::from_secs(5))? == wiped, "not leading yet");
-        Ok(())
-    })?;
+    hand_leadership(&cluster, offsets, wiped)?;
     let mut client = RawClient::connect(cluster.node(wiped).addr())?;
     let committed = eventually("the groups' offsets from the new coordinator", || {
         let committed = (raw::fetch_committed(&mut client, "early")?.0, raw::fetch_committed(&mut client, "busy")?.0);

@@ -180,10 +180,7 @@ fn a_new_cluster_is_restored_from_the_newest_readable_snapshot_of_a_lost_one() -
 
 /// The segment files of partition 0 of the offsets topic, oldest first.
 fn offsets_segments(broker: &Broker) -> Result<Vec<String>> {
-    let dir = broker.data_dir().join("partitions").join("__consumer_offsets-0");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
-    names.sort();
-    Ok(names)
+    sluice_tests::log_segments(&broker.data_dir().join("partitions").join("__consumer_offsets-0"))
 }
 
 #[test]

@@ -32,6 +32,13 @@ pub mod cluster;
 /// Exact Kafka requests for the raw client.
 pub mod raw;
 
+/// The segment files (`*.log`) of the partition log in `dir`, oldest first.
+pub fn log_segments(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
+    names.sort();
+    Ok(names)
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");

@@ -397,7 +397,7 @@ impl Driver {
     /// together, so the disk sees them side by side and no partition waits for another's.
     fn start_persist_round(&mut self) {
         for (&id, g) in self.groups.iter_mut() {
-            let job = match g.sync_job() {
+            let mut job = match g.sync_job() {
                 Ok(Some(job)) => job,
                 Ok(None) => continue,
                 Err(e) => {
@@ -405,6 +405,7 @@ impl Driver {
                     continue;
                 }
             };
+            job.timer = Some(self.metrics.raft.fsync_seconds.clone());
             let events = self.events_tx.clone();
             tokio::task::spawn_blocking(move || {
                 let _ = events.blocking_send(Event::Persisted(job.run()));

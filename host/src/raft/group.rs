@@ -85,6 +85,8 @@ pub struct SyncJob {
     /// What to sync.
     pub target: SyncTarget,
     partition: Arc<Partition>,
+    /// Where the fsync's duration is recorded, if anywhere.
+    pub timer: Option<prometheus::Histogram>,
 }
 
 impl SyncJob {
@@ -92,7 +94,11 @@ impl SyncJob {
     /// checkpoint if one was due. Returns (group, ready number, the synced point).
     pub fn run(self) -> Result<(u64, u64, RecoveryPoint), String> {
         let target = &self.target;
+        let started = std::time::Instant::now();
         target.log.sync_data().and_then(|()| if self.sync_state { target.state.sync_data() } else { Ok(()) }).map_err(|e| e.to_string())?;
+        if let Some(timer) = &self.timer {
+            timer.observe(started.elapsed().as_secs_f64());
+        }
         if let Some(producers) = &target.checkpoint {
             self.partition.write_checkpoint(&target.point, producers);
         }
@@ -443,7 +449,7 @@ impl Group {
         self.syncing = true;
         self.cached = false;
         self.last_sync = Instant::now();
-        Ok(Some(SyncJob { group: self.id, number, sync_state, target, partition: Arc::clone(&self.partition) }))
+        Ok(Some(SyncJob { group: self.id, number, sync_state, target, partition: Arc::clone(&self.partition), timer: None }))
     }
 
     /// A [`SyncJob`] finished: what it covered counts as persisted (acks=1 on a leader), and
