@@ -11,6 +11,7 @@ mod control;
 mod faults;
 mod peers;
 mod snapshots;
+mod soak;
 mod workload;
 
 use std::collections::{HashMap, HashSet};
