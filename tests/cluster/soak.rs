@@ -41,6 +41,7 @@ fn member(bootstrap: String, read: Arc<AtomicU64>, leave: Arc<AtomicBool>) -> Jo
         let consumer: BaseConsumer = consumer_config(&bootstrap)
             .set("group.id", "soakers")
             .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "true")
             .set("auto.commit.interval.ms", "500")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
