@@ -549,3 +549,68 @@ fn a_lost_cluster_comes_back_in_a_new_one_at_its_offsets_with_its_groups_positio
     ensure!(got == (0, lost_marks[0].1), "the member read {got:?} first");
     Ok(())
 }
+
+#[test]
+fn a_topics_bound_trigger_decides_its_partitions_snapshots_on_a_cluster_and_swaps_live() -> Result<()> {
+    let _one = serial();
+    let env = [("SLUICE_SNAPSHOT__CHECK_INTERVAL_MS", "100"), ("SLUICE_PLUGINS__CALL_TIMEOUT_MS", "500")];
+    let cluster = TestCluster::start(env!("CARGO_BIN_EXE_sluice"), 3, &env)?;
+    let topic = "bound";
+    create_topic(&cluster, topic, 1)?;
+    let leader = cluster.wait_for_leader(topic, 0, None, PATIENCE)?;
+    let taken = || snapshot_metric(&cluster, leader, "snapshots_taken_total", "partition");
+    let mut client = RawClient::connect(cluster.node(leader).addr())?;
+    let mut entries = |n: usize| -> Result<()> {
+        for _ in 0..n {
+            let (code, _) = raw::produce_raw(&mut client, topic, raw::batch(-1, -1, -1, &["entry"]))?;
+            ensure!(code == 0, "producing: error {code}");
+        }
+        Ok(())
+    };
+    let settle = || std::thread::sleep(Duration::from_millis(400));
+    let wait_for = |count: f64| eventually(&format!("{count} partition snapshots on the leader"), || {
+        ensure!(taken()? >= count, "{} so far", taken()?);
+        Ok(())
+    });
+    // Bound to the topic, through any node; counted from a snapshot by hand on the leader.
+    cli(&cluster, 0, &["plugin", "bind", "--kind", "trigger", "--topic", topic, "entries-or-age", "--param", "entries=5"])?;
+    eventually("the binding applied on the leader", || {
+        ensure!(cli(&cluster, leader, &["plugin", "describe", "--kind", "trigger", "--topic", topic])?.contains("entries=5"));
+        Ok(())
+    })?;
+    cli(&cluster, leader, &["snapshot", "create", "--topic", topic, "--partition", "0"])?;
+    let start = taken()?;
+    for round in 1..=3 {
+        entries(4)?;
+        settle();
+        ensure!(taken()? == start + f64::from(round - 1), "snapshotted before 5 entries (round {round})");
+        entries(1)?;
+        wait_for(start + f64::from(round))?;
+    }
+    // Rebound through IncrementalAlterConfigs to log-bytes out of reach: no snapshot.
+    let admin: AdminClient<DefaultClientContext> = client_config(&cluster.bootstrap()).create()?;
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("sluice.snapshot.trigger", "log-bytes").set("sluice.plugin.param.bytes", "1000000000000");
+    futures::executor::block_on(admin.alter_configs([&change], &AdminOptions::new()))?;
+    eventually("log-bytes bound on the leader", || {
+        ensure!(cli(&cluster, leader, &["plugin", "describe", "--kind", "trigger", "--topic", topic])?.contains("log-bytes"));
+        Ok(())
+    })?;
+    let before = taken()?;
+    entries(12)?;
+    settle();
+    ensure!(taken()? == before, "log-bytes (unreached) snapshotted anyway");
+    // The looping trigger: quarantined on the leader, and the fallback thresholds apply.
+    cli(&cluster, 0, &["plugin", "load", sluice_tests::plugins::LOOPING_TRIGGER_COMPONENT, "--kind", "trigger", "--version", "1"])?;
+    cli(&cluster, 0, &["plugin", "bind", "--kind", "trigger", "--topic", topic, "looping-trigger"])?;
+    eventually("the looping trigger quarantined on the leader", || {
+        entries(1)?;
+        let listed = cli(&cluster, leader, &["plugin", "list"])?;
+        ensure!(listed.lines().any(|l| l.contains("looping-trigger") && l.contains("quarantined")), "{listed}");
+        Ok(())
+    })?;
+    let before = taken()?;
+    entries(6)?;
+    settle();
+    ensure!(taken()? == before, "the fallback thresholds snapshotted early");
+    Ok(())
+}
