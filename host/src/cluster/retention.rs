@@ -88,8 +88,8 @@ fn apply(
         .collect();
     let answer = plugin.retain(params, &info, configs, &segments).map_err(|e| e.to_string())?;
     if let Some(new_start) = clamp(&answer, log_start, high_watermark) {
-        let proposed = partition.retain_from(new_start).map_err(|e| e.to_string())?;
-        info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, proposed, "retention proposed a new log start");
+        partition.retain_from(new_start).map_err(|e| e.to_string())?;
+        info!(topic = %topic.name, partition = partition.index(), policy = %plugin.info().label(), new_start, "retention proposed a new log start");
     }
     Ok(())
 }

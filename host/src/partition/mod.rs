@@ -221,7 +221,7 @@ impl Partition {
             // twice. Read the segments before it; the last one's batches are already at hand.
             None => {
                 // A log replaced by a leader's snapshot starts with the producers before it.
-                let mut states = descriptor::Descriptor::installed(&*config.fs, dir).map(|d| d.producers).unwrap_or_default();
+                let mut states = installed_producers(&*config.fs, dir);
                 let tail_start = tail.first().map_or(log.next_offset(), |&(_, offset)| Offset(offset));
                 replay_producers(&log, &mut states, log.log_start_offset(), tail_start, usize::MAX, now)?;
                 states
@@ -421,10 +421,9 @@ impl Partition {
         Ok((log.log_start_offset().0, high_watermark, log.size_bytes(), log.segments()?))
     }
 
-    /// Retention's decision that the log start at `new_start`: the leader proposes it (returns
-    /// the start proposed) and every replica deletes
-    /// the same prefix when it applies the entry ([`Partition::delete_before`]).
-    pub fn retain_from(&self, new_start: i64) -> Result<i64, Error> {
+    /// Retention's decision that the log start at `new_start`: the leader proposes it and every
+    /// replica deletes the same prefix when it applies the entry ([`Partition::delete_before`]).
+    pub fn retain_from(&self, new_start: i64) -> Result<(), Error> {
         self.lock().raft.as_mut().ok_or(Error::Closed)?.propose_log_start(new_start)
     }
 
@@ -473,6 +472,19 @@ impl Partition {
         // A panic while holding the lock would be a bug already reported; the state it protects
         // is only ever changed after the fallible I/O succeeded, so it stays usable.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The producers of the data-partition snapshot last installed in `dir` (kept beside the log),
+/// if any. A damaged one is reported and forgotten; another group's kept state (the offsets
+/// topic's) holds no producers.
+fn installed_producers(fs: &dyn FileSystem, dir: &Path) -> ProducerStates {
+    match kept_state::KeptState::read(fs, dir) {
+        Ok(kept) => kept.and_then(|k| descriptor::Descriptor::decode(&k.state).ok()).map(|d| d.producers).unwrap_or_default(),
+        Err(e) => {
+            warn!(dir = %dir.display(), cause = %e, "ignoring the installed snapshot");
+            ProducerStates::default()
+        }
     }
 }
 

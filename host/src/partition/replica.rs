@@ -143,11 +143,9 @@ impl RaftLog {
 
     /// Proposes that the log start at `offset` (the leader's retention decision). A follower
     /// that still lacks entries below it catches up through a snapshot of the partition.
-    /// Returns the log start proposed.
-    pub(crate) fn propose_log_start(&mut self, offset: i64) -> Result<i64, Error> {
+    pub(crate) fn propose_log_start(&mut self, offset: i64) -> Result<(), Error> {
         let leader = self.leader.as_ref().ok_or(Error::NotLeader)?;
-        hand_over(&self.proposals, Proposal { group: self.group, lease: leader.lease, data: encode_log_start(offset), placements: Vec::new() })?;
-        Ok(offset)
+        hand_over(&self.proposals, Proposal { group: self.group, lease: leader.lease, data: encode_log_start(offset), placements: Vec::new() })
     }
 
     /// Forgets the entries wholly below `log_start` (dropped by retention): Raft sees them as
@@ -533,15 +531,11 @@ impl Partition {
         Some((SnapshotPoint { index, term, offset }, descriptor))
     }
 
-    /// Installs a leader's data-partition snapshot at `point`: the descriptor is kept first (a
-    /// restart before the next checkpoint starts from its producers), then the point, then the
-    /// log is replaced.
+    /// Installs a leader's data-partition snapshot at `point`: the descriptor is kept beside the
+    /// log first (a restart before the next checkpoint starts from its producers), then the
+    /// point, then the log is replaced.
     pub fn install_descriptor(&self, point: SnapshotPoint, descriptor: Descriptor) -> Result<(), Error> {
-        {
-            let inner = self.lock();
-            let log = inner.log.as_ref().ok_or(Error::Closed)?;
-            descriptor.keep(&**log.fs(), &self.dir)?;
-        }
+        self.keep_state(&KeptState { index: point.index, offset: point.offset, state: descriptor.encode() })?;
         self.begin_install(point)?;
         self.install_snapshot(point, descriptor.producers)
     }
@@ -1061,7 +1055,7 @@ pub(crate) mod tests {
         assert!(matches!(p.retain_from(150), Err(Error::NotLeader)));
         p.become_leader(3);
         // Even past what a follower holds: it catches up through a snapshot.
-        assert_eq!(p.retain_from(150).unwrap(), 150);
+        p.retain_from(150).unwrap();
         assert_eq!(p.log_start_offset().unwrap(), 0, "nothing is deleted before the entry commits");
         let proposal = rx.try_recv().unwrap();
         assert_eq!(decode_log_start(&proposal.data), Some(150));
