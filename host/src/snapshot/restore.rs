@@ -47,40 +47,18 @@ pub async fn restore_cluster(store: &SnapshotStore, plugins: &Arc<Plugins>, clus
     if !existing.is_empty() {
         return Err(Error::Restore(format!("a restore needs a new, empty cluster; this one has topics {existing:?}")));
     }
-    let mut manifests = store.list(Some(METADATA_GROUP)).await?;
-    if manifests.is_empty() {
-        return Err(Error::Restore(format!("no metadata snapshot in {}", store.url())));
-    }
-    let mut last_error = None;
-    let mut found = None;
-    while let Some(manifest) = manifests.pop() {
-        if let Err(e) = ensure_codec(store, plugins, control, &manifest, max_component_bytes).await {
-            warn!(snapshot = %manifest.key(), cause = %e, "its codec is unavailable; trying an older snapshot");
-            last_error = Some(e);
-            continue;
-        }
-        match store.read(plugins, &manifest.key()).await {
-            Ok(read) => {
-                found = Some(read);
-                break;
-            }
-            Err(e) => {
-                warn!(snapshot = %manifest.key(), cause = %e, "unreadable; trying an older snapshot");
-                last_error = Some(e);
-            }
-        }
-    }
-    let Some((manifest, bytes)) = found else { return Err(last_error.unwrap_or_else(|| Error::Restore("no readable metadata snapshot".into()))) };
+    let lost = Lost { store, plugins, control, max_component_bytes };
+    let (manifest, bytes) = lost.newest(METADATA_GROUP).await?.ok_or_else(|| Error::Restore(format!("no metadata snapshot in {}", store.url())))?;
     let mut target = MetadataState::decode(&bytes).map_err(Error::Restore)?;
     let mut current = MetadataState::capture(cluster, plugins);
     let commits = match target.cluster.topics.iter().find(|t| t.name == OFFSETS_TOPIC) {
-        Some(lost) => committed_offsets(store, plugins, control, lost.id, lost.partitions, max_component_bytes).await,
+        Some(offsets_topic) => lost.committed_offsets(offsets_topic.id, offsets_topic.partitions).await,
         None => Vec::new(),
     };
     // The offsets topic is the new cluster's own; committed offsets are committed anew.
     target.cluster.topics.retain(|t| t.name != OFFSETS_TOPIC);
     for topic in &mut target.cluster.topics {
-        topic.start_offsets = start_offsets(store, plugins, control, topic.id, &topic.name, topic.partitions, &commits, max_component_bytes).await;
+        topic.start_offsets = lost.start_offsets(topic.id, &topic.name, topic.partitions, &commits).await;
     }
     current.cluster.topics.retain(|t| t.name != OFFSETS_TOPIC);
     let mut components = HashMap::new();
@@ -99,61 +77,68 @@ pub async fn restore_cluster(store: &SnapshotStore, plugins: &Arc<Plugins>, clus
     Ok(Restored { manifest, topics, plugins: plugins_loaded, commands: applied, commits })
 }
 
-/// The newest snapshot of `group` that reads cleanly (a damaged one is logged and an older one
-/// read), if any.
-async fn newest_state(store: &SnapshotStore, plugins: &Arc<Plugins>, control: &Control, group: u64, max_component_bytes: u64) -> Option<Vec<u8>> {
-    let mut manifests = match store.list(Some(group)).await {
-        Ok(listed) => listed,
-        Err(e) => {
-            warn!(group, cause = %e, "listing snapshots failed");
-            return None;
-        }
-    };
-    while let Some(manifest) = manifests.pop() {
-        let read = match ensure_codec(store, plugins, control, &manifest, max_component_bytes).await {
-            Ok(()) => store.read(plugins, &manifest.key()).await.map(|(_, state)| state),
-            Err(e) => Err(e),
-        };
-        match read {
-            Ok(state) => return Some(state),
-            Err(e) => warn!(snapshot = %manifest.key(), cause = %e, "unreadable; trying an older snapshot"),
-        }
-    }
-    None
+/// The lost cluster's store, and what reading it needs.
+struct Lost<'a> {
+    store: &'a SnapshotStore,
+    plugins: &'a Arc<Plugins>,
+    control: &'a Control,
+    max_component_bytes: u64,
 }
 
-/// Every live commit of the lost cluster's offsets topic (id `id`), from the newest snapshot of
-/// each of its partitions.
-async fn committed_offsets(store: &SnapshotStore, plugins: &Arc<Plugins>, control: &Control, id: Uuid, partitions: i32, max_component_bytes: u64) -> Vec<OffsetRecord> {
-    let mut commits = Vec::new();
-    for p in 0..partitions {
-        let Some(state) = newest_state(store, plugins, control, group_of(id, p), max_component_bytes).await else { continue };
-        match offsets::decode_snapshot(&state) {
-            Ok(found) => commits.extend(found.into_iter().filter(|(_, v)| v.is_some())),
-            Err(e) => warn!(partition = p, cause = %e, "an offsets snapshot does not decode; its commits are not restored"),
-        }
-    }
-    commits
-}
-
-/// Where each partition of a restored topic starts: the high watermark of its newest
-/// descriptor, or the highest offset committed for it, whichever is larger.
-#[allow(clippy::too_many_arguments)]
-async fn start_offsets(store: &SnapshotStore, plugins: &Arc<Plugins>, control: &Control, id: Uuid, name: &str, partitions: i32, commits: &[OffsetRecord], max_component_bytes: u64) -> Vec<i64> {
-    let mut starts = Vec::with_capacity(partitions as usize);
-    for p in 0..partitions {
-        let described = match newest_state(store, plugins, control, group_of(id, p), max_component_bytes).await.map(|s| Descriptor::decode(&s)) {
-            Some(Ok(d)) => d.high_watermark,
-            Some(Err(e)) => {
-                warn!(topic = name, partition = p, cause = %e, "a partition descriptor does not decode");
-                0
+impl Lost<'_> {
+    /// The newest snapshot of `group` that reads cleanly (`None` if it has none): a damaged one,
+    /// or one whose codec cannot be loaded, is logged and an older one read.
+    async fn newest(&self, group: u64) -> Result<Option<(Manifest, Vec<u8>)>, Error> {
+        let mut manifests = self.store.list(Some(group)).await?;
+        let mut last_error = None;
+        while let Some(manifest) = manifests.pop() {
+            let read = match ensure_codec(self.store, self.plugins, self.control, &manifest, self.max_component_bytes).await {
+                Ok(()) => self.store.read(self.plugins, &manifest.key()).await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(found) => return Ok(Some(found)),
+                Err(e) => {
+                    warn!(snapshot = %manifest.key(), cause = %e, "unreadable; trying an older snapshot");
+                    last_error = Some(e);
+                }
             }
-            None => 0,
-        };
-        let committed = commits.iter().filter(|(k, _)| k.topic == name && k.partition == p).filter_map(|(_, v)| v.as_ref().map(|v| v.offset)).max().unwrap_or(0);
-        starts.push(described.max(committed).max(0));
+        }
+        last_error.map_or(Ok(None), Err)
     }
-    if starts.iter().all(|&s| s == 0) { Vec::new() } else { starts }
+
+    /// Every live commit of the lost cluster's offsets topic (id `id`), from the newest snapshot
+    /// of each of its partitions.
+    async fn committed_offsets(&self, id: Uuid, partitions: i32) -> Vec<OffsetRecord> {
+        let mut commits = Vec::new();
+        for p in 0..partitions {
+            let decoded = self.newest(group_of(id, p)).await.and_then(|found| found.map(|(_, state)| offsets::decode_snapshot(&state).map_err(Error::Restore)).transpose());
+            match decoded {
+                Ok(found) => commits.extend(found.into_iter().flatten().filter(|(_, v)| v.is_some())),
+                Err(e) => warn!(partition = p, cause = %e, "no commits of this offsets partition are restored"),
+            }
+        }
+        commits
+    }
+
+    /// Where each partition of a restored topic starts: the high watermark of its newest
+    /// descriptor, or the highest offset committed for it, whichever is larger.
+    async fn start_offsets(&self, id: Uuid, name: &str, partitions: i32, commits: &[OffsetRecord]) -> Vec<i64> {
+        let mut starts = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let decoded = self.newest(group_of(id, p)).await.and_then(|found| found.map(|(_, state)| Descriptor::decode(&state).map_err(Error::Restore)).transpose());
+            let described = match decoded {
+                Ok(d) => d.map_or(0, |d| d.high_watermark),
+                Err(e) => {
+                    warn!(topic = name, partition = p, cause = %e, "no partition descriptor to resume from");
+                    0
+                }
+            };
+            let committed = commits.iter().filter(|(k, _)| k.topic == name && k.partition == p).filter_map(|(_, v)| v.as_ref().map(|v| v.offset)).max().unwrap_or(0);
+            starts.push(described.max(committed).max(0));
+        }
+        if starts.iter().all(|&s| s == 0) { Vec::new() } else { starts }
+    }
 }
 
 /// Loads the codec that wrote `manifest` from the store if this cluster lacks it.
