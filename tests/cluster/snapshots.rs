@@ -572,12 +572,16 @@ fn a_topics_bound_trigger_decides_its_partitions_snapshots_on_a_cluster_and_swap
         ensure!(taken()? >= count, "{} so far", taken()?);
         Ok(())
     });
-    // Bound to the topic, through any node; counted from a snapshot by hand on the leader.
+    // A binding made through any node, once the leader has applied it.
+    let bound_on_leader = |shows: &str| {
+        eventually(&format!("the leader's binding shows {shows}"), || {
+            ensure!(cli(&cluster, leader, &["plugin", "describe", "--kind", "trigger", "--topic", topic])?.contains(shows));
+            Ok(())
+        })
+    };
+    // Bound to the topic; counted from a snapshot by hand on the leader.
     cli(&cluster, 0, &["plugin", "bind", "--kind", "trigger", "--topic", topic, "entries-or-age", "--param", "entries=5"])?;
-    eventually("the binding applied on the leader", || {
-        ensure!(cli(&cluster, leader, &["plugin", "describe", "--kind", "trigger", "--topic", topic])?.contains("entries=5"));
-        Ok(())
-    })?;
+    bound_on_leader("entries=5")?;
     cli(&cluster, leader, &["snapshot", "create", "--topic", topic, "--partition", "0"])?;
     let start = taken()?;
     for round in 1..=3 {
@@ -591,10 +595,7 @@ fn a_topics_bound_trigger_decides_its_partitions_snapshots_on_a_cluster_and_swap
     let admin: AdminClient<DefaultClientContext> = client_config(&cluster.bootstrap()).create()?;
     let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("sluice.snapshot.trigger", "log-bytes").set("sluice.plugin.param.bytes", "1000000000000");
     futures::executor::block_on(admin.alter_configs([&change], &AdminOptions::new()))?;
-    eventually("log-bytes bound on the leader", || {
-        ensure!(cli(&cluster, leader, &["plugin", "describe", "--kind", "trigger", "--topic", topic])?.contains("log-bytes"));
-        Ok(())
-    })?;
+    bound_on_leader("log-bytes")?;
     let before = taken()?;
     entries(12)?;
     settle();
