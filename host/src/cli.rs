@@ -26,6 +26,49 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// List and take snapshots through one node's admin API.
     Snapshot(SnapshotArgs),
+    /// Create, delete and list SASL/SCRAM users through one node's admin API.
+    User(UserArgs),
+}
+
+/// Flags of `sluice user`.
+#[derive(Debug, clap::Args)]
+pub struct UserArgs {
+    /// The node's admin API address (its --rpc-addr).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9093", env = "SLUICE_RPC_ADDR", global = true)]
+    pub rpc_addr: SocketAddr,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+/// `sluice user` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user, or set a new password for one; it may then authenticate with this SCRAM
+    /// mechanism, and with PLAIN when the listener allows it.
+    Create {
+        /// User name.
+        name: String,
+        /// Password (stored only as salted SCRAM keys).
+        #[arg(long, env = "SLUICE_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512.
+        #[arg(long, default_value = "SCRAM-SHA-256")]
+        mechanism: String,
+        /// PBKDF2 iterations (4096..=16384).
+        #[arg(long, default_value_t = 4096)]
+        iterations: u32,
+    },
+    /// Delete a user's credentials (of one mechanism, or all).
+    Delete {
+        /// User name.
+        name: String,
+        /// Only this mechanism's credential.
+        #[arg(long)]
+        mechanism: Option<String>,
+    },
+    /// Every user and its mechanisms.
+    List,
 }
 
 /// Flags of `sluice snapshot`.

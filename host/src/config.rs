@@ -292,12 +292,39 @@ pub struct KafkaTls {
     pub key_file: Option<PathBuf>,
 }
 
+/// SASL on the Kafka listener (Kafka's `SASL_PLAINTEXT`, or `SASL_SSL` with TLS on): on when a
+/// mechanism is listed, and with it ACLs are enforced on every request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KafkaSasl {
+    /// Mechanisms clients may authenticate with: any of `SCRAM-SHA-256`, `SCRAM-SHA-512`,
+    /// `PLAIN` (checked against the users' SCRAM credentials).
+    /// Default: [] (no SASL)
+    pub mechanisms: Vec<String>,
+    /// Largest request a client may send before it has authenticated (Kafka's
+    /// `sasl.server.max.receive.size`).
+    /// Default: 524288
+    pub max_receive_bytes: u32,
+}
+
+impl Default for KafkaSasl {
+    fn default() -> Self {
+        KafkaSasl { mechanisms: Vec::new(), max_receive_bytes: 512 * 1024 }
+    }
+}
+
 /// Limits of the Kafka listener.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct KafkaConfig {
     /// TLS for clients.
     pub tls: KafkaTls,
+    /// SASL for clients.
+    pub sasl: KafkaSasl,
+    /// Principals (`User:name`, or a bare user name) allowed every operation whatever the ACLs
+    /// say, when SASL is on.
+    /// Default: []
+    pub super_users: Vec<String>,
     /// Largest request frame accepted; a larger size prefix closes the connection before any
     /// allocation (Kafka's `socket.request.max.bytes`).
     /// Default: 104857600 (100 MiB)
@@ -421,6 +448,8 @@ impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
             tls: KafkaTls::default(),
+            sasl: KafkaSasl::default(),
+            super_users: Vec::new(),
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight_per_connection: 16,
             max_connections: 10_000,
@@ -491,6 +520,12 @@ impl Config {
         }
         if self.kafka.tls.cert_file.is_some() != self.kafka.tls.key_file.is_some() {
             return invalid("kafka.tls.cert-file and kafka.tls.key-file go together");
+        }
+        if let Some(unknown) = self.kafka.sasl.mechanisms.iter().find(|m| *m != crate::security::PLAIN && crate::security::Mechanism::from_name(m).is_none()) {
+            return Err(ConfigError::Invalid(format!("kafka.sasl.mechanisms: unknown mechanism {unknown:?} (SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN)")));
+        }
+        if self.kafka.sasl.max_receive_bytes < 64 {
+            return invalid("kafka.sasl.max-receive-bytes must be at least 64");
         }
         if self.kafka.fetch_max_bytes == 0 || self.kafka.fetch_memory_bytes < self.kafka.fetch_max_bytes {
             return invalid("kafka.fetch-max-bytes must be positive and kafka.fetch-memory-bytes at least as large");

@@ -33,6 +33,7 @@ mod node;
 mod partition;
 pub mod plugins;
 mod raft;
+mod security;
 pub mod snapshot;
 
 pub use config::Config;

@@ -4,6 +4,7 @@ mod cli;
 mod cluster_cli;
 mod plugin_cli;
 mod snapshot_cli;
+mod user_cli;
 
 use std::io::IsTerminal;
 
@@ -41,6 +42,10 @@ fn main() -> anyhow::Result<()> {
         Command::Snapshot(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
             runtime.block_on(snapshot_cli::run(args))
+        }
+        Command::User(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+            runtime.block_on(user_cli::run(args))
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct Metrics {
     /// Connections refused or closed by a limit, by reason (`max_connections`,
     /// `max_connections_per_ip`, `idle`, `request_read_timeout`, `response_write_timeout`).
     pub connections_limited: IntCounterVec,
+    /// SASL authentications, by outcome (`succeeded`, `failed`, `unauthenticated_request`).
+    pub authentications: IntCounterVec,
+    /// Operations refused by ACLs, by resource type.
+    pub authorization_failures: IntCounterVec,
     /// Produce requests received.
     pub produced_requests: IntCounter,
     /// Record-set bytes appended by Produce.
@@ -205,6 +209,8 @@ impl Metrics {
             connections: IntGauge::new("kafka_connections", "Open Kafka connections").expect("valid metric"),
             frame_errors: counter("kafka_frame_errors_total", "Frames that closed their connection"),
             connections_limited: IntCounterVec::new(Opts::new("kafka_connections_limited_total", "Connections refused or closed by a limit, by reason"), &["reason"]).expect("valid metric"),
+            authentications: IntCounterVec::new(Opts::new("kafka_sasl_authentications_total", "SASL authentications, by outcome"), &["outcome"]).expect("valid metric"),
+            authorization_failures: IntCounterVec::new(Opts::new("kafka_authorization_failures_total", "Operations refused by ACLs, by resource type"), &["resource"]).expect("valid metric"),
             produced_requests: counter("produce_requests_total", "Produce requests received"),
             produced_bytes: counter("produce_bytes_total", "Record-set bytes appended"),
             produced_records: counter("produce_records_acked_total", "Records acknowledged to producers"),
@@ -241,6 +247,8 @@ impl Metrics {
         r.register(Box::new(metrics.connections.clone())).expect("unique metric");
         r.register(Box::new(metrics.frame_errors.clone())).expect("unique metric");
         r.register(Box::new(metrics.connections_limited.clone())).expect("unique metric");
+        r.register(Box::new(metrics.authentications.clone())).expect("unique metric");
+        r.register(Box::new(metrics.authorization_failures.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_requests.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_bytes.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_records.clone())).expect("unique metric");

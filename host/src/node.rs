@@ -63,11 +63,22 @@ impl Node {
             return Err(Error::DataDirLocked(config.data_dir.clone()));
         }
         let tls = kafka::tls_acceptor(&config.kafka.tls)?;
-        if tls.is_none() && !config.kafka_addr.ip().is_loopback() {
-            warn!(
-                kafka_addr = %config.kafka_addr,
-                "THE KAFKA LISTENER IS OPEN BEYOND THIS MACHINE WITHOUT TLS: any client that reaches it reads and writes every topic in clear text; set kafka.tls.cert-file and kafka.tls.key-file"
-            );
+        if !config.kafka_addr.ip().is_loopback() {
+            match (tls.is_some(), !config.kafka.sasl.mechanisms.is_empty()) {
+                (false, false) => warn!(
+                    kafka_addr = %config.kafka_addr,
+                    "THE KAFKA LISTENER IS OPEN BEYOND THIS MACHINE WITHOUT TLS OR SASL: any client that reaches it reads, writes and deletes every topic, in clear text; set kafka.tls.cert-file, kafka.tls.key-file and kafka.sasl.mechanisms"
+                ),
+                (true, false) => warn!(
+                    kafka_addr = %config.kafka_addr,
+                    "THE KAFKA LISTENER IS OPEN BEYOND THIS MACHINE WITHOUT SASL: any client that reaches it reads, writes and deletes every topic; set kafka.sasl.mechanisms"
+                ),
+                (false, true) => warn!(
+                    kafka_addr = %config.kafka_addr,
+                    "the Kafka listener is open beyond this machine without TLS: passwords (PLAIN) and records cross the network in clear text; set kafka.tls.cert-file and kafka.tls.key-file"
+                ),
+                (true, true) => {}
+            }
         }
         let kafka_listener = TcpListener::bind(config.kafka_addr).await.map_err(io(format!("binding the Kafka listener {}", config.kafka_addr)))?;
         let metrics_listener =
@@ -168,6 +179,7 @@ impl Node {
             plugins: Arc::clone(&plugins),
             control: Arc::clone(&control),
             response_budget: kafka::ResponseBudget::new(config.kafka.fetch_memory_bytes),
+            authorizer: crate::security::Authorizer::new(!config.kafka.sasl.mechanisms.is_empty(), &config.kafka.super_users),
         });
         let snapshots = Arc::new(crate::snapshot::Snapshots::new(
             Arc::clone(&store),

@@ -19,6 +19,8 @@ use crate::raft::transport::proto::raft_transport_server::RaftTransportServer;
 use crate::cluster::topic_config::PLUGIN_PARAM_PREFIX;
 use crate::plugins::registry::topic_params;
 use crate::plugins::{Params, PluginKind, Plugins};
+use crate::security::scram::{self, Mechanism, ScramCredential};
+use crate::security::SecurityChange;
 use crate::snapshot::Snapshots;
 
 /// The generated protocol types and service traits.
@@ -272,6 +274,41 @@ impl Admin for AdminService {
         Ok(Response::new(proto::ClusterStatusResponse { node: r.me(), brokers, groups }))
     }
 
+    async fn create_user(&self, request: Request<proto::CreateUserRequest>) -> Result<Response<proto::User>, Status> {
+        let req = request.into_inner();
+        if req.name.is_empty() || req.password.is_empty() {
+            return Err(Status::invalid_argument("a user needs a name and a password"));
+        }
+        let mechanism = Mechanism::from_name(&req.mechanism).ok_or_else(|| Status::invalid_argument(format!("unknown SCRAM mechanism {:?} (SCRAM-SHA-256 or SCRAM-SHA-512)", req.mechanism)))?;
+        let iterations = if req.iterations == 0 { scram::MIN_ITERATIONS } else { req.iterations };
+        let credential = ScramCredential::from_password(mechanism, &req.password, iterations.into()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let change = SecurityChange::SetCredential { user: req.name.clone(), mechanism, credential: Some(credential) };
+        self.control.change_security(change).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(user_info(&req.name, self.cluster.security().users.get(&req.name))))
+    }
+
+    async fn delete_user(&self, request: Request<proto::DeleteUserRequest>) -> Result<Response<proto::DeleteUserResponse>, Status> {
+        let req = request.into_inner();
+        let wanted = match req.mechanism.as_str() {
+            "" => None,
+            name => Some(Mechanism::from_name(name).ok_or_else(|| Status::invalid_argument(format!("unknown SCRAM mechanism {name:?}")))?),
+        };
+        let held: Vec<Mechanism> = self.cluster.security().users.get(&req.name).map(|c| c.keys().copied().filter(|m| wanted.is_none_or(|w| w == *m)).collect()).unwrap_or_default();
+        if held.is_empty() {
+            return Err(Status::not_found(format!("user {} has no such credential", req.name)));
+        }
+        for mechanism in &held {
+            let change = SecurityChange::SetCredential { user: req.name.clone(), mechanism: *mechanism, credential: None };
+            self.control.change_security(change).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        Ok(Response::new(proto::DeleteUserResponse { removed: held.len() as u32 }))
+    }
+
+    async fn list_users(&self, _request: Request<proto::ListUsersRequest>) -> Result<Response<proto::ListUsersResponse>, Status> {
+        let security = self.cluster.security();
+        Ok(Response::new(proto::ListUsersResponse { users: security.users.iter().map(|(name, creds)| user_info(name, Some(creds))).collect() }))
+    }
+
     async fn list_snapshots(&self, request: Request<proto::ListSnapshotsRequest>) -> Result<Response<proto::ListSnapshotsResponse>, Status> {
         let group = request.into_inner().group;
         let listed = self.snapshots.store().list(group).await.map_err(|e| Status::unavailable(e.to_string()))?;
@@ -350,4 +387,14 @@ impl Admin for AdminService {
         let r = request.into_inner();
         Ok(Response::new(self.describe_binding(kind(&r.kind)?, &r.topic)?))
     }
+}
+
+/// A user as the admin API reports it: its mechanisms, never its keys.
+fn user_info(name: &str, credentials: Option<&BTreeMap<Mechanism, ScramCredential>>) -> proto::User {
+    let credentials = credentials
+        .into_iter()
+        .flatten()
+        .map(|(m, c)| proto::UserCredential { mechanism: m.name().to_string(), iterations: c.iterations })
+        .collect();
+    proto::User { name: name.to_string(), credentials }
 }

@@ -104,6 +104,11 @@ impl Control {
         Ok(count)
     }
 
+    /// Adds or removes SCRAM users or ACLs on every node.
+    pub async fn change_security(&self, change: crate::security::SecurityChange) -> Result<(), Error> {
+        self.change(Command::Security(change)).await.map(drop)
+    }
+
     /// Sets the cluster-wide default binding of a kind.
     pub async fn set_default_binding(&self, kind: PluginKind, plugin: String, params: Params) -> Result<(), String> {
         self.change(Command::SetDefaultBinding { kind, plugin, params }).await.map(drop).map_err(|e| e.to_string())

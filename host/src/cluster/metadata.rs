@@ -21,6 +21,7 @@ use crate::plugins::{Params, PluginInfo, PluginKind, Plugins};
 use crate::raft::state_machine::{FetchedSnapshot, GroupChange, StateMachine};
 use super::metadata_snapshot::MetadataState;
 use crate::raft::{METADATA_GROUP, Replication};
+use crate::security::SecurityChange;
 
 /// A change to cluster metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +95,8 @@ pub enum Command {
         /// The component, base64.
         component: String,
     },
+    /// Add or remove SCRAM users or ACLs.
+    Security(SecurityChange),
     /// Make a plugin the cluster-wide default of its kind.
     SetDefaultBinding {
         /// The kind.
@@ -191,6 +194,10 @@ pub fn apply(cluster: &Cluster, plugins: &Plugins, command: &Command) -> Result<
                 return Err(refused("its bytes do not match their sha256".into()));
             }
             plugins.load(&bytes, *kind, name, version).map(Outcome::PluginLoaded).map_err(|e| refused(e.to_string()))
+        }
+        Command::Security(change) => {
+            cluster.change_security(change)?;
+            Ok(Outcome::Done)
         }
         Command::SetDefaultBinding { kind, plugin, params } => {
             plugins.set_default(*kind, plugin, params.clone()).map_err(|e| cluster::Error::InvalidConfig(e.to_string()))?;

@@ -82,6 +82,7 @@ impl MetadataState {
                 commands.push(Command::SetDefaultBinding { kind: *kind, plugin: spec.plugin.clone(), params: spec.params.clone() });
             }
         }
+        commands.extend(self.cluster.security.changes_from(&current.cluster.security).into_iter().map(Command::Security));
         let wanted: BTreeMap<&str, _> = self.cluster.topics.iter().map(|t| (t.name.as_str(), t)).collect();
         for topic in &current.cluster.topics {
             if wanted.get(topic.name.as_str()).is_none_or(|t| t.id != topic.id) {
@@ -124,7 +125,7 @@ mod tests {
     }
 
     fn state(topics: Vec<TopicRecord>, plugins: Vec<PluginInfo>) -> MetadataState {
-        let cluster = ReplicatedState { cluster_id: Some("c".into()), producer_id_block_end: 0, topics, brokers: BTreeMap::new() };
+        let cluster = ReplicatedState { cluster_id: Some("c".into()), producer_id_block_end: 0, topics, brokers: BTreeMap::new(), security: Default::default() };
         MetadataState { cluster, plugins, defaults: BTreeMap::new() }
     }
 

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::log::LogConfig;
 use crate::partition::{self, Partition, PartitionConfig};
+use crate::security::{SecurityChange, SecurityState};
 
 const METADATA_FILE: &str = "metadata.json";
 const METADATA_TMP_FILE: &str = "metadata.json.tmp";
@@ -58,6 +59,9 @@ pub enum Error {
     /// INVALID_CONFIG.
     #[error("{0}")]
     InvalidConfig(String),
+    /// The principal may not do this (TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED).
+    #[error("not authorized to access this {0:?}")]
+    NotAuthorized(crate::security::ResourceType),
     /// KAFKA_STORAGE_ERROR.
     #[error("metadata storage failed: {0}")]
     Io(#[from] std::io::Error),
@@ -114,6 +118,9 @@ pub struct ReplicatedState {
     pub topics: Vec<TopicRecord>,
     /// Node id -> advertised Kafka address.
     pub brokers: BTreeMap<i32, String>,
+    /// SCRAM users and ACLs.
+    #[serde(default)]
+    pub security: SecurityState,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +137,9 @@ struct MetadataFile {
     /// Replicated: the id the metadata group settled on (every node reports the same one).
     #[serde(default)]
     shared_cluster_id: Option<String>,
+    /// Replicated: SCRAM users and ACLs.
+    #[serde(default)]
+    security: SecurityState,
 }
 
 /// How partitions join Raft groups on this node (a single node is a cluster of one voter).
@@ -174,6 +184,8 @@ pub struct Cluster {
     /// The applied index in `metadata.json` as last written.
     persisted_index: std::sync::atomic::AtomicU64,
     brokers: RwLock<BTreeMap<i32, String>>,
+    /// Replaced whole on every change, so a request reads one consistent state without a lock.
+    security: arc_swap::ArcSwap<SecurityState>,
 }
 
 impl Cluster {
@@ -190,6 +202,7 @@ impl Cluster {
                 applied_index: 0,
                 brokers: BTreeMap::new(),
                 shared_cluster_id: None,
+                security: SecurityState::default(),
             },
             Err(e) => return Err(e.into()),
         };
@@ -221,6 +234,7 @@ impl Cluster {
             persisted_index: std::sync::atomic::AtomicU64::new(file.applied_index),
             retention_changed: tokio::sync::Notify::new(),
             brokers: RwLock::new(file.brokers.clone()),
+            security: arc_swap::ArcSwap::from_pointee(file.security.clone()),
         };
         cluster.persist()?;
         Ok(cluster)
@@ -447,6 +461,7 @@ impl Cluster {
             producer_id_block_end: self.producer_ids.lock().unwrap_or_else(|p| p.into_inner()).block_end,
             topics: self.topic_records(),
             brokers: self.brokers(),
+            security: SecurityState::clone(&self.security()),
         }
     }
 
@@ -482,6 +497,20 @@ impl Cluster {
         self.persist()
     }
 
+    /// Replicated: SCRAM users and ACLs as of the last applied entry.
+    pub fn security(&self) -> Arc<SecurityState> {
+        self.security.load_full()
+    }
+
+    /// Replicated: applies a change to users or ACLs.
+    pub fn change_security(&self, change: &SecurityChange) -> Result<(), Error> {
+        let _writer = self.lock_writer();
+        let mut state = SecurityState::clone(&self.security());
+        state.apply(change);
+        self.security.store(Arc::new(state));
+        self.persist()
+    }
+
     /// Replicated: every node's Kafka address.
     pub fn brokers(&self) -> BTreeMap<i32, String> {
         self.brokers.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -511,6 +540,7 @@ impl Cluster {
             applied_index: self.applied_index(),
             brokers: self.brokers(),
             topics: self.topic_records(),
+            security: SecurityState::clone(&self.security()),
         };
         // Serialising strings and integers cannot fail.
         let bytes = serde_json::to_vec_pretty(&file).expect("metadata serialises");

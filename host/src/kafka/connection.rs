@@ -14,7 +14,9 @@
 //! frame that does not parse closes this connection only.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -25,7 +27,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, instrument, warn};
 
 use super::frame::{self, FrameError, Request};
-use super::{KafkaContext, api};
+use super::{KafkaContext, api, sasl};
+
+/// A request being answered: whether it is a Produce, and its response.
+type InFlight<'a> = Pin<Box<dyn Future<Output = (bool, Result<Option<super::frame::Response>, FrameError>)> + Send + 'a>>;
 
 /// Serves one connection, plain or TLS, given its two halves.
 #[instrument(skip(read_half, write_half, ctx), fields(peer = %peer))]
@@ -36,7 +41,11 @@ where
 {
     let config = &ctx.cluster.config().kafka;
     let max_in_flight = config.max_in_flight_per_connection;
-    let limit = config.max_request_bytes;
+    let sasl_required = !config.sasl.mechanisms.is_empty();
+    let mut session = sasl::Session::new();
+    // Until the client has authenticated, its frames are held to the smaller SASL limit.
+    let limit = Arc::new(AtomicU32::new(if sasl_required { config.sasl.max_receive_bytes } else { config.max_request_bytes }));
+    let reader_limit = Arc::clone(&limit);
     let idle = Duration::from_millis(config.connections_max_idle_ms);
     let read_timeout = Duration::from_millis(config.request_read_timeout_ms);
     // The reader stays at most one request ahead of the one waiting to start.
@@ -45,7 +54,7 @@ where
     let reader = tokio::spawn(async move {
         let mut read_half = BufReader::new(read_half);
         loop {
-            let parsed = match frame::read_frame(&mut read_half, limit, read_timeout).await {
+            let parsed = match frame::read_frame(&mut read_half, reader_limit.load(Ordering::Relaxed), read_timeout).await {
                 Ok(Some(bytes)) => frame::parse_request(bytes).map(|r| Request { peer: Some(peer), ..r }),
                 Ok(None) => return,
                 Err(e) => Err(e),
@@ -70,23 +79,43 @@ where
     });
     let mut writer = BufWriter::new(write_half);
     // Each result carries whether its request was a Produce.
-    let mut in_flight = FuturesOrdered::new();
+    let mut in_flight: FuturesOrdered<InFlight<'_>> = FuturesOrdered::new();
     let mut produces_in_flight = 0;
     let mut waiting: Option<Request> = None;
     let mut reading = true;
+    let mut closing = false;
     let mut last_active = Instant::now();
     loop {
-        if let Some(request) = waiting.take_if(|r| may_start(r.api_key, in_flight.len(), produces_in_flight, max_in_flight)) {
+        if let Some(mut request) = waiting.take_if(|r| may_start(r.api_key, in_flight.len(), produces_in_flight, max_in_flight)) {
+            if sasl_required && session.principal().is_none() && !sasl::allowed_before_auth(request.api_key) {
+                ctx.metrics.authentications.with_label_values(&["unauthenticated_request"]).inc();
+                warn!(api = ?request.api_key, "request before SASL authentication; closing the connection");
+                break;
+            }
+            if matches!(request.api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+                // Nothing else is in flight (see `may_start`), so the session changes between
+                // requests, never under one.
+                let answered = session.handle(&ctx, &request).map(|answer| {
+                    closing |= answer.close;
+                    if session.principal().is_some() {
+                        limit.store(config.max_request_bytes, Ordering::Relaxed);
+                    }
+                    Some(super::frame::Response::from(answer.response))
+                });
+                in_flight.push_back(Box::pin(std::future::ready((false, answered))) as InFlight<'_>);
+                continue;
+            }
+            request.principal = session.principal().cloned();
             let is_produce = request.api_key == ApiKey::Produce;
             produces_in_flight += usize::from(is_produce);
             let ctx = Arc::clone(&ctx);
-            in_flight.push_back(async move {
+            in_flight.push_back(Box::pin(async move {
                 let api = request.api_key;
                 let started = Instant::now();
                 let result = api::handle(&ctx, request).await;
                 ctx.metrics.observe_request(api, started.elapsed());
                 (is_produce, result)
-            });
+            }));
         }
         let idle_until = tokio::time::Instant::from_std(last_active + idle);
         tokio::select! {
@@ -126,8 +155,11 @@ where
                     }
                 }
                 last_active = Instant::now();
+                if closing && in_flight.is_empty() {
+                    break;
+                }
             }
-            request = requests.recv(), if reading && waiting.is_none() => {
+            request = requests.recv(), if reading && !closing && waiting.is_none() => {
                 match request {
                     Some(request) => waiting = Some(request),
                     None => reading = false,

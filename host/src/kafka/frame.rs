@@ -69,6 +69,15 @@ pub struct Request {
     pub body: Bytes,
     /// The client's address, when the request came from a socket.
     pub peer: Option<std::net::SocketAddr>,
+    /// The user the connection authenticated as (`User:name`), if it did.
+    pub principal: Option<std::sync::Arc<str>>,
+}
+
+impl Request {
+    /// The principal ACLs are checked for: the authenticated user, or `User:ANONYMOUS`.
+    pub fn principal(&self) -> &str {
+        self.principal.as_deref().unwrap_or(crate::security::ANONYMOUS)
+    }
 }
 
 /// Reads one size-prefixed frame; once its size is read, the rest must arrive within
@@ -124,7 +133,7 @@ pub fn parse_request(mut frame: Bytes) -> Result<Request, FrameError> {
         version,
         cause: e.to_string(),
     })?;
-    Ok(Request { api_key, header, body: frame, peer: None })
+    Ok(Request { api_key, header, body: frame, peer: None, principal: None })
 }
 
 /// A response as the connection writes it: its frame in one or more chunks (a Fetch response's

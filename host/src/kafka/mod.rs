@@ -5,6 +5,7 @@ mod api;
 mod connection;
 pub mod frame;
 mod response_budget;
+mod sasl;
 mod server;
 mod tls;
 
@@ -19,6 +20,8 @@ use crate::cluster::Cluster;
 use crate::groups::Coordinator;
 use crate::metrics::Metrics;
 use crate::plugins::Plugins;
+use crate::security::{Authorizer, Operation, ResourceType};
+use frame::Request;
 
 /// What every request handler can reach.
 pub struct KafkaContext {
@@ -38,4 +41,33 @@ pub struct KafkaContext {
     pub control: Arc<crate::cluster::control::Control>,
     /// Memory for Fetch responses, node-wide.
     pub response_budget: ResponseBudget,
+    /// Decides what each principal may do (everything, when SASL is off).
+    pub authorizer: Authorizer,
+}
+
+impl KafkaContext {
+    /// Whether the request's principal may do `operation` on the resource; a refusal is
+    /// counted.
+    pub fn permits(&self, request: &Request, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        if !self.authorizer.enabled() {
+            return true;
+        }
+        let allowed = self.authorizer.permits(&self.cluster.security(), request.principal(), request.peer.map(|p| p.ip()), operation, resource_type, name);
+        if !allowed {
+            let resource = match resource_type {
+                ResourceType::Topic => "topic",
+                ResourceType::Group => "group",
+                ResourceType::Cluster => "cluster",
+                ResourceType::TransactionalId => "transactional_id",
+            };
+            self.metrics.authorization_failures.with_label_values(&[resource]).inc();
+            tracing::debug!(principal = request.principal(), ?operation, resource, name, "refused by ACLs");
+        }
+        allowed
+    }
+
+    /// Whether the request's principal may do `operation` on the cluster.
+    pub fn permits_cluster(&self, request: &Request, operation: Operation) -> bool {
+        self.permits(request, operation, ResourceType::Cluster, crate::security::acl::CLUSTER_RESOURCE)
+    }
 }

@@ -18,11 +18,20 @@ use crate::cluster::topic_config;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
+use crate::security::acl::CLUSTER_RESOURCE;
+use crate::security::{Operation, ResourceType};
 
 /// DescribeConfigs' `config_source` for a value set on the topic.
 pub const SOURCE_TOPIC: i8 = 1;
 /// DescribeConfigs' `config_source` for the broker's default.
 pub const SOURCE_DEFAULT: i8 = 5;
+
+/// CREATE on the cluster or on the topic, as Kafka asks of CreateTopics.
+pub fn may_create_topic(ctx: &KafkaContext, request: &Request, name: &str) -> bool {
+    let (authorizer, security) = (&ctx.authorizer, ctx.cluster.security());
+    let on = |resource_type, resource: &str| authorizer.permits(&security, request.principal(), request.peer.map(|p| p.ip()), Operation::Create, resource_type, resource);
+    on(ResourceType::Cluster, CLUSTER_RESOURCE) || ctx.permits(request, Operation::Create, ResourceType::Topic, name)
+}
 
 pub async fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: CreateTopicsRequest = decode_body(request)?;
@@ -48,7 +57,9 @@ pub async fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Byte
             }
         }
         let bad_config = bad_config.or_else(|| ctx.plugins.check_topic_configs(&configs).err());
-        let outcome = if let Some(why) = bad_config {
+        let outcome = if !may_create_topic(ctx, request, &name) {
+            Err(crate::cluster::Error::NotAuthorized(ResourceType::Topic))
+        } else if let Some(why) = bad_config {
             Err(crate::cluster::Error::InvalidConfig(why))
         } else if !topic.assignments.is_empty() {
             Err(crate::cluster::Error::InvalidPartitions("manual replica assignment is not supported".into()))
@@ -101,7 +112,10 @@ pub async fn delete_topics(ctx: &KafkaContext, request: &Request) -> Result<Byte
             Some(n) => ctx.cluster.topic(n.as_str()),
             None => ctx.cluster.topic_by_id(id),
         };
+        let allowed = |topic: &str| ctx.permits(request, Operation::Delete, ResourceType::Topic, topic);
         match found {
+            None if name.as_ref().is_some_and(|n| !allowed(n.as_str())) => result.error_code = code(ResponseError::TopicAuthorizationFailed),
+            Some(topic) if !allowed(&topic.name) => result.error_code = code(ResponseError::TopicAuthorizationFailed),
             None if name.is_none() => result.error_code = code(ResponseError::UnknownTopicId),
             None => result.error_code = code(ResponseError::UnknownTopicOrPartition),
             Some(topic) => {
@@ -129,7 +143,9 @@ pub async fn create_partitions(ctx: &KafkaContext, request: &Request) -> Result<
     for topic in body.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
-        let outcome = if topic.name.as_str() == OFFSETS_TOPIC {
+        let outcome = if !ctx.permits(request, Operation::Alter, ResourceType::Topic, topic.name.as_str()) {
+            Err(crate::cluster::Error::NotAuthorized(ResourceType::Topic))
+        } else if topic.name.as_str() == OFFSETS_TOPIC {
             // Groups are placed by the partition count: changing it would move every group.
             Err(crate::cluster::Error::InvalidPartitions(format!("the partitions of {OFFSETS_TOPIC} cannot change")))
         } else if topic.assignments.is_some() {

@@ -18,6 +18,8 @@ use super::{cluster_error_code, code, message, respond};
 use crate::cluster::topic_config::{self, ConfigChange, ConfigType};
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
+use crate::security::acl::CLUSTER_RESOURCE;
+use crate::security::{Operation, ResourceType};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -49,6 +51,15 @@ pub fn describe(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameErr
             }
             c
         };
+        let (resource_type, resource_name) = match resource.resource_type {
+            RESOURCE_BROKER => (ResourceType::Cluster, CLUSTER_RESOURCE),
+            _ => (ResourceType::Topic, resource.resource_name.as_str()),
+        };
+        if !ctx.permits(request, Operation::DescribeConfigs, resource_type, resource_name) {
+            result.error_code = cluster_error_code(&crate::cluster::Error::NotAuthorized(resource_type));
+            response.results.push(result);
+            continue;
+        }
         match resource.resource_type {
             RESOURCE_TOPIC => match ctx.cluster.topic(resource.resource_name.as_str()) {
                 Some(topic) => {
@@ -92,6 +103,8 @@ pub async fn incremental_alter(ctx: &KafkaContext, request: &Request) -> Result<
         result.resource_name = resource.resource_name.clone();
         let outcome = if resource.resource_type != RESOURCE_TOPIC {
             Err((code(ResponseError::InvalidRequest), "only topic configs can be altered; broker settings live in the node's configuration".to_string()))
+        } else if !ctx.permits(request, Operation::AlterConfigs, ResourceType::Topic, resource.resource_name.as_str()) {
+            Err((code(ResponseError::TopicAuthorizationFailed), "not authorized to alter this topic's configs".to_string()))
         } else {
             alter_topic(ctx, resource.resource_name.as_str(), &resource.configs, body.validate_only).await
         };
@@ -113,6 +126,8 @@ pub async fn alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Frame
         result.resource_name = resource.resource_name.clone();
         let outcome = if resource.resource_type != RESOURCE_TOPIC {
             Err((code(ResponseError::InvalidRequest), "only topic configs can be altered; broker settings live in the node's configuration".to_string()))
+        } else if !ctx.permits(request, Operation::AlterConfigs, ResourceType::Topic, resource.resource_name.as_str()) {
+            Err((code(ResponseError::TopicAuthorizationFailed), "not authorized to alter this topic's configs".to_string()))
         } else {
             let configs = resource
                 .configs

@@ -22,10 +22,12 @@ use crate::kafka::KafkaContext;
 use crate::kafka::response_budget::{Held, ResponseBudget};
 use crate::kafka::frame::{FrameError, Request, Response, decode_body};
 use crate::partition::Partition;
+use crate::security::{Operation, ResourceType};
 
 struct Target {
     index: i32,
-    partition: Option<Arc<Partition>>,
+    /// The partition, or the error it is answered with.
+    partition: Result<Arc<Partition>, i16>,
     offset: i64,
     max_bytes: usize,
     /// The leader epoch the client believes current (-1: not checked).
@@ -48,12 +50,17 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Response, F
         .topics
         .iter()
         .map(|t| {
+            let allowed = ctx.permits(request, Operation::Read, ResourceType::Topic, t.topic.as_str());
             let targets = t
                 .partitions
                 .iter()
                 .map(|p| Target {
                     index: p.partition,
-                    partition: ctx.cluster.partition(t.topic.as_str(), p.partition),
+                    partition: if allowed {
+                        ctx.cluster.partition(t.topic.as_str(), p.partition).ok_or(code(ResponseError::UnknownTopicOrPartition))
+                    } else {
+                        Err(code(ResponseError::TopicAuthorizationFailed))
+                    },
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
                     current_leader_epoch: p.current_leader_epoch,
@@ -69,7 +76,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Response, F
         let mut watches: Vec<_> = topics
             .iter()
             .flat_map(|(_, targets)| targets.iter())
-            .filter_map(|t| t.partition.as_ref().map(|p| p.watch_high_watermark()))
+            .filter_map(|t| t.partition.as_ref().ok().map(|p| p.watch_high_watermark()))
             .collect();
         let seen: Vec<(u64, u64)> = watches.iter_mut().map(|w| w.borrow_and_update()).map(|d| (d.committed_bytes(), d.lease())).collect();
         let built = build(ctx, &topics, max_bytes, read_committed).await;
@@ -256,7 +263,7 @@ async fn build(ctx: &KafkaContext, topics: &[(TopicName, Vec<Target>)], max_byte
 
 /// Reads one partition from the fetch offset, `budget` bytes (at least one entry when above 0).
 async fn read_partition(target: &Target, budget: usize) -> Result<(Bytes, i64, i64), i16> {
-    let partition = target.partition.as_ref().ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+    let partition = target.partition.as_ref().map_err(|e| *e)?;
     if !partition.is_leader() {
         return Err(code(ResponseError::NotLeaderOrFollower));
     }
@@ -345,7 +352,7 @@ mod tests {
             header.request_api_key = ApiKey::Fetch as i16;
             header.request_api_version = version;
             header.correlation_id = 42;
-            let request = Request { api_key: ApiKey::Fetch, header: header.clone(), body: Bytes::new(), peer: None };
+            let request = Request { api_key: ApiKey::Fetch, header: header.clone(), body: Bytes::new(), peer: None, principal: None };
             let expected = crate::kafka::frame::encode_response(&header, ApiKey::Fetch, version, &response).unwrap();
             let chunks = encode_chunked(&request, response.clone()).unwrap();
             assert_eq!(chunks.concat(), expected.to_vec(), "version {version}");
@@ -362,7 +369,7 @@ mod tests {
         partition.write_entries(&[data_entry(1, 1, 0, batch(3, -1, -1, -1)), data_entry(2, 1, 3, batch(5, -1, -1, -1))], 0).unwrap();
         partition.commit_to(1);
         assert!(partition.become_leader(1));
-        let target = |offset| Target { index: 0, partition: Some(Arc::clone(&partition)), offset, max_bytes: 1 << 20, current_leader_epoch: -1, repeated: false };
+        let target = |offset| Target { index: 0, partition: Ok(Arc::clone(&partition)), offset, max_bytes: 1 << 20, current_leader_epoch: -1, repeated: false };
         let (records, high_watermark, _) = read_partition(&target(5), 1 << 20).await.expect("an offset the log holds is in range");
         assert!(records.is_empty());
         assert_eq!(high_watermark, 3);
@@ -379,7 +386,7 @@ mod tests {
         partition.write_entries(&[data_entry(1, 4, 0, batch(3, -1, -1, -1))], 0).unwrap();
         partition.commit_to(1);
         assert!(partition.become_leader(4));
-        let target = |current_leader_epoch| Target { index: 0, partition: Some(Arc::clone(&partition)), offset: 0, max_bytes: 1 << 20, current_leader_epoch, repeated: false };
+        let target = |current_leader_epoch| Target { index: 0, partition: Ok(Arc::clone(&partition)), offset: 0, max_bytes: 1 << 20, current_leader_epoch, repeated: false };
         assert_eq!(read_partition(&target(3), 1 << 20).await.unwrap_err(), code(ResponseError::FencedLeaderEpoch));
         assert_eq!(read_partition(&target(5), 1 << 20).await.unwrap_err(), code(ResponseError::UnknownLeaderEpoch));
         for current in [4, -1] {

@@ -27,8 +27,19 @@ use crate::groups::offsets::CommittedOffset;
 use crate::groups::{CommitRequest, GroupSummary};
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
+use crate::security::{Operation, ResourceType};
 
 const KEY_TYPE_GROUP: i8 = 0;
+
+/// Whether the request's principal may do `operation` on the group.
+fn on_group(ctx: &KafkaContext, request: &Request, operation: Operation, group: &str) -> bool {
+    ctx.permits(request, operation, ResourceType::Group, group)
+}
+
+/// GROUP_AUTHORIZATION_FAILED.
+fn group_refused() -> i16 {
+    code(ResponseError::GroupAuthorizationFailed)
+}
 
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
@@ -39,6 +50,9 @@ pub fn find_coordinator(ctx: &KafkaContext, request: &Request) -> Result<Bytes, 
     let mut response = FindCoordinatorResponse::default();
     let transactions = body.key_type != KEY_TYPE_GROUP;
     let find = |key: &str| -> Result<(i32, String, i32), (i16, String)> {
+        if !transactions && !on_group(ctx, request, Operation::Describe, key) {
+            return Err((group_refused(), "not authorized to describe this group".to_string()));
+        }
         if transactions {
             return Err((code(ResponseError::CoordinatorNotAvailable), "only consumer group coordinators exist here; transactions are not supported".to_string()));
         }
@@ -99,6 +113,14 @@ pub async fn join_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, 
     let session = Duration::from_millis(body.session_timeout_ms.max(0) as u64);
     // v0 has no rebalance timeout: the session timeout served for both.
     let rebalance = if version >= 1 { Duration::from_millis(body.rebalance_timeout_ms.max(0) as u64) } else { session };
+    if !on_group(ctx, request, Operation::Read, body.group_id.as_str()) {
+        let mut response = JoinGroupResponse::default();
+        response.error_code = group_refused();
+        response.generation_id = -1;
+        response.protocol_name = (version < 7).then(StrBytes::default);
+        response.member_id = body.member_id;
+        return respond(request, &response);
+    }
     let join = JoinRequest {
         member_id: body.member_id.to_string(),
         instance_id: body.group_instance_id.map(|s| s.to_string()),
@@ -138,6 +160,11 @@ pub async fn join_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, 
 
 pub async fn sync_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: SyncGroupRequest = decode_body(request)?;
+    if !on_group(ctx, request, Operation::Read, body.group_id.as_str()) {
+        let mut response = SyncGroupResponse::default();
+        response.error_code = group_refused();
+        return respond(request, &response);
+    }
     let assignments = body.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
     let instance = body.group_instance_id.map(|s| s.to_string());
     // v5+ names the protocol type and assignor; they must be the group's.
@@ -155,6 +182,10 @@ pub fn heartbeat(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameEr
     let body: HeartbeatRequest = decode_body(request)?;
     let instance = body.group_instance_id.map(|s| s.to_string());
     let mut response = HeartbeatResponse::default();
+    if !on_group(ctx, request, Operation::Read, body.group_id.as_str()) {
+        response.error_code = group_refused();
+        return respond(request, &response);
+    }
     response.error_code = ctx.groups.heartbeat(body.group_id.as_str(), body.member_id.as_str(), instance.as_deref(), body.generation_id);
     respond(request, &response)
 }
@@ -168,6 +199,10 @@ pub fn leave_group(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Frame
         vec![(body.member_id.to_string(), None)]
     };
     let mut response = LeaveGroupResponse::default();
+    if !on_group(ctx, request, Operation::Read, body.group_id.as_str()) {
+        response.error_code = group_refused();
+        return respond(request, &response);
+    }
     match ctx.groups.leave(body.group_id.as_str(), &members) {
         Ok(codes) if version >= 3 => {
             response.members = members
@@ -193,8 +228,11 @@ pub async fn offset_commit(ctx: &KafkaContext, request: &Request) -> Result<Byte
     let now = now_ms();
     // OffsetCommit v2-v4 may name a retention for these offsets (-1: the broker's).
     let expire_timestamp = (body.retention_time_ms >= 0).then(|| now.saturating_add(body.retention_time_ms));
+    let group_allowed = on_group(ctx, request, Operation::Read, body.group_id.as_str());
+    // Partitions of topics the principal may not read are refused here, the rest committed.
+    let topic_allowed: Vec<bool> = body.topics.iter().map(|t| ctx.permits(request, Operation::Read, ResourceType::Topic, t.name.as_str())).collect();
     let mut commits = Vec::new();
-    for topic in &body.topics {
+    for (topic, _) in body.topics.iter().zip(&topic_allowed).filter(|(_, allowed)| group_allowed && **allowed) {
         for p in &topic.partitions {
             commits.push(CommitRequest {
                 topic: topic.name.to_string(),
@@ -210,16 +248,18 @@ pub async fn offset_commit(ctx: &KafkaContext, request: &Request) -> Result<Byte
         }
     }
     let instance = body.group_instance_id.map(|s| s.to_string());
-    let codes = ctx
-        .groups
-        .commit(body.group_id.as_str(), body.member_id.as_str(), instance.as_deref(), body.generation_id_or_member_epoch, commits)
-        .await;
+    let codes = if commits.is_empty() {
+        Vec::new()
+    } else {
+        ctx.groups.commit(body.group_id.as_str(), body.member_id.as_str(), instance.as_deref(), body.generation_id_or_member_epoch, commits).await
+    };
     let mut codes = codes.into_iter();
     let mut response = OffsetCommitResponse::default();
     response.topics = body
         .topics
         .iter()
-        .map(|topic| {
+        .zip(&topic_allowed)
+        .map(|(topic, allowed)| {
             let mut t = OffsetCommitResponseTopic::default();
             t.name = topic.name.clone();
             t.partitions = topic
@@ -228,7 +268,11 @@ pub async fn offset_commit(ctx: &KafkaContext, request: &Request) -> Result<Byte
                 .map(|p| {
                     let mut r = OffsetCommitResponsePartition::default();
                     r.partition_index = p.partition_index;
-                    r.error_code = codes.next().unwrap_or(0);
+                    r.error_code = match (group_allowed, allowed) {
+                        (false, _) => group_refused(),
+                        (true, false) => code(ResponseError::TopicAuthorizationFailed),
+                        (true, true) => codes.next().unwrap_or(0),
+                    };
                     r
                 })
                 .collect();
@@ -249,14 +293,16 @@ pub fn offset_fetch(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
                 let wanted = g.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
                 let mut group = OffsetFetchResponseGroup::default();
                 group.group_id = g.group_id.clone();
+                if !on_group(ctx, request, Operation::Describe, g.group_id.as_str()) {
+                    group.error_code = group_refused();
+                    return group;
+                }
                 // Only the coordinator has every committed offset applied; any other node may lag.
                 if !ctx.groups.is_coordinator(g.group_id.as_str()) {
                     group.error_code = code(ResponseError::NotCoordinator);
                     return group;
                 }
-                group.topics = ctx
-                    .groups
-                    .fetch_offsets(g.group_id.as_str(), wanted)
+                group.topics = visible_offsets(ctx, request, g.group_id.as_str(), wanted)
                     .into_iter()
                     .map(|(topic, partitions)| {
                         let mut t = OffsetFetchResponseTopics::default();
@@ -276,9 +322,17 @@ pub fn offset_fetch(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
                 group
             })
             .collect();
-    } else if !ctx.groups.is_coordinator(body.group_id.as_str()) {
+    } else if let Some(error) = [
+        (!on_group(ctx, request, Operation::Describe, body.group_id.as_str())).then(group_refused),
+        // Only the coordinator has every committed offset applied; any other node may lag.
+        (!ctx.groups.is_coordinator(body.group_id.as_str())).then(|| code(ResponseError::NotCoordinator)),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    {
         // v2+ carry a top-level error; v0 and v1 only one per listed partition.
-        response.error_code = code(ResponseError::NotCoordinator);
+        response.error_code = error;
         response.topics = body
             .topics
             .iter()
@@ -293,7 +347,7 @@ pub fn offset_fetch(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
                         let mut p = OffsetFetchResponsePartition::default();
                         p.partition_index = index;
                         p.committed_offset = -1;
-                        p.error_code = code(ResponseError::NotCoordinator);
+                        p.error_code = error;
                         p
                     })
                     .collect();
@@ -302,9 +356,7 @@ pub fn offset_fetch(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
             .collect();
     } else {
         let wanted = body.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
-        response.topics = ctx
-            .groups
-            .fetch_offsets(body.group_id.as_str(), wanted)
+        response.topics = visible_offsets(ctx, request, body.group_id.as_str(), wanted)
             .into_iter()
             .map(|(topic, partitions)| {
                 let mut t = OffsetFetchResponseTopic::default();
@@ -325,6 +377,13 @@ pub fn offset_fetch(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
     respond(request, &response)
 }
 
+/// The group's committed offsets of the topics the principal may describe.
+fn visible_offsets(ctx: &KafkaContext, request: &Request, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<crate::groups::TopicOffsets> {
+    let mut offsets = ctx.groups.fetch_offsets(group, wanted);
+    offsets.retain(|(topic, _)| ctx.permits(request, Operation::Describe, ResourceType::Topic, topic));
+    offsets
+}
+
 /// (offset, leader epoch, metadata) of a committed offset; -1 and empty when there is none.
 fn fields(committed: Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
     match committed {
@@ -336,10 +395,14 @@ fn fields(committed: Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
 pub fn list_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
     let body: ListGroupsRequest = decode_body(request)?;
     let mut response = ListGroupsResponse::default();
+    // As in Kafka: DESCRIBE on the cluster lists every group, otherwise those the principal
+    // may describe.
+    let all = ctx.permits_cluster(request, Operation::Describe);
     response.groups = ctx
         .groups
         .list()
         .into_iter()
+        .filter(|g| all || on_group(ctx, request, Operation::Describe, &g.id))
         .filter(|g| body.states_filter.is_empty() || body.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(g.state)))
         .map(|g| {
             let mut l = ListedGroup::default();
@@ -360,6 +423,12 @@ pub fn describe_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, F
         .groups
         .iter()
         .map(|id| {
+            if !on_group(ctx, request, Operation::Describe, id.as_str()) {
+                let mut g = DescribedGroup::default();
+                g.group_id = id.clone();
+                g.error_code = group_refused();
+                return g;
+            }
             let summary = match ctx.groups.describe(id.as_str()) {
                 Ok(summary) => summary,
                 Err(e) => {
@@ -413,7 +482,9 @@ pub async fn delete_groups(ctx: &KafkaContext, request: &Request) -> Result<Byte
     for id in &body.groups_names {
         let mut r = DeletableGroupResult::default();
         r.group_id = id.clone();
-        if let Err(e) = ctx.groups.delete_group(id.as_str()).await {
+        if !on_group(ctx, request, Operation::Delete, id.as_str()) {
+            r.error_code = group_refused();
+        } else if let Err(e) = ctx.groups.delete_group(id.as_str()).await {
             r.error_code = code(e);
         }
         response.results.push(r);

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use super::{code, partition_error_code, respond};
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
+use crate::security::{Operation, ResourceType};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -20,6 +21,7 @@ pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError
     for topic in &body.topics {
         let mut t = ListOffsetsTopicResponse::default();
         t.name = topic.name.clone();
+        let allowed = ctx.permits(request, Operation::Describe, ResourceType::Topic, topic.name.as_str());
         for requested in &topic.partitions {
             let mut p = ListOffsetsPartitionResponse::default();
             p.partition_index = requested.partition_index;
@@ -28,7 +30,8 @@ pub fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError
             if request.header.request_api_version >= 4 {
                 p.leader_epoch = leader_epoch(ctx, topic.name.as_str(), requested.partition_index);
             }
-            match lookup(ctx, topic.name.as_str(), requested.partition_index, requested.timestamp) {
+            let found = if allowed { lookup(ctx, topic.name.as_str(), requested.partition_index, requested.timestamp) } else { Err(code(ResponseError::TopicAuthorizationFailed)) };
+            match found {
                 Ok((offset, timestamp)) => {
                     p.offset = offset;
                     p.timestamp = timestamp;

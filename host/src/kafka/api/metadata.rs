@@ -16,6 +16,7 @@ use super::{cluster_error_code, code, respond};
 use crate::cluster::Topic;
 use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
+use crate::security::{Operation, ResourceType};
 use crate::raft::METADATA_GROUP;
 
 pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {
@@ -47,13 +48,17 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
         _ => None,
     };
     response.topics = match requested {
-        None => ctx.cluster.topics().iter().map(|t| describe(ctx, t)).collect(),
+        None => ctx.cluster.topics().iter().filter(|t| ctx.permits(request, Operation::Describe, ResourceType::Topic, &t.name)).map(|t| describe(ctx, t)).collect(),
         Some(topics) => {
             let mut out = Vec::with_capacity(topics.len());
             for requested in topics {
                 let found = match &requested.name {
-                    Some(name) => lookup_or_create(ctx, name.as_str(), body.allow_auto_topic_creation || version < 4).await,
-                    None => ctx.cluster.topic_by_id(requested.topic_id).ok_or(code(ResponseError::UnknownTopicId)),
+                    Some(name) if !ctx.permits(request, Operation::Describe, ResourceType::Topic, name.as_str()) => Err(code(ResponseError::TopicAuthorizationFailed)),
+                    Some(name) => lookup_or_create(ctx, request, name.as_str(), body.allow_auto_topic_creation || version < 4).await,
+                    None => match ctx.cluster.topic_by_id(requested.topic_id) {
+                        Some(t) if !ctx.permits(request, Operation::Describe, ResourceType::Topic, &t.name) => Err(code(ResponseError::TopicAuthorizationFailed)),
+                        found => found.ok_or(code(ResponseError::UnknownTopicId)),
+                    },
                 };
                 out.push(match found {
                     Ok(topic) => describe(ctx, &topic),
@@ -88,12 +93,15 @@ pub(super) fn brokers(ctx: &KafkaContext) -> Vec<(i32, String, i32)> {
     out
 }
 
-async fn lookup_or_create(ctx: &KafkaContext, name: &str, client_allows: bool) -> Result<Arc<Topic>, i16> {
+async fn lookup_or_create(ctx: &KafkaContext, request: &Request, name: &str, client_allows: bool) -> Result<Arc<Topic>, i16> {
     if let Some(topic) = ctx.cluster.topic(name) {
         return Ok(topic);
     }
     if !(client_allows && ctx.cluster.config().kafka.auto_create_topics) {
         return Err(code(ResponseError::UnknownTopicOrPartition));
+    }
+    if !super::admin::may_create_topic(ctx, request, name) {
+        return Err(code(ResponseError::TopicAuthorizationFailed));
     }
     let partitions = ctx.cluster.config().kafka.default_partitions;
     match ctx.control.create_topic(name, partitions, -1, BTreeMap::new()).await {

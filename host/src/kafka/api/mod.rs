@@ -1,6 +1,7 @@
 //! The meaning of Kafka requests: one module per API family, one `match` on the API key.
 //! Each handler decodes its body at the header's version and encodes its own response.
 
+mod acls;
 mod admin;
 mod api_versions;
 mod configs;
@@ -10,6 +11,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod users;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -17,6 +19,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Encodable, StrBytes, VersionRange};
 
 use super::KafkaContext;
+use crate::security::ResourceType;
 use super::frame::{FrameError, Request, Response, encode_response};
 
 /// The APIs served and the versions of each. Ranges stop where a newer version would change
@@ -45,6 +48,14 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    // v0 of the handshake is followed by unframed SASL tokens; v1 by SaslAuthenticate.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The versions of `api` this broker serves, if any.
@@ -82,12 +93,18 @@ pub async fn handle(ctx: &KafkaContext, request: Request) -> Result<Option<Respo
         ApiKey::DescribeGroups => groups::describe_groups(ctx, &request).map(single),
         ApiKey::DeleteGroups => groups::delete_groups(ctx, &request).await.map(single),
         ApiKey::InitProducerId => producer_id::handle(ctx, &request).await.map(single),
+        ApiKey::CreateAcls => acls::create(ctx, &request).await.map(single),
+        ApiKey::DescribeAcls => acls::describe(ctx, &request).map(single),
+        ApiKey::DeleteAcls => acls::delete(ctx, &request).await.map(single),
+        ApiKey::DescribeUserScramCredentials => users::describe(ctx, &request).map(single),
+        ApiKey::AlterUserScramCredentials => users::alter(ctx, &request).await.map(single),
+        // SaslHandshake and SaslAuthenticate change the connection, which answers them itself.
         other => Err(FrameError::UnknownApi(other as i16)),
     }
 }
 
 /// Encodes `body` as the response to `request`, at the request's version.
-fn respond<M: Encodable>(request: &Request, body: &M) -> Result<Bytes, FrameError> {
+pub(super) fn respond<M: Encodable>(request: &Request, body: &M) -> Result<Bytes, FrameError> {
     let version = request.header.request_api_version;
     encode_response(&request.header, request.api_key, version, body).map_err(|e| FrameError::Malformed {
         api: request.api_key,
@@ -117,6 +134,10 @@ fn cluster_error_code(error: &crate::cluster::Error) -> i16 {
         E::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
         E::NotApplied(_) => ResponseError::RequestTimedOut,
         E::InvalidConfig(_) => ResponseError::InvalidConfig,
+        E::NotAuthorized(ResourceType::Topic) => ResponseError::TopicAuthorizationFailed,
+        E::NotAuthorized(ResourceType::Group) => ResponseError::GroupAuthorizationFailed,
+        E::NotAuthorized(ResourceType::Cluster) => ResponseError::ClusterAuthorizationFailed,
+        E::NotAuthorized(ResourceType::TransactionalId) => ResponseError::TransactionalIdAuthorizationFailed,
         E::Io(_) | E::Partition(_) | E::Corrupt(_) | E::CorruptTopicId(..) => ResponseError::KafkaStorageError,
     })
 }
@@ -179,6 +200,13 @@ mod tests {
             ApiKey::ListGroups => decode_body::<ListGroupsRequest>(request).map(drop),
             ApiKey::DescribeGroups => decode_body::<DescribeGroupsRequest>(request).map(drop),
             ApiKey::DeleteGroups => decode_body::<DeleteGroupsRequest>(request).map(drop),
+            ApiKey::SaslHandshake => decode_body::<SaslHandshakeRequest>(request).map(drop),
+            ApiKey::SaslAuthenticate => decode_body::<SaslAuthenticateRequest>(request).map(drop),
+            ApiKey::CreateAcls => decode_body::<CreateAclsRequest>(request).map(drop),
+            ApiKey::DescribeAcls => decode_body::<DescribeAclsRequest>(request).map(drop),
+            ApiKey::DeleteAcls => decode_body::<DeleteAclsRequest>(request).map(drop),
+            ApiKey::DescribeUserScramCredentials => decode_body::<DescribeUserScramCredentialsRequest>(request).map(drop),
+            ApiKey::AlterUserScramCredentials => decode_body::<AlterUserScramCredentialsRequest>(request).map(drop),
             other => panic!("{other:?} is served but not covered here"),
         }
     }

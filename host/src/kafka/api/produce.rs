@@ -17,6 +17,7 @@ use crate::kafka::KafkaContext;
 use crate::kafka::frame::{FrameError, Request, decode_body};
 use crate::partition::batch::BatchError;
 use crate::partition::{Appended, Partition, ProduceChecks};
+use crate::security::{Operation, ResourceType};
 
 /// One partition's outcome before durability is awaited.
 enum Outcome {
@@ -41,9 +42,12 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Option<Byte
     let mut topics = Vec::with_capacity(body.topic_data.len());
     for topic in &body.topic_data {
         let mut outcomes = Vec::with_capacity(topic.partition_data.len());
+        let allowed = ctx.permits(request, Operation::Write, ResourceType::Topic, topic.name.as_str());
         for data in &topic.partition_data {
             let outcome = if !matches!(acks, -1..=1) {
                 failed(ResponseError::InvalidRequiredAcks, None)
+            } else if !allowed {
+                failed(ResponseError::TopicAuthorizationFailed, None)
             } else {
                 append(ctx, topic.name.as_str(), data.index, data.records.as_ref(), now_ms, &checks)
             };
