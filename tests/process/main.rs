@@ -8,6 +8,7 @@ mod groups;
 mod plugins;
 mod protocol;
 mod python;
+mod security;
 mod snapshots;
 
 use std::collections::HashMap;

@@ -1,5 +1,6 @@
-//! SASL on one connection: SaslHandshake picks a mechanism, SaslAuthenticate carries its
-//! messages (PLAIN: one; SCRAM: two), and the connection then acts as the user. Until then it
+//! SASL on one connection: SaslHandshake (v1) picks a mechanism, SaslAuthenticate carries its
+//! messages (PLAIN: one; SCRAM: two), and the connection then acts as the user. A v0 handshake
+//! (unframed tokens, before Kafka 1.0) is answered with ILLEGAL_SASL_STATE and closed. Until then it
 //! may only ask for ApiVersions. A failed authentication is answered with
 //! SASL_AUTHENTICATION_FAILED, the same for an unknown user and a wrong password, and closes
 //! the connection.
@@ -81,7 +82,7 @@ impl Session {
         response.mechanisms = enabled.iter().map(|m| StrBytes::from_string(m.clone())).collect();
         let wanted = body.mechanism.as_str();
         let mut close = false;
-        if !matches!(self.state, State::Start) {
+        if !matches!(self.state, State::Start) || request.header.request_api_version == 0 {
             response.error_code = ResponseError::IllegalSaslState.code();
             self.state = State::Failed;
             close = true;

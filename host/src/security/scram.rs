@@ -308,7 +308,9 @@ impl ScramServer {
         if binding.and_then(unb64).as_deref() != Some(self.gs2_header.as_bytes()) {
             return Err(ScramError::Malformed("channel binding does not match the first message"));
         }
-        if nonce != Some(self.nonce.as_str()) {
+        // librdkafka sends its own nonce again before the combined one; Kafka accepts any nonce
+        // that ends with the one it sent, and so do we (the proof covers what was sent).
+        if !nonce.is_some_and(|n| n.ends_with(self.nonce.as_str())) {
             return Err(ScramError::Malformed("nonce does not match"));
         }
         let proof = unb64(proof).ok_or(ScramError::Malformed("proof is not base64"))?;

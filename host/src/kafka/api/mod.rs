@@ -48,8 +48,9 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
-    // v0 of the handshake is followed by unframed SASL tokens; v1 by SaslAuthenticate.
-    (ApiKey::SaslHandshake, 1, 1),
+    // v0 of the handshake is followed by unframed SASL tokens, which are refused; clients
+    // since Kafka 1.0 use v1 and SaslAuthenticate (librdkafka needs v0 listed to try SASL).
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DescribeAcls, 1, 3),
