@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use sluice::admin::proto::admin_client::AdminClient;
+use sluice::config::RpcTlsFiles;
+use sluice::rpc_tls::RpcTls;
+use tonic::transport::Channel;
 
 /// Sluice, a Kafka-compatible message broker.
 #[derive(Debug, Parser)]
@@ -33,9 +37,9 @@ pub enum Command {
 /// Flags of `sluice user`.
 #[derive(Debug, clap::Args)]
 pub struct UserArgs {
-    /// The node's admin API address (its --rpc-addr).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9093", env = "SLUICE_RPC_ADDR", global = true)]
-    pub rpc_addr: SocketAddr,
+    /// Where the node's admin API is and how to reach it.
+    #[command(flatten)]
+    pub target: AdminTarget,
     /// What to do.
     #[command(subcommand)]
     pub command: UserCommand,
@@ -71,12 +75,47 @@ pub enum UserCommand {
     List,
 }
 
-/// Flags of `sluice snapshot`.
+/// How a CLI command reaches a node's admin API.
 #[derive(Debug, clap::Args)]
-pub struct SnapshotArgs {
+pub struct AdminTarget {
     /// The node's admin API address (its --rpc-addr).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9093", env = "SLUICE_RPC_ADDR", global = true)]
     pub rpc_addr: SocketAddr,
+    /// The cluster CA (PEM). With --tls-cert-file and --tls-key-file: connect with mutual TLS,
+    /// to a node whose certificate names the address.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// This client's certificate (PEM), signed by the cluster CA.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl AdminTarget {
+    /// A client of the admin API, over mutual TLS when the TLS files are given.
+    pub async fn connect(&self) -> anyhow::Result<AdminClient<Channel>> {
+        use anyhow::Context;
+        let files = RpcTlsFiles { ca_file: self.tls_ca_file.clone(), cert_file: self.tls_cert_file.clone(), key_file: self.tls_key_file.clone() };
+        if [&files.ca_file, &files.cert_file, &files.key_file].iter().any(|f| f.is_some()) && RpcTls::load(&files)?.is_none() {
+            anyhow::bail!("--tls-ca-file, --tls-cert-file and --tls-key-file go together");
+        }
+        let tls = RpcTls::load(&files)?;
+        let channel = sluice::rpc_tls::endpoint(tls.as_deref(), self.rpc_addr, None)?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to the admin API at {} (is the node running with this --rpc-addr? does it require TLS?)", self.rpc_addr))?;
+        Ok(AdminClient::new(channel))
+    }
+}
+
+/// Flags of `sluice snapshot`.
+#[derive(Debug, clap::Args)]
+pub struct SnapshotArgs {
+    /// Where the node's admin API is and how to reach it.
+    #[command(flatten)]
+    pub target: AdminTarget,
     /// What to do.
     #[command(subcommand)]
     pub command: SnapshotCommand,
@@ -105,9 +144,9 @@ pub enum SnapshotCommand {
 /// Flags of `sluice cluster`.
 #[derive(Debug, clap::Args)]
 pub struct ClusterArgs {
-    /// The node's admin API address (its --rpc-addr).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9093", env = "SLUICE_RPC_ADDR", global = true)]
-    pub rpc_addr: SocketAddr,
+    /// Where the node's admin API is and how to reach it.
+    #[command(flatten)]
+    pub target: AdminTarget,
     /// What to do.
     #[command(subcommand)]
     pub command: ClusterCommand,
@@ -145,9 +184,9 @@ pub enum ClusterCommand {
 /// Flags of `sluice plugin`.
 #[derive(Debug, clap::Args)]
 pub struct PluginArgs {
-    /// The node's admin API address (its --rpc-addr).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9093", env = "SLUICE_RPC_ADDR", global = true)]
-    pub rpc_addr: SocketAddr,
+    /// Where the node's admin API is and how to reach it.
+    #[command(flatten)]
+    pub target: AdminTarget,
     /// What to do.
     #[command(subcommand)]
     pub command: PluginCommand,
@@ -241,6 +280,9 @@ pub struct ServeArgs {
     /// --rpc-addr). Without it the node runs alone, unreplicated.
     #[arg(long, value_name = "ID@ADDR,...", value_delimiter = ',')]
     pub peers: Option<Vec<String>>,
+    /// Serve --rpc-addr beyond loopback without mutual TLS (rpc.insecure).
+    #[arg(long)]
+    pub insecure_rpc: bool,
 }
 
 impl ServeArgs {
@@ -266,6 +308,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.peers {
             config.peers = v.clone();
+        }
+        if self.insecure_rpc {
+            config.rpc.insecure = true;
         }
     }
 }

@@ -1,16 +1,13 @@
 //! `sluice cluster ...`: a client of a node's admin API.
 
-use anyhow::{Context, Result};
-use sluice::admin::proto::admin_client::AdminClient;
+use anyhow::Result;
 use sluice::admin::proto::{ClusterStatusRequest, RestoreClusterRequest, TransferLeaderRequest};
 
 use crate::cli::{ClusterArgs, ClusterCommand};
 
 /// Runs one `sluice cluster` command and prints its outcome.
 pub async fn run(args: ClusterArgs) -> Result<()> {
-    let mut client = AdminClient::connect(format!("http://{}", args.rpc_addr))
-        .await
-        .with_context(|| format!("connecting to the admin API at {} (is the node running with this --rpc-addr?)", args.rpc_addr))?;
+    let mut client = args.target.connect().await?;
     let refused = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
     match args.command {
         ClusterCommand::Status => {

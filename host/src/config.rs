@@ -41,6 +41,8 @@ pub struct Config {
     /// The gRPC port shared by the admin API and Raft traffic.
     /// Default: "127.0.0.1:9093"
     pub rpc_addr: SocketAddr,
+    /// Security of the rpc port.
+    pub rpc: RpcConfig,
     /// The Prometheus metrics endpoint.
     /// Default: "127.0.0.1:9644"
     pub metrics_addr: SocketAddr,
@@ -292,6 +294,34 @@ pub struct KafkaTls {
     pub key_file: Option<PathBuf>,
 }
 
+/// Mutual TLS on the rpc port (Raft transport and admin API): on when all three files are set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RpcTlsFiles {
+    /// PEM certificate(s) of the cluster's CA, which signs every node's and admin's certificate.
+    /// Default: none
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain of this node: names `node-<id>` (DNS) and the rpc address clients
+    /// connect to.
+    /// Default: none
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    /// Default: none
+    pub key_file: Option<PathBuf>,
+}
+
+/// Security of the rpc port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Mutual TLS.
+    pub tls: RpcTlsFiles,
+    /// Serve the rpc port beyond loopback without TLS (`--insecure-rpc`): anyone who reaches it
+    /// can load plugins and send Raft messages.
+    /// Default: false
+    pub insecure: bool,
+}
+
 /// SASL on the Kafka listener (Kafka's `SASL_PLAINTEXT`, or `SASL_SSL` with TLS on): on when a
 /// mechanism is listed, and with it ACLs are enforced on every request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -432,6 +462,7 @@ impl Default for Config {
             kafka_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_kafka_addr: None,
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 9093)),
+            rpc: RpcConfig::default(),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9644)),
             kafka: KafkaConfig::default(),
             log: LogDefaults::default(),
@@ -517,6 +548,17 @@ impl Config {
         }
         if self.kafka.max_in_flight_per_connection == 0 || self.kafka.max_connections_per_ip == 0 {
             return invalid("kafka.max-in-flight-per-connection and kafka.max-connections-per-ip must be at least 1");
+        }
+        let rpc_tls = &self.rpc.tls;
+        let rpc_files = [&rpc_tls.ca_file, &rpc_tls.cert_file, &rpc_tls.key_file].iter().filter(|f| f.is_some()).count();
+        if rpc_files != 0 && rpc_files != 3 {
+            return invalid("rpc.tls.ca-file, rpc.tls.cert-file and rpc.tls.key-file go together");
+        }
+        if rpc_files == 0 && !self.rpc.insecure && !self.rpc_addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "rpc-addr {} is reachable beyond this machine without mutual TLS: anyone who reaches it could load plugins and send Raft messages. Set rpc.tls.ca-file, rpc.tls.cert-file and rpc.tls.key-file, or pass --insecure-rpc",
+                self.rpc_addr
+            )));
         }
         if self.kafka.tls.cert_file.is_some() != self.kafka.tls.key_file.is_some() {
             return invalid("kafka.tls.cert-file and kafka.tls.key-file go together");
@@ -639,6 +681,23 @@ mod tests {
         let mut config = Config::default();
         config.kafka.tls.cert_file = Some("cert.pem".into());
         assert!(config.validate().is_err(), "a certificate without its key");
+    }
+
+    #[test]
+    fn an_rpc_port_beyond_loopback_needs_mutual_tls_or_an_explicit_insecure_flag() {
+        let mut config = Config { rpc_addr: "10.0.0.7:9093".parse().unwrap(), ..Config::default() };
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("--insecure-rpc"), "{refused}");
+        config.rpc.insecure = true;
+        config.validate().unwrap();
+        config.rpc.insecure = false;
+        config.rpc.tls.ca_file = Some("ca.pem".into());
+        assert!(config.validate().unwrap_err().to_string().contains("go together"));
+        config.rpc.tls.cert_file = Some("node.pem".into());
+        config.rpc.tls.key_file = Some("node.key".into());
+        config.validate().unwrap();
+        config.kafka.sasl.mechanisms = vec!["SCRAM-SHA-1".into()];
+        assert!(config.validate().unwrap_err().to_string().contains("unknown mechanism"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod metrics;
 mod node;
 mod partition;
 pub mod plugins;
+pub mod rpc_tls;
 mod raft;
 mod security;
 pub mod snapshot;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub authentications: IntCounterVec,
     /// Operations refused by ACLs, by resource type.
     pub authorization_failures: IntCounterVec,
+    /// Connections to the rpc port refused in the TLS handshake (no, or a foreign, certificate).
+    pub rpc_tls_refused: IntCounter,
     /// Produce requests received.
     pub produced_requests: IntCounter,
     /// Record-set bytes appended by Produce.
@@ -211,6 +213,7 @@ impl Metrics {
             connections_limited: IntCounterVec::new(Opts::new("kafka_connections_limited_total", "Connections refused or closed by a limit, by reason"), &["reason"]).expect("valid metric"),
             authentications: IntCounterVec::new(Opts::new("kafka_sasl_authentications_total", "SASL authentications, by outcome"), &["outcome"]).expect("valid metric"),
             authorization_failures: IntCounterVec::new(Opts::new("kafka_authorization_failures_total", "Operations refused by ACLs, by resource type"), &["resource"]).expect("valid metric"),
+            rpc_tls_refused: counter("rpc_tls_refused_total", "Connections to the rpc port refused in the TLS handshake"),
             produced_requests: counter("produce_requests_total", "Produce requests received"),
             produced_bytes: counter("produce_bytes_total", "Record-set bytes appended"),
             produced_records: counter("produce_records_acked_total", "Records acknowledged to producers"),
@@ -249,6 +252,7 @@ impl Metrics {
         r.register(Box::new(metrics.connections_limited.clone())).expect("unique metric");
         r.register(Box::new(metrics.authentications.clone())).expect("unique metric");
         r.register(Box::new(metrics.authorization_failures.clone())).expect("unique metric");
+        r.register(Box::new(metrics.rpc_tls_refused.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_requests.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_bytes.clone())).expect("unique metric");
         r.register(Box::new(metrics.produced_records.clone())).expect("unique metric");

@@ -133,7 +133,8 @@ impl Node {
         let timeout = std::time::Duration::from_millis(config.raft.metadata_timeout_ms);
         let replication = Arc::new(Replication::new(me, voters.clone(), events_tx.clone(), config.kafka.max_request_bytes as usize));
         let proposer = Arc::new(Proposer::new(replication, timeout));
-        let transport = Transport::start(me, &peers, config.raft.peer_queue, events_tx.clone());
+        let rpc_tls = crate::rpc_tls::RpcTls::load(&config.rpc.tls)?;
+        let transport = Transport::start(me, &peers, config.raft.peer_queue, events_tx.clone(), rpc_tls.clone());
         let offsets_groups = Arc::clone(&groups);
         let machine_for = Box::new(move |log: &Arc<Partition>| {
             (log.topic() == OFFSETS_TOPIC).then(|| Box::new(OffsetsMachine::new(Arc::clone(&offsets_groups), Arc::clone(log))) as Box<dyn StateMachine>)
@@ -144,7 +145,7 @@ impl Node {
                 .map_err(|e| Error::Io { what: "opening the snapshot store".into(), source: std::io::Error::other(e.to_string()) })?,
         );
         let peer_addrs = peers.iter().copied().collect();
-        driver.set_snapshot_source(Arc::new(crate::snapshot::install::Fetcher::new(Arc::clone(&store), Arc::clone(&plugins), peer_addrs, Arc::clone(&config))));
+        driver.set_snapshot_source(Arc::new(crate::snapshot::install::Fetcher::new(Arc::clone(&store), Arc::clone(&plugins), peer_addrs, Arc::clone(&config), rpc_tls.clone())));
         // Every node drops a deleted topic's offsets from the groups it coordinates.
         let forgetting = Arc::clone(&groups);
         let topic_deleted = Box::new(move |topic: String| {
@@ -168,7 +169,8 @@ impl Node {
         } else {
             tasks.push(bootstrapping);
         }
-        let transport_service = TransportService::server(events_tx.clone(), config.kafka.max_request_bytes.saturating_mul(2) as usize);
+        let nodes = rpc_tls.is_some().then(|| voters.clone());
+        let transport_service = TransportService::server(events_tx.clone(), config.kafka.max_request_bytes.saturating_mul(2) as usize, nodes, metrics.raft.refused.clone());
         let control = Arc::new(Control::new(Arc::clone(&cluster), proposer));
         let ctx = Arc::new(KafkaContext {
             cluster: Arc::clone(&cluster),
@@ -195,7 +197,7 @@ impl Node {
             tokio::spawn(kafka::serve(kafka_listener, ctx, tls, stop.clone())),
             tokio::spawn(tick_groups(Arc::clone(&groups), Arc::clone(&metrics), stop.clone())),
             tokio::spawn(retention::run(Arc::clone(&cluster), Arc::clone(&plugins), stop.clone())),
-            tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control, snapshots, groups), transport_service, stop.clone())),
+            tokio::spawn(admin::serve(rpc_listener, AdminService::new(Arc::clone(&cluster), plugins, control, snapshots, groups, rpc_tls), transport_service, metrics.rpc_tls_refused.clone(), stop.clone())),
             tokio::spawn(metrics::serve(metrics_listener, metrics, stop)),
         ]);
         info!(%kafka_addr, %metrics_addr, %rpc_addr, data_dir = %config.data_dir.display(), "sluice is serving");

@@ -1,18 +1,13 @@
 //! `sluice plugin ...`: a client of a node's admin API.
 
 use anyhow::{Context, Result};
-use sluice::admin::proto::admin_client::AdminClient;
 use sluice::admin::proto::{self, Binding};
 
 use crate::cli::{PluginArgs, PluginCommand};
 
 /// Runs one `sluice plugin` command and prints its outcome.
 pub async fn run(args: PluginArgs) -> Result<()> {
-    let endpoint = format!("http://{}", args.rpc_addr);
-    let mut client = AdminClient::connect(endpoint.clone())
-        .await
-        .with_context(|| format!("connecting to the admin API at {} (is the node running with this --rpc-addr?)", args.rpc_addr))?
-        .max_encoding_message_size(usize::MAX);
+    let mut client = args.target.connect().await?.max_encoding_message_size(usize::MAX);
     let refused = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
     match args.command {
         PluginCommand::Load { file, name, version, kind } => {

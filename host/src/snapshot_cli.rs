@@ -1,16 +1,13 @@
 //! `sluice snapshot ...`: a client of a node's admin API.
 
-use anyhow::{Context, Result};
-use sluice::admin::proto::admin_client::AdminClient;
+use anyhow::Result;
 use sluice::admin::proto::{CreateSnapshotRequest, ListSnapshotsRequest, Snapshot};
 
 use crate::cli::{SnapshotArgs, SnapshotCommand};
 
 /// Runs one `sluice snapshot` command and prints its outcome as a table.
 pub async fn run(args: SnapshotArgs) -> Result<()> {
-    let mut client = AdminClient::connect(format!("http://{}", args.rpc_addr))
-        .await
-        .with_context(|| format!("connecting to the admin API at {} (is the node running with this --rpc-addr?)", args.rpc_addr))?;
+    let mut client = args.target.connect().await?;
     let refused = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
     let snapshots = match args.command {
         SnapshotCommand::List { group } => client.list_snapshots(ListSnapshotsRequest { group }).await.map_err(refused)?.into_inner().snapshots,

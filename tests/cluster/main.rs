@@ -10,6 +10,7 @@
 mod control;
 mod faults;
 mod peers;
+mod security;
 mod snapshots;
 mod soak;
 mod workload;

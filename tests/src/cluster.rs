@@ -36,7 +36,8 @@ pub struct TestCluster {
 
 impl TestCluster {
     /// Starts `n` nodes of `binary` (pass `env!("CARGO_BIN_EXE_sluice")`) with `env` set on
-    /// each, and returns once every process reported its listeners. A metadata leader is
+    /// each (`{node}` in a value becomes the node's id), and returns once every process reported
+    /// its listeners. A metadata leader is
     /// elected shortly after; [`TestCluster::wait_for_leader`] waits for partition leaders.
     ///
     /// Ports are picked free but only bound when the processes start, so another process can
@@ -97,7 +98,7 @@ impl TestCluster {
                 .node_id(i as i32 + 1)
                 .peers(&peers.join(","));
             for (k, v) in env {
-                broker = broker.env(k, v);
+                broker = broker.env(k, &v.replace("{node}", &(i + 1).to_string()));
             }
             brokers.push(broker);
         }

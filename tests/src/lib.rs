@@ -32,6 +32,9 @@ pub mod cluster;
 /// Exact Kafka requests for the raw client.
 pub mod raw;
 
+/// Certificates for TLS tests.
+pub mod certs;
+
 /// The segment files (`*.log`) of the partition log in `dir`, oldest first.
 pub fn log_segments(dir: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".log")).collect();
@@ -395,6 +398,21 @@ impl RawClient {
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => bail!("still open after the read timeout"),
             Err(_) => Ok(got),
         }
+    }
+
+    /// Authenticates with SASL PLAIN (SaslHandshake v1, SaslAuthenticate v2); the error code of
+    /// the failed step, if one failed.
+    pub fn authenticate_plain(&mut self, user: &str, password: &str) -> Result<i16> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let mut handshake = SaslHandshakeRequest::default();
+        handshake.mechanism = StrBytes::from_static_str("PLAIN");
+        let answer = self.send(1, &handshake)?;
+        if answer.error_code != 0 {
+            return Ok(answer.error_code);
+        }
+        let mut authenticate = SaslAuthenticateRequest::default();
+        authenticate.auth_bytes = Bytes::from(format!("\0{user}\0{password}"));
+        Ok(self.send(2, &authenticate)?.error_code)
     }
 
     /// Whether the broker closed this connection (EOF or reset) within the read timeout.

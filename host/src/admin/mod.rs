@@ -21,6 +21,7 @@ use crate::plugins::registry::topic_params;
 use crate::plugins::{Params, PluginKind, Plugins};
 use crate::security::scram::{self, Mechanism, ScramCredential};
 use crate::security::SecurityChange;
+use crate::rpc_tls::RpcTls;
 use crate::snapshot::Snapshots;
 
 /// The generated protocol types and service traits.
@@ -38,12 +39,14 @@ pub struct AdminService {
     control: Arc<Control>,
     snapshots: Arc<Snapshots>,
     groups: Arc<Coordinator>,
+    /// Mutual TLS towards the other nodes, when on.
+    tls: Option<Arc<RpcTls>>,
 }
 
 impl AdminService {
     /// A service over this node's cluster state, plugins, snapshots and group coordinator.
-    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, control: Arc<Control>, snapshots: Arc<Snapshots>, groups: Arc<Coordinator>) -> AdminService {
-        AdminService { cluster, plugins, control, snapshots, groups }
+    pub fn new(cluster: Arc<Cluster>, plugins: Arc<Plugins>, control: Arc<Control>, snapshots: Arc<Snapshots>, groups: Arc<Coordinator>, tls: Option<Arc<RpcTls>>) -> AdminService {
+        AdminService { cluster, plugins, control, snapshots, groups, tls }
     }
 
     /// Commits a restored cluster's offsets, each group's on its coordinator (this node, or
@@ -65,7 +68,7 @@ impl AdminService {
                 let committed = if leader == replication.me() {
                     self.groups.restore_offsets(group, records).await.map_err(|code| format!("error code {code}"))
                 } else {
-                    restore_on(peers.get(&leader).copied(), group, records).await
+                    restore_on(self.tls.as_deref(), peers.get(&leader).map(|a| (leader, *a)), group, records).await
                 };
                 match committed {
                     Ok(()) => break,
@@ -83,11 +86,12 @@ impl AdminService {
 /// How long a cluster restore keeps trying to reach each group's coordinator.
 const RESTORE_COMMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Sends a group's restored offsets to its coordinator at `addr`.
-async fn restore_on(addr: Option<std::net::SocketAddr>, group: &str, records: &[OffsetRecord]) -> Result<(), String> {
-    let addr = addr.ok_or("the group's coordinator is not known yet")?;
+/// Sends a group's restored offsets to its coordinator (node id, rpc address).
+async fn restore_on(tls: Option<&RpcTls>, coordinator: Option<(u64, std::net::SocketAddr)>, group: &str, records: &[OffsetRecord]) -> Result<(), String> {
+    let (node, addr) = coordinator.ok_or("the group's coordinator is not known yet")?;
     let commits = offsets::encode_snapshot(records)?;
-    let mut client = proto::admin_client::AdminClient::connect(format!("http://{addr}")).await.map_err(|e| e.to_string())?;
+    let channel = crate::rpc_tls::endpoint(tls, addr, Some(node)).map_err(|e| e.to_string())?.connect().await.map_err(|e| e.to_string())?;
+    let mut client = proto::admin_client::AdminClient::new(channel);
     client.restore_offsets(proto::RestoreOffsetsRequest { group: group.to_string(), commits }).await.map_err(|e| e.message().to_string())?;
     Ok(())
 }
@@ -122,17 +126,28 @@ fn snapshot_info(m: &crate::snapshot::Manifest) -> proto::Snapshot {
     }
 }
 
-/// Serves the admin API and the Raft transport on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, service: AdminService, raft: RaftTransportServer<TransportService>, mut stop: watch::Receiver<bool>) {
+/// Serves the admin API and the Raft transport on `listener` until `stop` turns true; only to
+/// clients with a certificate from the cluster CA when `tls` is set (each refusal counted in
+/// `tls_refused`).
+pub async fn serve(listener: TcpListener, service: AdminService, raft: RaftTransportServer<TransportService>, tls_refused: prometheus::IntCounter, stop: watch::Receiver<bool>) {
     // A component may be as large as plugins.max-component-bytes, plus the request around it.
     let limit = service.cluster.config().plugins.max_component_bytes + (1 << 20);
-    let server = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(service).max_decoding_message_size(limit))
-        .add_service(raft)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async move {
+    let tls = service.tls.clone();
+    let router = tonic::transport::Server::builder().add_service(AdminServer::new(service).max_decoding_message_size(limit)).add_service(raft);
+    let stopped = {
+        let mut stop = stop.clone();
+        async move {
             let _ = stop.wait_for(|s| *s).await;
-        });
-    if let Err(e) = server.await {
+        }
+    };
+    let served = match tls {
+        None => router.serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stopped).await,
+        Some(tls) => {
+            let incoming = crate::rpc_tls::incoming(listener, &tls, tls_refused, stop);
+            router.serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(incoming), stopped).await
+        }
+    };
+    if let Err(e) = served {
         tracing::error!(cause = %e, "admin API stopped");
     }
 }

@@ -6,8 +6,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntCounterVec;
 use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::sync::mpsc;
@@ -16,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
 use super::Event;
+use crate::rpc_tls::RpcTls;
 
 /// The generated protocol types and service traits.
 pub mod proto {
@@ -39,14 +42,14 @@ pub struct Transport {
 
 impl Transport {
     /// Starts one sender task per peer. `queue` bounds the messages waiting for each peer.
-    pub fn start(me: u64, peers: &[(u64, SocketAddr)], queue: usize, events: mpsc::Sender<Event>) -> Transport {
+    pub fn start(me: u64, peers: &[(u64, SocketAddr)], queue: usize, events: mpsc::Sender<Event>, tls: Option<Arc<RpcTls>>) -> Transport {
         let mut senders = HashMap::new();
         for &(id, addr) in peers {
             if id == me {
                 continue;
             }
             let (tx, rx) = mpsc::channel(queue);
-            tokio::spawn(run_peer(me, id, addr, rx, events.clone()));
+            tokio::spawn(run_peer(me, id, addr, rx, events.clone(), tls.clone()));
             senders.insert(id, tx);
         }
         Transport { peers: senders }
@@ -61,10 +64,10 @@ impl Transport {
     }
 }
 
-async fn run_peer(me: u64, peer: u64, addr: SocketAddr, mut rx: mpsc::Receiver<(u64, Message)>, events: mpsc::Sender<Event>) {
-    let endpoint = format!("http://{addr}");
+async fn run_peer(me: u64, peer: u64, addr: SocketAddr, mut rx: mpsc::Receiver<(u64, Message)>, events: mpsc::Sender<Event>, tls: Option<Arc<RpcTls>>) {
     loop {
-        let client = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
+        // With TLS, the peer must prove it is node `peer`.
+        let client = match crate::rpc_tls::endpoint(tls.as_deref(), addr, Some(peer)) {
             Ok(e) => e.connect_timeout(Duration::from_millis(500)).tcp_nodelay(true),
             Err(e) => {
                 warn!(peer, %addr, cause = %e, "bad peer address");
@@ -130,18 +133,39 @@ async fn drain_and_report(rx: &mut mpsc::Receiver<(u64, Message)>, peer: u64, ev
 /// The receiving side: hands every message to the driver.
 pub struct TransportService {
     events: mpsc::Sender<Event>,
+    /// With mutual TLS: the cluster's node ids, one of which the sender's certificate must name.
+    nodes: Option<Vec<u64>>,
+    /// Frames refused, by reason.
+    refused: IntCounterVec,
 }
 
 impl TransportService {
-    /// A service feeding `events`; `max_message` bounds one frame.
-    pub fn server(events: mpsc::Sender<Event>, max_message: usize) -> RaftTransportServer<TransportService> {
-        RaftTransportServer::new(TransportService { events }).max_decoding_message_size(max_message)
+    /// A service feeding `events`; `max_message` bounds one frame. With `nodes`, each stream
+    /// must come from a certificate naming one of them, and carry only that node's messages.
+    pub fn server(events: mpsc::Sender<Event>, max_message: usize, nodes: Option<Vec<u64>>, refused: IntCounterVec) -> RaftTransportServer<TransportService> {
+        RaftTransportServer::new(TransportService { events, nodes, refused }).max_decoding_message_size(max_message)
+    }
+
+    /// The node the stream's certificate names (`None` without TLS: any sender is taken at its
+    /// word), or the refusal.
+    fn sender(&self, request: &Request<Streaming<Frame>>) -> Result<Option<u64>, Status> {
+        let Some(nodes) = &self.nodes else { return Ok(None) };
+        let named = request.peer_certs().and_then(|certs| crate::rpc_tls::node_of(&certs, nodes.iter().copied()));
+        match named {
+            Some(node) => Ok(Some(node)),
+            None => {
+                self.refused.with_label_values(&["peer_identity"]).inc();
+                warn!(peer = ?request.remote_addr(), "raft stream refused: the certificate names no node of this cluster");
+                Err(Status::permission_denied("only a node of this cluster may send raft messages"))
+            }
+        }
     }
 }
 
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
     async fn stream(&self, request: Request<Streaming<Frame>>) -> Result<Response<StreamEnd>, Status> {
+        let sender = self.sender(&request)?;
         let mut stream = request.into_inner();
         let mut from = None;
         let ended = loop {
@@ -150,6 +174,11 @@ impl RaftTransport for TransportService {
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             };
+            if sender.is_some_and(|node| node != frame.from) {
+                self.refused.with_label_values(&["peer_identity"]).inc();
+                warn!(claimed = frame.from, certified = ?sender, "raft frame refused: it claims another node than its certificate names");
+                return Err(Status::permission_denied("a node may only send its own raft messages"));
+            }
             from = Some(frame.from);
             let mut batch = Vec::with_capacity(frame.messages.len());
             for m in frame.messages {

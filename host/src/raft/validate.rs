@@ -66,7 +66,9 @@ impl Refusal {
 }
 
 /// Every value [`Refusal::reason`] takes.
-pub const REFUSAL_REASONS: [&str; 6] = ["address", "group", "type", "entries", "too_large", "commit"];
+/// (`peer_identity`: frames from a connection whose certificate names no node, or another node
+/// than the one the frame claims to come from; refused by the transport.)
+pub const REFUSAL_REASONS: [&str; 7] = ["address", "group", "type", "entries", "too_large", "commit", "peer_identity"];
 
 /// Largest data of a snapshot message: it names the snapshot, it does not carry it.
 pub const MAX_SNAPSHOT_DATA: usize = 4096;

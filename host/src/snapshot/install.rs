@@ -44,12 +44,14 @@ pub struct Fetcher {
     /// Every node's rpc address, by node id.
     peers: HashMap<u64, SocketAddr>,
     config: Arc<Config>,
+    /// Mutual TLS towards the leader, when on.
+    tls: Option<Arc<crate::rpc_tls::RpcTls>>,
 }
 
 impl Fetcher {
     /// A fetcher reading `store` (when shared) or the peers' stores through their rpc ports.
-    pub fn new(store: Arc<SnapshotStore>, plugins: Arc<Plugins>, peers: HashMap<u64, SocketAddr>, config: Arc<Config>) -> Fetcher {
-        Fetcher { store, plugins, peers, config }
+    pub fn new(store: Arc<SnapshotStore>, plugins: Arc<Plugins>, peers: HashMap<u64, SocketAddr>, config: Arc<Config>, tls: Option<Arc<crate::rpc_tls::RpcTls>>) -> Fetcher {
+        Fetcher { store, plugins, peers, config, tls }
     }
 
     async fn fetch_snapshot(&self, group: u64, leader: u64, data: &[u8]) -> Result<FetchedSnapshot, Error> {
@@ -92,8 +94,9 @@ impl Fetcher {
     async fn leader(&self, leader: u64) -> Result<AdminClient<tonic::transport::Channel>, Error> {
         let addr = self.peers.get(&leader).ok_or_else(|| Error::Restore(format!("node {leader} is not a peer")))?;
         let limit = self.config.plugins.max_component_bytes + (1 << 20);
-        let client = AdminClient::connect(format!("http://{addr}")).await.map_err(|e| Error::Restore(format!("connecting to node {leader} at {addr}: {e}")))?;
-        Ok(client.max_decoding_message_size(limit))
+        let connecting = |e: tonic::transport::Error| Error::Restore(format!("connecting to node {leader} at {addr}: {e}"));
+        let channel = crate::rpc_tls::endpoint(self.tls.as_deref(), *addr, Some(leader)).map_err(connecting)?.connect().await.map_err(connecting)?;
+        Ok(AdminClient::new(channel).max_decoding_message_size(limit))
     }
 }
 
@@ -125,7 +128,7 @@ impl Source<'_> {
 
 impl SnapshotSource for Fetcher {
     fn fetch(&self, group: u64, leader: u64, data: Vec<u8>) -> Pin<Box<dyn Future<Output = Result<FetchedSnapshot, String>> + Send>> {
-        let fetcher = Fetcher { store: Arc::clone(&self.store), plugins: Arc::clone(&self.plugins), peers: self.peers.clone(), config: Arc::clone(&self.config) };
+        let fetcher = Fetcher { store: Arc::clone(&self.store), plugins: Arc::clone(&self.plugins), peers: self.peers.clone(), config: Arc::clone(&self.config), tls: self.tls.clone() };
         Box::pin(async move { fetcher.fetch_snapshot(group, leader, &data).await.map_err(|e| e.to_string()) })
     }
 }
