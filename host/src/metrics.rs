@@ -269,6 +269,12 @@ impl Metrics {
         for reason in CONNECTION_LIMIT_REASONS {
             metrics.connections_limited.with_label_values(&[reason]);
         }
+        for outcome in ["succeeded", "failed", "unauthenticated_request"] {
+            metrics.authentications.with_label_values(&[outcome]);
+        }
+        for resource in ["topic", "group", "cluster", "transactional_id"] {
+            metrics.authorization_failures.with_label_values(&[resource]);
+        }
         for reason in crate::raft::validate::REFUSAL_REASONS {
             metrics.raft.refused.with_label_values(&[reason]);
         }
