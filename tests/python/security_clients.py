@@ -35,10 +35,10 @@ def error_code(future):
         return e.args[0].code()
 
 
-def produce(config, topic, values):
+def produce(config, topic, values, timeout_ms=10000):
     """Produces values; returns the error of each delivery (None when acknowledged)."""
     outcomes = []
-    producer = Producer(dict(config, **{"message.timeout.ms": 10000}))
+    producer = Producer(dict(config, **{"message.timeout.ms": timeout_ms}))
     for v in values:
         producer.produce(topic, v.encode(), on_delivery=lambda err, _msg: outcomes.append(err))
     producer.flush(30)
@@ -123,7 +123,7 @@ assert not got and KafkaError.GROUP_AUTHORIZATION_FAILED in errors, (got, errors
 for user, password in [("alice", "wrong"), ("mallory", "alice-pw")]:
     failures = []
     config = conf(user, password, **{"error_cb": lambda e: failures.append(e.code())})
-    assert produce(config, "orders", ["forged"]) != [None], f"{user} wrote"
+    assert produce(config, "orders", ["forged"], timeout_ms=3000) != [None], f"{user} wrote"
     assert KafkaError._AUTHENTICATION in failures, (user, failures)
 got, _ = read_all(conf("admin", admin_password), "orders", 4, "admin-check")
 assert got == ["a1", "a2", "a3"], f"orders holds {got}"

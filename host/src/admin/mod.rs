@@ -1,5 +1,6 @@
-//! The admin gRPC service on `--rpc-addr`: load, list, bind, unbind and describe plugins.
-//! The `sluice plugin ...` commands are its client. Topic bindings are stored as the topic's
+//! The admin gRPC service on `--rpc-addr`: load, list, bind, unbind and describe plugins;
+//! cluster status and leadership; snapshots and restores; SCRAM users. The `sluice plugin`,
+//! `cluster`, `snapshot` and `user` commands are its clients. Topic bindings are stored as the topic's
 //! configs (`sluice.retention.policy`, `sluice.plugin.param.*`, ...), exactly as Kafka's
 //! IncrementalAlterConfigs would set them, so both paths see and change the same state.
 

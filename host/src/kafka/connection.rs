@@ -95,7 +95,7 @@ where
             if matches!(request.api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
                 // Nothing else is in flight (see `may_start`), so the session changes between
                 // requests, never under one.
-                let answered = session.handle(&ctx, &request).map(|answer| {
+                let answered = session.handle(&ctx, &request).await.map(|answer| {
                     closing |= answer.close;
                     if session.principal().is_some() {
                         limit.store(config.max_request_bytes, Ordering::Relaxed);

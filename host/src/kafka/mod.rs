@@ -46,13 +46,16 @@ pub struct KafkaContext {
 }
 
 impl KafkaContext {
+    /// Whether the request's principal may do `operation` on the resource, uncounted: for
+    /// filtering what a listing shows, and for one of several ways to be allowed.
+    pub fn may(&self, request: &Request, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        !self.authorizer.enabled() || self.authorizer.permits(&self.cluster.security(), request.principal(), request.peer.map(|p| p.ip()), operation, resource_type, name)
+    }
+
     /// Whether the request's principal may do `operation` on the resource; a refusal is
-    /// counted.
+    /// counted and logged.
     pub fn permits(&self, request: &Request, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
-        if !self.authorizer.enabled() {
-            return true;
-        }
-        let allowed = self.authorizer.permits(&self.cluster.security(), request.principal(), request.peer.map(|p| p.ip()), operation, resource_type, name);
+        let allowed = self.may(request, operation, resource_type, name);
         if !allowed {
             let resource = match resource_type {
                 ResourceType::Topic => "topic",

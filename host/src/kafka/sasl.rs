@@ -1,9 +1,9 @@
 //! SASL on one connection: SaslHandshake (v1) picks a mechanism, SaslAuthenticate carries its
-//! messages (PLAIN: one; SCRAM: two), and the connection then acts as the user. A v0 handshake
-//! (unframed tokens, before Kafka 1.0) is answered with ILLEGAL_SASL_STATE and closed. Until then it
+//! messages (PLAIN: one; SCRAM: two), and the connection then acts as the user. Until then it
 //! may only ask for ApiVersions. A failed authentication is answered with
 //! SASL_AUTHENTICATION_FAILED, the same for an unknown user and a wrong password, and closes
-//! the connection.
+//! the connection. A v0 handshake (unframed tokens, before Kafka 1.0) is answered with
+//! ILLEGAL_SASL_STATE and closed.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use super::KafkaContext;
 use super::api::respond as encode;
 use super::frame::{FrameError, Request, decode_body};
 use crate::security::scram::{self, Mechanism, ScramServer};
-use crate::security::{PLAIN, principal_of};
+use crate::security::{PLAIN, SecurityState, principal_of};
 
 /// Where a connection is in authenticating.
 enum State {
@@ -68,10 +68,10 @@ impl Session {
     }
 
     /// Answers a SaslHandshake or SaslAuthenticate request.
-    pub fn handle(&mut self, ctx: &KafkaContext, request: &Request) -> Result<Answer, FrameError> {
+    pub async fn handle(&mut self, ctx: &KafkaContext, request: &Request) -> Result<Answer, FrameError> {
         match request.api_key {
             ApiKey::SaslHandshake => self.handshake(ctx, request),
-            _ => self.authenticate(ctx, request),
+            _ => self.authenticate(ctx, request).await,
         }
     }
 
@@ -97,20 +97,18 @@ impl Session {
         Ok(Answer { response: encode(request, &response)?, close })
     }
 
-    fn authenticate(&mut self, ctx: &KafkaContext, request: &Request) -> Result<Answer, FrameError> {
+    async fn authenticate(&mut self, ctx: &KafkaContext, request: &Request) -> Result<Answer, FrameError> {
         let body: SaslAuthenticateRequest = decode_body(request)?;
         let security = ctx.cluster.security();
         let outcome = match std::mem::replace(&mut self.state, State::Failed) {
-            State::Plain => scram::parse_plain(&body.auth_bytes).and_then(|(user, password)| {
-                let known = security.users.get(&user).into_iter().flatten();
-                let matches = known.into_iter().any(|(mechanism, credential)| credential.matches_password(*mechanism, &password));
-                if matches {
+            State::Plain => {
+                // PBKDF2 takes milliseconds: off the async workers.
+                let checked = tokio::task::spawn_blocking(move || plain_login(&security, &body.auth_bytes)).await;
+                checked.unwrap_or(Err(scram::ScramError::BadProof)).map(|user| {
                     self.state = State::Done(principal_of(&user).into());
-                    Ok(Bytes::new())
-                } else {
-                    Err(scram::ScramError::BadProof)
-                }
-            }),
+                    Bytes::new()
+                })
+            }
             State::ScramFirst(mechanism) => scram::client_first_user(&body.auth_bytes).and_then(|user| {
                 let credential = security.credential(&user, mechanism).cloned();
                 let (server, first) = ScramServer::start(mechanism, &body.auth_bytes, credential)?;
@@ -151,4 +149,13 @@ impl Session {
         };
         Ok(Answer { response: encode(request, &response)?, close })
     }
+}
+
+/// The user a PLAIN message names, if its password matches one of the user's stored
+/// credentials.
+fn plain_login(security: &SecurityState, message: &[u8]) -> Result<String, scram::ScramError> {
+    let (user, password) = scram::parse_plain(message)?;
+    let credentials = security.users.get(&user).into_iter().flatten();
+    let mut matching = credentials.filter(|(mechanism, credential)| credential.matches_password(**mechanism, &password));
+    matching.next().map(|_| user).ok_or(scram::ScramError::BadProof)
 }

@@ -28,9 +28,7 @@ pub const SOURCE_DEFAULT: i8 = 5;
 
 /// CREATE on the cluster or on the topic, as Kafka asks of CreateTopics.
 pub fn may_create_topic(ctx: &KafkaContext, request: &Request, name: &str) -> bool {
-    let (authorizer, security) = (&ctx.authorizer, ctx.cluster.security());
-    let on = |resource_type, resource: &str| authorizer.permits(&security, request.principal(), request.peer.map(|p| p.ip()), Operation::Create, resource_type, resource);
-    on(ResourceType::Cluster, CLUSTER_RESOURCE) || ctx.permits(request, Operation::Create, ResourceType::Topic, name)
+    ctx.may(request, Operation::Create, ResourceType::Cluster, CLUSTER_RESOURCE) || ctx.permits(request, Operation::Create, ResourceType::Topic, name)
 }
 
 pub async fn create_topics(ctx: &KafkaContext, request: &Request) -> Result<Bytes, FrameError> {

@@ -380,7 +380,7 @@ pub fn offset_fetch(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
 /// The group's committed offsets of the topics the principal may describe.
 fn visible_offsets(ctx: &KafkaContext, request: &Request, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<crate::groups::TopicOffsets> {
     let mut offsets = ctx.groups.fetch_offsets(group, wanted);
-    offsets.retain(|(topic, _)| ctx.permits(request, Operation::Describe, ResourceType::Topic, topic));
+    offsets.retain(|(topic, _)| ctx.may(request, Operation::Describe, ResourceType::Topic, topic));
     offsets
 }
 
@@ -397,12 +397,12 @@ pub fn list_groups(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Frame
     let mut response = ListGroupsResponse::default();
     // As in Kafka: DESCRIBE on the cluster lists every group, otherwise those the principal
     // may describe.
-    let all = ctx.permits_cluster(request, Operation::Describe);
+    let all = ctx.may(request, Operation::Describe, ResourceType::Cluster, crate::security::acl::CLUSTER_RESOURCE);
     response.groups = ctx
         .groups
         .list()
         .into_iter()
-        .filter(|g| all || on_group(ctx, request, Operation::Describe, &g.id))
+        .filter(|g| all || ctx.may(request, Operation::Describe, ResourceType::Group, &g.id))
         .filter(|g| body.states_filter.is_empty() || body.states_filter.iter().any(|s| s.as_str().eq_ignore_ascii_case(g.state)))
         .map(|g| {
             let mut l = ListedGroup::default();

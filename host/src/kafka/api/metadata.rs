@@ -48,7 +48,7 @@ pub async fn handle(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Fram
         _ => None,
     };
     response.topics = match requested {
-        None => ctx.cluster.topics().iter().filter(|t| ctx.permits(request, Operation::Describe, ResourceType::Topic, &t.name)).map(|t| describe(ctx, t)).collect(),
+        None => ctx.cluster.topics().iter().filter(|t| ctx.may(request, Operation::Describe, ResourceType::Topic, &t.name)).map(|t| describe(ctx, t)).collect(),
         Some(topics) => {
             let mut out = Vec::with_capacity(topics.len());
             for requested in topics {
