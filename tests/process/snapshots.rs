@@ -467,3 +467,43 @@ fn a_topics_bound_trigger_decides_when_its_partition_is_snapshotted_and_swaps_li
     ensure!(broker.is_running());
     Ok(())
 }
+
+/// RestoreOffsets takes only what a cluster restore sends: bytes that are not an offsets record
+/// batch, and commits of another group than the one named, are refused as invalid, nothing is
+/// committed, and the node goes on serving.
+#[test]
+fn restore_offsets_refuses_malformed_input_and_commits_nothing() -> Result<()> {
+    use kafka_protocol::messages::OffsetFetchRequest;
+    use sluice::admin::proto::RestoreOffsetsRequest;
+    use sluice::admin::proto::admin_client::AdminClient;
+    use sluice::offsets::{CommittedOffset, OffsetKey, encode_snapshot};
+
+    let (_dir, mut broker) = crate::start_broker()?;
+    runtime().block_on(create_topic(&broker.bootstrap(), "restored", 1, &[]))?;
+    let rpc = broker.rpc_addr().ok_or_else(|| anyhow::anyhow!("no rpc address"))?;
+    let commit = |group: &str| {
+        let key = OffsetKey { group: group.into(), topic: "restored".into(), partition: 0 };
+        (key, Some(CommittedOffset { offset: 42, leader_epoch: -1, metadata: String::new(), commit_timestamp: 0, expire_timestamp: None }))
+    };
+    let cases = [
+        (b"\x00\x00\x00\x00\x00\x00\x00\x07not a batch".to_vec(), "garbage"),
+        (encode_snapshot(&[commit("other")]).map_err(anyhow::Error::msg)?, "another group's commits"),
+        (encode_snapshot(&[commit("mine")]).map_err(anyhow::Error::msg)?[..40].to_vec(), "a truncated batch"),
+    ];
+    runtime().block_on(async {
+        let mut client = AdminClient::connect(format!("http://{rpc}")).await?;
+        for (commits, what) in cases {
+            let refused = client.restore_offsets(RestoreOffsetsRequest { group: "mine".into(), commits }).await;
+            ensure!(refused.as_ref().is_err_and(|s| s.code() == tonic::Code::InvalidArgument), "{what}: {refused:?}");
+        }
+        anyhow::Ok(())
+    })?;
+    let mut client = sluice_tests::RawClient::connect(broker.addr())?;
+    let mut fetch = OffsetFetchRequest::default();
+    fetch.group_id = kafka_protocol::messages::GroupId(kafka_protocol::protocol::StrBytes::from_static_str("mine"));
+    fetch.topics = None;
+    let fetched = client.send(7, &fetch)?;
+    ensure!(fetched.topics.iter().all(|t| t.partitions.iter().all(|p| p.committed_offset == -1)), "something was committed: {fetched:?}");
+    ensure!(broker.is_running());
+    Ok(())
+}

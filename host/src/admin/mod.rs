@@ -371,7 +371,11 @@ impl Admin for AdminService {
     async fn restore_offsets(&self, request: Request<proto::RestoreOffsetsRequest>) -> Result<Response<proto::RestoreOffsetsResponse>, Status> {
         let request = request.into_inner();
         let commits = offsets::decode_snapshot(&request.commits).map_err(Status::invalid_argument)?;
-        self.groups.restore_offsets(&request.group, &commits).await.map_err(|code| Status::unavailable(format!("committing group {}'s offsets: error code {code}", request.group)))?;
+        self.groups.restore_offsets(&request.group, &commits).await.map_err(|code| {
+            let why = format!("committing group {}'s offsets: error code {code}", request.group);
+            // A bad group id, or commits of another group, cannot succeed on a retry.
+            if code == kafka_protocol::ResponseError::InvalidGroupId.code() { Status::invalid_argument(why) } else { Status::unavailable(why) }
+        })?;
         Ok(Response::new(proto::RestoreOffsetsResponse {}))
     }
 
