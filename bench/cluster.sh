@@ -6,8 +6,12 @@
 # produce latency, and the bytes each node wrote to disk (/proc/PID/io write_bytes) per byte
 # produced. Then sluice-failover measures kill -9 of the leader to the next acknowledged write.
 #
+# With RPC_TLS=1 the cluster's nodes talk over mutual TLS (a P-256 cluster CA and one
+# certificate per node, made with openssl); KILLS=0 skips the failover runs.
+#
 #   bench/cluster.sh                       # defaults below
 #   RECORDS=300000 REPS=5 KILLS=20 bench/cluster.sh
+#   RPC_TLS=1 KILLS=0 bench/cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +19,7 @@ RECORDS=${RECORDS:-500000}
 PARTITIONS=${PARTITIONS:-3}
 REPS=${REPS:-3}
 KILLS=${KILLS:-12}
+RPC_TLS=${RPC_TLS:-0}
 WORK=${WORK:-$PWD/target/bench-cluster}
 
 cargo build --release --quiet --bin sluice --bin sluice-load --bin sluice-failover
@@ -34,6 +39,25 @@ field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 written() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
 wait_ready() { for _ in $(seq 100); do grep -q "kafka listening" "$1" 2>/dev/null && return; sleep 0.1; done; echo "node did not start: $1" >&2; exit 1; }
 
+if [ "$RPC_TLS" = 1 ]; then
+    mkdir -p "$WORK/pki"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=bench CA" -addext basicConstraints=critical,CA:TRUE \
+        -addext keyUsage=critical,keyCertSign,cRLSign -keyout "$WORK/pki/ca.key" -out "$WORK/pki/ca.pem" 2>/dev/null
+    for i in 1 2 3; do
+        openssl req -new "${ec[@]}" -subj "/CN=node-$i" -keyout "$WORK/pki/node-$i.key" -out "$WORK/pki/node-$i.csr" 2>/dev/null
+        printf 'subjectAltName=DNS:node-%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' "$i" > "$WORK/pki/node-$i.ext"
+        openssl x509 -req -in "$WORK/pki/node-$i.csr" -CA "$WORK/pki/ca.pem" -CAkey "$WORK/pki/ca.key" -CAcreateserial -days 2 \
+            -extfile "$WORK/pki/node-$i.ext" -out "$WORK/pki/node-$i.pem" 2>/dev/null
+    done
+fi
+# The environment of node $1: its rpc certificate when RPC_TLS=1.
+node_env() {
+    if [ "$RPC_TLS" = 1 ]; then
+        echo "SLUICE_RPC__TLS__CA_FILE=$WORK/pki/ca.pem SLUICE_RPC__TLS__CERT_FILE=$WORK/pki/node-$1.pem SLUICE_RPC__TLS__KEY_FILE=$WORK/pki/node-$1.key"
+    fi
+}
+
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), disk under $WORK: $(df -h "$WORK" | awk 'NR==2 {print $1}')"
 
 start_single() { # rep
@@ -49,7 +73,7 @@ start_cluster() { # rep
     local peers="" i
     for i in 1 2 3; do KPORT[$i]=$(free_port); RPORT[$i]=$(free_port); peers="$peers${peers:+,}$i@127.0.0.1:${RPORT[$i]}"; done
     for i in 1 2 3; do
-        target/release/sluice serve --node-id "$i" --data-dir "$WORK/c$1-n$i" --kafka-addr "127.0.0.1:${KPORT[$i]}" \
+        env $(node_env "$i") target/release/sluice serve --node-id "$i" --data-dir "$WORK/c$1-n$i" --kafka-addr "127.0.0.1:${KPORT[$i]}" \
             --rpc-addr "127.0.0.1:${RPORT[$i]}" --metrics-addr 127.0.0.1:0 --peers "$peers" \
             > "$WORK/c$1-n$i.out" 2> "$WORK/c$1-n$i.err" &
         NODE_PID[$i]=$!
@@ -91,5 +115,8 @@ echo "single-node MB/s per rep: $(field mb_per_sec < <(grep '^produce' "$WORK/si
 echo "cluster MB/s per rep: $(field mb_per_sec < "$WORK/rf3.log" | tr '\n' ' ')"
 echo "disk bytes written per byte produced per replica: $(field disk_write_ratio < "$WORK/ratio.log" | tr '\n' ' ') (median $(median $(field disk_write_ratio < "$WORK/ratio.log")))"
 echo "peak RSS per cluster node (MiB): $(field peak_rss_mib < "$WORK/rss.log" | tr '\n' ' ')"
+echo "rpc between nodes: $([ "$RPC_TLS" = 1 ] && echo "mutual TLS" || echo "plain text")"
 echo
-target/release/sluice-failover --binary target/release/sluice --work "$WORK/failover" --kills "$KILLS"
+if [ "$KILLS" -gt 0 ]; then
+    target/release/sluice-failover --binary target/release/sluice --work "$WORK/failover" --kills "$KILLS"
+fi
