@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use kafka_protocol::ResponseError;
@@ -23,7 +23,8 @@ use sluice_tests::certs::TestCa;
 use sluice_tests::cluster::TestCluster;
 use sluice_tests::{Broker, RawClient};
 
-use crate::{PATIENCE, serial};
+use crate::control::eventually;
+use crate::serial;
 
 const TOPIC: &str = "secured";
 
@@ -35,19 +36,6 @@ fn sluice(node: &Broker, args: &[&str], tls: Option<(&Path, &Path, &Path)>) -> R
         command.arg("--tls-ca-file").arg(ca).arg("--tls-cert-file").arg(cert).arg("--tls-key-file").arg(key);
     }
     Ok(command.output()?)
-}
-
-/// Retries `step` until it succeeds or PATIENCE passes (the metadata group elects its leader,
-/// changes take a moment to apply on every node).
-fn eventually<T>(what: &str, mut step: impl FnMut() -> Result<T>) -> Result<T> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match step() {
-            Ok(done) => return Ok(done),
-            Err(e) if Instant::now() >= deadline => return Err(e.context(format!("{what}: still failing after {PATIENCE:?}"))),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }
 
 /// A raw client on `node`, authenticated with PLAIN.
