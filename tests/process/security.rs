@@ -74,14 +74,9 @@ fn users_and_acls_over_sasl_ssl_with_confluent_kafka_and_kafka_python() -> Resul
     let dir = tempfile::tempdir()?;
     let (mut broker, ca) = start_sasl_broker(dir.path(), true)?;
     let ca = ca.context("a CA file")?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/security_clients.py");
-    let output = Command::new("python3").arg(script).arg(broker.bootstrap()).arg(&ca).arg(ADMIN_PASSWORD).output()?;
-    ensure!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).contains("security clients: ok"),
-        "the security client script failed (scripts/test installs confluent-kafka and kafka-python):\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = crate::python::script("security_clients.py");
+    command.arg(broker.bootstrap()).arg(&ca).arg(ADMIN_PASSWORD);
+    crate::python::run(command, "security clients: ok")?;
     let failed = broker.metric(r#"sluice_kafka_sasl_authentications_total{outcome="failed",node="1"}"#)?.unwrap_or(0.0);
     ensure!(failed >= 2.0, "wrong password and unknown user counted: {failed}");
     let refused = broker.metric(r#"sluice_kafka_authorization_failures_total{resource="topic",node="1"}"#)?.unwrap_or(0.0);
@@ -141,20 +136,9 @@ fn sasl_plaintext_with_librdkafka_kcat_and_kafka_python() -> Result<()> {
     }
     ensure!(got.len() == 30 && got.iter().all(|v| !v.contains("forged")), "read {got:?}");
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/kafka_python_client.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .arg(&bootstrap)
-        .env("SASL_MECHANISM", "SCRAM-SHA-256")
-        .env("SASL_USERNAME", "admin")
-        .env("SASL_PASSWORD", ADMIN_PASSWORD)
-        .output()?;
-    ensure!(
-        output.status.success() && String::from_utf8_lossy(&output.stdout).contains("ok with SASL"),
-        "kafka-python with SASL failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = crate::python::script("kafka_python_client.py");
+    command.arg(&bootstrap).env("SASL_MECHANISM", "SCRAM-SHA-256").env("SASL_USERNAME", "admin").env("SASL_PASSWORD", ADMIN_PASSWORD);
+    crate::python::run(command, "ok with SASL")?;
     Ok(())
 }
 
