@@ -98,10 +98,10 @@ impl AdminTarget {
     pub async fn connect(&self) -> anyhow::Result<AdminClient<Channel>> {
         use anyhow::Context;
         let files = RpcTlsFiles { ca_file: self.tls_ca_file.clone(), cert_file: self.tls_cert_file.clone(), key_file: self.tls_key_file.clone() };
-        if [&files.ca_file, &files.cert_file, &files.key_file].iter().any(|f| f.is_some()) && RpcTls::load(&files)?.is_none() {
+        let tls = RpcTls::load(&files)?;
+        if tls.is_none() && [&files.ca_file, &files.cert_file, &files.key_file].iter().any(|f| f.is_some()) {
             anyhow::bail!("--tls-ca-file, --tls-cert-file and --tls-key-file go together");
         }
-        let tls = RpcTls::load(&files)?;
         let channel = sluice::rpc_tls::endpoint(tls.as_deref(), self.rpc_addr, None)?
             .connect()
             .await

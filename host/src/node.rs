@@ -134,6 +134,12 @@ impl Node {
         let replication = Arc::new(Replication::new(me, voters.clone(), events_tx.clone(), config.kafka.max_request_bytes as usize));
         let proposer = Arc::new(Proposer::new(replication, timeout));
         let rpc_tls = crate::rpc_tls::RpcTls::load(&config.rpc.tls)?;
+        if rpc_tls.is_none() && !config.rpc_addr.ip().is_loopback() {
+            warn!(
+                rpc_addr = %config.rpc_addr,
+                "THE RPC PORT IS OPEN BEYOND THIS MACHINE WITHOUT TLS (--insecure-rpc): anyone who reaches it can load plugins, change bindings and send Raft messages; set rpc.tls.ca-file, rpc.tls.cert-file and rpc.tls.key-file"
+            );
+        }
         let transport = Transport::start(me, &peers, config.raft.peer_queue, events_tx.clone(), rpc_tls.clone());
         let offsets_groups = Arc::clone(&groups);
         let machine_for = Box::new(move |log: &Arc<Partition>| {
