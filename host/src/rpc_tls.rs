@@ -103,15 +103,18 @@ pub fn incoming(listener: TcpListener, tls: &RpcTls, refused: IntCounter, mut st
     let (accepted, incoming) = mpsc::channel(ACCEPTED_QUEUE);
     tokio::spawn(async move {
         loop {
-            let (stream, peer) = tokio::select! {
-                next = listener.accept() => match next {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        warn!(cause = %e, "rpc accept failed");
-                        continue;
-                    }
-                },
+            let next = tokio::select! {
+                next = listener.accept() => next,
                 _ = stop.wait_for(|s| *s) => return,
+            };
+            let (stream, peer) = match next {
+                Ok(connection) => connection,
+                Err(e) => {
+                    // Out of file descriptors, say: do not spin while it lasts.
+                    warn!(cause = %e, "rpc accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let (acceptor, accepted, refused) = (acceptor.clone(), accepted.clone(), refused.clone());
