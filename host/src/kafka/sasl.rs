@@ -155,7 +155,13 @@ impl Session {
 /// credentials.
 fn plain_login(security: &SecurityState, message: &[u8]) -> Result<String, scram::ScramError> {
     let (user, password) = scram::parse_plain(message)?;
-    let credentials = security.users.get(&user).into_iter().flatten();
-    let mut matching = credentials.filter(|(mechanism, credential)| credential.matches_password(**mechanism, &password));
+    let Some(credentials) = security.users.get(&user) else {
+        // As long as a wrong password takes: the time does not tell which users exist.
+        if let Ok(decoy) = scram::decoy(Mechanism::Sha256, &user) {
+            decoy.matches_password(Mechanism::Sha256, &password);
+        }
+        return Err(scram::ScramError::BadProof);
+    };
+    let mut matching = credentials.iter().filter(|(mechanism, credential)| credential.matches_password(**mechanism, &password));
     matching.next().map(|_| user).ok_or(scram::ScramError::BadProof)
 }

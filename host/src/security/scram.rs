@@ -193,9 +193,6 @@ pub enum ScramError {
     /// Channel binding or an authorization identity other than the user.
     #[error("unsupported SCRAM option: {0}")]
     Unsupported(&'static str),
-    /// No credential for the user and mechanism.
-    #[error("unknown user")]
-    UnknownUser,
     /// The proof does not match the stored key.
     #[error("invalid credentials")]
     BadProof,
@@ -210,6 +207,21 @@ pub struct ScramServer {
     auth_prefix: String,
     nonce: String,
     gs2_header: String,
+}
+
+/// A credential no password matches, with the salt an unknown `user` always gets from this
+/// process (a salt that changed between attempts would give the user's absence away).
+pub fn decoy(mechanism: Mechanism, user: &str) -> Result<ScramCredential, CredentialError> {
+    static SECRET: std::sync::OnceLock<Option<hmac::Key>> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(|| random_bytes(32).ok().map(|k| hmac::Key::new(hmac::HMAC_SHA256, &k))).as_ref().ok_or(CredentialError::Random)?;
+    let salt = hmac::sign(secret, format!("{}\0{user}", mechanism.name()).as_bytes());
+    let unknowable = random_bytes(mechanism.output_len())?;
+    Ok(ScramCredential {
+        salt: b64(&salt.as_ref()[..SALT_BYTES]),
+        iterations: MIN_ITERATIONS,
+        stored_key: b64(&unknowable),
+        server_key: b64(&unknowable),
+    })
 }
 
 /// The user a client-first message names, before any credential is looked up.
@@ -278,7 +290,12 @@ impl ScramServer {
     /// if any. Returns the state and the server-first message.
     pub fn start(mechanism: Mechanism, message: &[u8], credential: Option<ScramCredential>) -> Result<(ScramServer, Vec<u8>), ScramError> {
         let first = parse_client_first(message)?;
-        let credential = credential.ok_or(ScramError::UnknownUser)?;
+        // An unknown user goes through the exchange with a made-up credential and fails at the
+        // proof, like a wrong password: the answers do not tell which users exist.
+        let credential = match credential {
+            Some(c) => c,
+            None => decoy(mechanism, &first.user).map_err(|_| ScramError::Malformed("no randomness"))?,
+        };
         let server_nonce = b64(&random_bytes(NONCE_BYTES).map_err(|_| ScramError::Malformed("no randomness"))?);
         let nonce = format!("{}{server_nonce}", first.nonce);
         let server_first = format!("r={nonce},s={},i={}", credential.salt, credential.iterations);
@@ -429,7 +446,14 @@ mod tests {
         for bad in [&b"n=user,r=abc"[..], b"p=tls-unique,,n=user,r=abc", b"n,,r=abc", b"n,,n=user", b"n,,n=us=4er,r=abc", b"n,a=other,n=user,r=abc", b"\xff"] {
             assert!(ScramServer::start(Mechanism::Sha256, bad, Some(credential.clone())).is_err(), "{bad:?}");
         }
-        assert_eq!(ScramServer::start(Mechanism::Sha256, b"n,,n=ghost,r=abc", None).err(), Some(ScramError::UnknownUser));
+        // An unknown user gets a server-first message like any other, with the same salt each
+        // time, and fails only at the proof.
+        let (ghost, first) = ScramServer::start(Mechanism::Sha256, b"n,,n=ghost,r=abc", None).unwrap();
+        let (_, again) = ScramServer::start(Mechanism::Sha256, b"n,,n=ghost,r=abc", None).unwrap();
+        let salt = |m: &[u8]| String::from_utf8_lossy(m).split(',').find(|a| a.starts_with("s=")).map(str::to_string);
+        assert_eq!(salt(&first), salt(&again));
+        let (last, _) = client_final(Mechanism::Sha256, "guess", "n=ghost,r=abc", &String::from_utf8(first).unwrap());
+        assert_eq!(ghost.finish(last.as_bytes()).unwrap_err(), ScramError::BadProof);
         let (server, _) = ScramServer::start(Mechanism::Sha256, b"n,,n=user,r=abc", Some(credential)).unwrap();
         assert!(matches!(server.finish(b"c=biws,r=abc,p=AAAA"), Err(ScramError::Malformed("nonce does not match"))));
         assert_eq!(ScramCredential::from_password(Mechanism::Sha256, "pw", 4095).unwrap_err(), CredentialError::Iterations(4095));
