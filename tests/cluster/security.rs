@@ -85,6 +85,7 @@ fn mutual_tls_keeps_out_whoever_lacks_the_cluster_certificate_and_acls_apply_on_
         ca.issue(&format!("node-{node}"), &[&format!("DNS:node-{node}"), "IP:127.0.0.1"])?;
     }
     let (admin_cert, admin_key) = ca.issue("admin", &["DNS:admin"])?;
+    let (expired_cert, expired_key) = ca.issue_for_days("expired-admin", &["DNS:admin"], -1)?;
     let rogue = TestCa::new(pki.path(), "rogue")?;
     let (rogue_cert, rogue_key) = rogue.issue("node-2", &["DNS:node-2", "IP:127.0.0.1"])?;
     let ca_file = ca.cert().display().to_string();
@@ -164,14 +165,17 @@ fn mutual_tls_keeps_out_whoever_lacks_the_cluster_certificate_and_acls_apply_on_
         })?;
     }
 
-    // The admin API: the cluster's admin certificate works; no certificate, or one from another
-    // CA, is refused in the handshake and counted.
+    // The admin API: the cluster's admin certificate works; no certificate, an expired one, or
+    // one from another CA is refused in the handshake and counted.
     let node = cluster.node(0);
     let status = sluice(node, &["cluster", "status"], admin_tls)?;
     ensure!(status.status.success(), "cluster status with the admin certificate: {}", String::from_utf8_lossy(&status.stderr));
     let tls_refused = r#"sluice_rpc_tls_refused_total{node="1"}"#;
     let before = counter(node, tls_refused)?;
     ensure!(!sluice(node, &["plugin", "list"], None)?.status.success(), "the admin API answered a client without TLS");
+    let expired = Some((ca.cert(), expired_cert, expired_key));
+    let expired = expired.as_ref().map(|(a, b, c)| (a.as_path(), b.as_path(), c.as_path()));
+    ensure!(!sluice(node, &["cluster", "status"], expired)?.status.success(), "an expired certificate was accepted");
     let load = ["plugin", "load", sluice_tests::plugins::ECHO_CODEC_COMPONENT, "--kind", "codec", "--name", "sneaky"];
     let rogue_tls = Some((rogue.cert(), rogue_cert.clone(), rogue_key.clone()));
     let rogue_tls = rogue_tls.as_ref().map(|(a, b, c)| (a.as_path(), b.as_path(), c.as_path()));
@@ -182,7 +186,7 @@ fn mutual_tls_keeps_out_whoever_lacks_the_cluster_certificate_and_acls_apply_on_
     ensure!(bound.status.success(), "the admin certificate could not bind: {}", String::from_utf8_lossy(&bound.stderr));
     eventually("the refusals counted", || {
         let now = counter(node, tls_refused)?;
-        ensure!(now >= before + 3.0, "{now} refusals counted after {before}");
+        ensure!(now >= before + 4.0, "{now} refusals counted after {before}");
         Ok(())
     })?;
 

@@ -43,6 +43,11 @@ impl TestCa {
     /// Issues a certificate for client and server use, subject `CN=cn`, with `sans`
     /// (`DNS:node-1`, `IP:127.0.0.1`); returns (certificate, key) files.
     pub fn issue(&self, cn: &str, sans: &[&str]) -> Result<(PathBuf, PathBuf)> {
+        self.issue_for_days(cn, sans, 2)
+    }
+
+    /// As [`TestCa::issue`], valid for `days` from now (-1: it expired a day ago).
+    pub fn issue_for_days(&self, cn: &str, sans: &[&str], days: i32) -> Result<(PathBuf, PathBuf)> {
         let stem = format!("{}-{cn}", self.name);
         let (cert, key, csr, ext) = (format!("{stem}.pem"), format!("{stem}.key"), format!("{stem}.csr"), format!("{stem}.ext"));
         let extensions = format!("subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n", sans.join(","));
@@ -53,7 +58,8 @@ impl TestCa {
         args.extend(["-keyout", &key, "-out", &csr]);
         openssl(&args, &self.dir)?;
         let (ca_cert, ca_key) = (format!("{}-ca.pem", self.name), format!("{}-ca.key", self.name));
-        openssl(&["x509", "-req", "-in", &csr, "-CA", &ca_cert, "-CAkey", &ca_key, "-CAcreateserial", "-days", "2", "-extfile", &ext, "-out", &cert], &self.dir)?;
+        let days = days.to_string();
+        openssl(&["x509", "-req", "-in", &csr, "-CA", &ca_cert, "-CAkey", &ca_key, "-CAcreateserial", "-days", &days, "-extfile", &ext, "-out", &cert], &self.dir)?;
         Ok((self.dir.join(cert), self.dir.join(key)))
     }
 }
