@@ -104,6 +104,11 @@ fn soak_under_kills_rebalances_and_rebinds() -> Result<()> {
         }
         ensure!(last_progress.elapsed() < STUCK, "the consumer group read nothing for {:?} (round {round}, {now_read} records read)", last_progress.elapsed());
         ensure!(cluster.is_live(0), "node 1 exited");
+        // A sample every 10 rounds (about a minute) shows whether memory levels off.
+        if round % 10 == 0 {
+            let (rss, files) = resources(pid)?;
+            eprintln!("[soak] {} s: node 1 rss {} MiB, open files {files}", started.elapsed().as_secs(), rss >> 20);
+        }
     }
     let (rss_end, files_end) = resources(pid)?;
     for (leave, handle) in members {
