@@ -138,3 +138,28 @@ pub fn incoming(listener: TcpListener, tls: &RpcTls, refused: IntCounter, mut st
     });
     incoming
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_files_is_plain_and_unusable_files_are_errors() {
+        assert!(RpcTls::load(&RpcTlsFiles::default()).unwrap().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for file in [&garbage, &missing] {
+            let files = RpcTlsFiles { ca_file: Some(file.clone()), cert_file: Some(file.clone()), key_file: Some(file.clone()) };
+            assert!(matches!(RpcTls::load(&files), Err(TlsError::Pem { .. })), "{file:?}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_names_no_node_when_garbage_or_absent() {
+        assert_eq!(node_of(&[], [1, 2, 3]), None);
+        assert_eq!(node_of(&[CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01])], [1]), None);
+        assert_eq!(node_name(7), "node-7");
+    }
+}
