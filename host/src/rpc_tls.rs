@@ -5,14 +5,13 @@
 //! and only as that node; nodes check the same name on the peers they connect to.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::IntCounter;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -22,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::config::RpcTlsFiles;
 use crate::kafka::TlsError;
+use crate::kafka::tls::{chain_and_key, pem_error, read_pem};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,36 +40,24 @@ pub struct RpcTls {
     server: Arc<rustls::ServerConfig>,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::Pem { path: path.display().to_string(), cause: e.to_string() })
-}
-
 impl RpcTls {
     /// Loads the CA, certificate and key named in `files`; `None` when none is set.
     pub fn load(files: &RpcTlsFiles) -> Result<Option<Arc<RpcTls>>, TlsError> {
         let (Some(ca_file), Some(cert_file), Some(key_file)) = (&files.ca_file, &files.cert_file, &files.key_file) else {
             return Ok(None);
         };
-        let pem_error = |path: &Path, cause: String| TlsError::Pem { path: path.display().to_string(), cause };
-        let ca_pem = read(ca_file)?;
+        let ca_pem = read_pem(ca_file)?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&ca_pem) {
-            let cert = cert.map_err(|e| pem_error(ca_file, e.to_string()))?;
-            roots.add(cert).map_err(|e| pem_error(ca_file, e.to_string()))?;
+            roots.add(cert.map_err(|e| pem_error(ca_file, e))?).map_err(|e| pem_error(ca_file, e))?;
         }
         if roots.is_empty() {
-            return Err(pem_error(ca_file, "no CA certificate".into()));
+            return Err(pem_error(ca_file, "no CA certificate"));
         }
-        let (cert_pem, key_pem) = (read(cert_file)?, read(key_file)?);
-        let certs = CertificateDer::pem_slice_iter(&cert_pem).collect::<Result<Vec<_>, _>>().map_err(|e| pem_error(cert_file, e.to_string()))?;
-        if certs.is_empty() {
-            return Err(pem_error(cert_file, "no certificate".into()));
-        }
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| pem_error(key_file, e.to_string()))?;
+        let (cert_pem, key_pem) = (read_pem(cert_file)?, read_pem(key_file)?);
+        let (certs, key) = chain_and_key(cert_file, &cert_pem, key_file, &key_pem)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()
-            .map_err(|e| pem_error(ca_file, e.to_string()))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).build().map_err(|e| pem_error(ca_file, e))?;
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)

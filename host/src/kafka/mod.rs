@@ -7,7 +7,7 @@ pub mod frame;
 mod response_budget;
 mod sasl;
 mod server;
-mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
