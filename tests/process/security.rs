@@ -184,6 +184,31 @@ fn an_unauthenticated_client_gets_nothing_and_the_cli_manages_users() -> Result<
     ensure!(client.send(2, &authenticate)?.error_code == 0);
     ensure!(client.send(12, &metadata)?.brokers.len() == 1);
 
+    // AlterUserScramCredentials answers each user on its own: an acceptable upsertion applies,
+    // a deletion of a credential that does not exist and a mechanism changed twice are refused.
+    use kafka_protocol::messages::alter_user_scram_credentials_request::{ScramCredentialDeletion, ScramCredentialUpsertion};
+    let upsert = |name: &'static str, mechanism: i8| {
+        let mut u = ScramCredentialUpsertion::default();
+        u.name = StrBytes::from_static_str(name);
+        u.mechanism = mechanism;
+        u.iterations = 4096;
+        u.salt = bytes::Bytes::from_static(b"salt");
+        u.salted_password = bytes::Bytes::from(vec![7u8; if mechanism == 1 { 32 } else { 64 }]);
+        u
+    };
+    let mut delete = ScramCredentialDeletion::default();
+    delete.name = StrBytes::from_static_str("nobody");
+    delete.mechanism = 1;
+    let mut alter = AlterUserScramCredentialsRequest::default();
+    alter.deletions = vec![delete];
+    alter.upsertions = vec![upsert("erin", 2), upsert("twice", 1), upsert("twice", 1)];
+    let answered: Vec<(String, i16)> = client.send(0, &alter)?.results.iter().map(|r| (r.user.to_string(), r.error_code)).collect();
+    use kafka_protocol::ResponseError as E;
+    let expected = [("nobody", E::ResourceNotFound.code()), ("erin", 0), ("twice", E::DuplicateResource.code())];
+    ensure!(answered == expected.map(|(u, c)| (u.to_string(), c)), "{answered:?}");
+    ensure!(sluice_user(&broker, &["list"])?.contains("erin  SCRAM-SHA-512(4096)"), "erin was not created");
+    ensure!(sluice_user(&broker, &["delete", "erin"])?.contains("1 credential(s) removed"));
+
     let unauthenticated = broker.metric(r#"sluice_kafka_sasl_authentications_total{outcome="unauthenticated_request",node="1"}"#)?.unwrap_or(0.0);
     ensure!(unauthenticated >= 1.0, "{unauthenticated}");
 

@@ -14,12 +14,12 @@
 //! frame that does not parse closes this connection only.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::future::Either;
 use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -28,9 +28,6 @@ use tracing::{debug, instrument, warn};
 
 use super::frame::{self, FrameError, Request};
 use super::{KafkaContext, api, sasl};
-
-/// A request being answered: whether it is a Produce, and its response.
-type InFlight<'a> = Pin<Box<dyn Future<Output = (bool, Result<Option<super::frame::Response>, FrameError>)> + Send + 'a>>;
 
 /// Serves one connection, plain or TLS, given its two halves.
 #[instrument(skip(read_half, write_half, ctx), fields(peer = %peer))]
@@ -79,7 +76,8 @@ where
     });
     let mut writer = BufWriter::new(write_half);
     // Each result carries whether its request was a Produce.
-    let mut in_flight: FuturesOrdered<InFlight<'_>> = FuturesOrdered::new();
+    // A SASL answer is ready at once (Left); a handler's is a future (Right).
+    let mut in_flight = FuturesOrdered::new();
     let mut produces_in_flight = 0;
     let mut waiting: Option<Request> = None;
     let mut reading = true;
@@ -102,14 +100,14 @@ where
                     }
                     Some(super::frame::Response::from(answer.response))
                 });
-                in_flight.push_back(Box::pin(std::future::ready((false, answered))) as InFlight<'_>);
+                in_flight.push_back(Either::Left(std::future::ready((false, answered))));
                 continue;
             }
             request.principal = session.principal().cloned();
             let is_produce = request.api_key == ApiKey::Produce;
             produces_in_flight += usize::from(is_produce);
             let ctx = Arc::clone(&ctx);
-            in_flight.push_back(Box::pin(async move {
+            in_flight.push_back(Either::Right(async move {
                 let api = request.api_key;
                 let started = Instant::now();
                 let result = api::handle(&ctx, request).await;

@@ -2,8 +2,6 @@
 //! clients manage them. The client salts the password; the broker stores only the keys derived
 //! from it, in the metadata group. Reading needs DESCRIBE on the cluster, changing ALTER.
 
-use std::collections::BTreeSet;
-
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
@@ -58,68 +56,56 @@ pub async fn alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Frame
     let body: AlterUserScramCredentialsRequest = decode_body(request)?;
     let allowed = ctx.permits_cluster(request, Operation::Alter);
     let security = ctx.cluster.security();
-    // Each user's outcome, in the order users first appear, and the changes to make for it.
-    let mut outcomes: Vec<(String, Result<Vec<SecurityChange>, (i16, String)>)> = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut duplicated = BTreeSet::new();
-    let names = body.deletions.iter().map(|d| (d.name.to_string(), d.mechanism)).chain(body.upsertions.iter().map(|u| (u.name.to_string(), u.mechanism)));
-    for (user, mechanism) in names {
-        if !seen.insert((user.clone(), mechanism)) {
-            duplicated.insert(user.clone());
-        }
-        if !outcomes.iter().any(|(u, _)| *u == user) {
-            outcomes.push((user, Ok(Vec::new())));
-        }
-    }
-    let fail = |outcomes: &mut Vec<(String, Result<Vec<SecurityChange>, (i16, String)>)>, user: &str, error: ResponseError, why: String| {
-        if let Some((_, outcome)) = outcomes.iter_mut().find(|(u, _)| u == user)
-            && outcome.is_ok()
-        {
-            *outcome = Err((code(error), why));
-        }
-    };
-    let add = |outcomes: &mut Vec<(String, Result<Vec<SecurityChange>, (i16, String)>)>, user: &str, change: SecurityChange| {
-        if let Some((_, Ok(changes))) = outcomes.iter_mut().find(|(u, _)| u == user) {
-            changes.push(change);
-        }
-    };
-    for user in outcomes.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>() {
-        if !allowed {
-            fail(&mut outcomes, &user, ResponseError::ClusterAuthorizationFailed, "not authorized to alter users".into());
-        } else if user.is_empty() {
-            fail(&mut outcomes, &user, ResponseError::UnacceptableCredential, "a user name must not be empty".into());
-        } else if duplicated.contains(&user) {
-            fail(&mut outcomes, &user, ResponseError::DuplicateResource, format!("user {user} has one mechanism changed more than once"));
-        }
-    }
-    for deletion in &body.deletions {
-        let user = deletion.name.to_string();
-        match Mechanism::from_kafka_type(deletion.mechanism) {
-            None => fail(&mut outcomes, &user, ResponseError::UnsupportedSaslMechanism, format!("unknown SCRAM mechanism {}", deletion.mechanism)),
-            Some(m) if security.credential(&user, m).is_none() => fail(&mut outcomes, &user, ResponseError::ResourceNotFound, format!("user {user} has no {} credential", m.name())),
-            Some(mechanism) => add(&mut outcomes, &user, SecurityChange::SetCredential { user: user.clone(), mechanism, credential: None }),
-        }
-    }
-    for upsertion in &body.upsertions {
-        let user = upsertion.name.to_string();
-        let Some(mechanism) = Mechanism::from_kafka_type(upsertion.mechanism) else {
-            fail(&mut outcomes, &user, ResponseError::UnsupportedSaslMechanism, format!("unknown SCRAM mechanism {}", upsertion.mechanism));
-            continue;
+    // Every deletion, then every upsertion, checked on its own: its user, its mechanism as sent,
+    // and the change to make or why not.
+    let deletions = body.deletions.iter().map(|d| {
+        let user = d.name.to_string();
+        let change = match Mechanism::from_kafka_type(d.mechanism) {
+            None => Err(refusal(ResponseError::UnsupportedSaslMechanism, format!("unknown SCRAM mechanism {}", d.mechanism))),
+            Some(m) if security.credential(&user, m).is_none() => Err(refusal(ResponseError::ResourceNotFound, format!("user {user} has no {} credential", m.name()))),
+            Some(mechanism) => Ok(SecurityChange::SetCredential { user: user.clone(), mechanism, credential: None }),
         };
-        match ScramCredential::from_salted_password(mechanism, &upsertion.salt, &upsertion.salted_password, upsertion.iterations.into()) {
-            Ok(credential) => add(&mut outcomes, &user, SecurityChange::SetCredential { user: user.clone(), mechanism, credential: Some(credential) }),
-            Err(e @ CredentialError::Random) => fail(&mut outcomes, &user, ResponseError::UnknownServerError, e.to_string()),
-            Err(e) => fail(&mut outcomes, &user, ResponseError::UnacceptableCredential, e.to_string()),
+        (user, d.mechanism, change)
+    });
+    let upsertions = body.upsertions.iter().map(|u| {
+        let user = u.name.to_string();
+        let change = Mechanism::from_kafka_type(u.mechanism)
+            .ok_or_else(|| refusal(ResponseError::UnsupportedSaslMechanism, format!("unknown SCRAM mechanism {}", u.mechanism)))
+            .and_then(|mechanism| match ScramCredential::from_salted_password(mechanism, &u.salt, &u.salted_password, u.iterations.into()) {
+                Ok(credential) => Ok(SecurityChange::SetCredential { user: user.clone(), mechanism, credential: Some(credential) }),
+                Err(e @ CredentialError::Random) => Err(refusal(ResponseError::UnknownServerError, e.to_string())),
+                Err(e) => Err(refusal(ResponseError::UnacceptableCredential, e.to_string())),
+            });
+        (user, u.mechanism, change)
+    });
+    let checked: Vec<(String, i8, Result<SecurityChange, (i16, String)>)> = deletions.chain(upsertions).collect();
+    // One result per user, in the order users first appear; a user's changes apply only if
+    // every one of them is acceptable.
+    let mut users: Vec<&str> = Vec::new();
+    for (user, _, _) in &checked {
+        if !users.contains(&user.as_str()) {
+            users.push(user);
         }
     }
     let mut response = AlterUserScramCredentialsResponse::default();
-    for (user, outcome) in outcomes {
-        let mut result = AlterUserScramCredentialsResult::default();
-        result.user = StrBytes::from_string(user);
+    for user in users {
+        let mine: Vec<_> = checked.iter().filter(|(u, _, _)| u == user).collect();
+        let duplicated = mine.iter().enumerate().any(|(i, (_, m, _))| mine[..i].iter().any(|(_, earlier, _)| earlier == m));
+        let outcome = if !allowed {
+            Err(refusal(ResponseError::ClusterAuthorizationFailed, "not authorized to alter users".into()))
+        } else if user.is_empty() {
+            Err(refusal(ResponseError::UnacceptableCredential, "a user name must not be empty".into()))
+        } else if duplicated {
+            Err(refusal(ResponseError::DuplicateResource, format!("user {user} has one mechanism changed more than once")))
+        } else {
+            mine.iter().map(|(_, _, change)| change.clone()).collect::<Result<Vec<_>, _>>()
+        };
         let applied = match outcome {
             Ok(changes) => apply_all(ctx, changes).await,
             Err(refused) => Err(refused),
         };
+        let mut result = AlterUserScramCredentialsResult::default();
+        result.user = StrBytes::from_string(user.to_string());
         if let Err((error_code, why)) = applied {
             result.error_code = error_code;
             result.error_message = message(why);
@@ -127,6 +113,11 @@ pub async fn alter(ctx: &KafkaContext, request: &Request) -> Result<Bytes, Frame
         response.results.push(result);
     }
     respond(request, &response)
+}
+
+/// An error code and its message.
+fn refusal(error: ResponseError, why: String) -> (i16, String) {
+    (code(error), why)
 }
 
 async fn apply_all(ctx: &KafkaContext, changes: Vec<SecurityChange>) -> Result<(), (i16, String)> {
